@@ -1,0 +1,419 @@
+//! Positional arguments of `MODULE LOAD` and of the `config_set`/`connect` commands.
+//!
+//! Pure parsing: bytes in, [`Settings`] or an [`ArgError`] out. Nothing here knows Redis or AMQP.
+
+use std::fmt;
+
+use crate::keymask::KeyMasks;
+
+/// Event classes, as the bits Redis's module API uses (`REDISMODULE_NOTIFY_*`).
+pub mod class {
+    pub const GENERIC: i32 = 1 << 2;
+    pub const STRING: i32 = 1 << 3;
+    pub const LIST: i32 = 1 << 4;
+    pub const SET: i32 = 1 << 5;
+    pub const HASH: i32 = 1 << 6;
+    pub const ZSET: i32 = 1 << 7;
+    pub const EXPIRED: i32 = 1 << 8;
+    pub const EVICTED: i32 = 1 << 9;
+    pub const STREAM: i32 = 1 << 10;
+    pub const KEY_MISS: i32 = 1 << 11;
+    pub const MODULE: i32 = 1 << 13;
+    pub const NEW: i32 = 1 << 14;
+    /// What `A` stands for in `notify-keyspace-events` (`g$lshzxetd`).
+    pub const ALL: i32 =
+        GENERIC | STRING | LIST | SET | HASH | ZSET | EXPIRED | EVICTED | STREAM | MODULE;
+}
+
+pub const EVENTS_ACCEPTED: &str =
+    "class letters g $ l s h z x e t d n m or A (as in notify-keyspace-events; K and E are ignored)";
+
+/// Parses the EVENTS argument into a mask of event classes.
+pub fn parse_events(arg: &[u8]) -> Result<i32, ArgError> {
+    let mut mask = 0;
+    for &c in arg {
+        mask |= match c {
+            b'g' => class::GENERIC,
+            b'$' => class::STRING,
+            b'l' => class::LIST,
+            b's' => class::SET,
+            b'h' => class::HASH,
+            b'z' => class::ZSET,
+            b'x' => class::EXPIRED,
+            b'e' => class::EVICTED,
+            b't' => class::STREAM,
+            b'd' => class::MODULE,
+            b'n' => class::NEW,
+            b'm' => class::KEY_MISS,
+            b'A' => class::ALL,
+            // Channel selectors of notify-keyspace-events: meaningless for a module, harmless.
+            b'K' | b'E' => 0,
+            _ => return Err(ArgError::new("EVENTS", arg, EVENTS_ACCEPTED)),
+        };
+    }
+    if mask == 0 {
+        return Err(ArgError::new("EVENTS", arg, EVENTS_ACCEPTED));
+    }
+    Ok(mask)
+}
+
+/// Renders an event-class mask as its letters, for logs and INFO.
+pub fn describe_events(mask: i32) -> String {
+    const LETTERS: [(i32, char); 12] = [
+        (class::GENERIC, 'g'),
+        (class::STRING, '$'),
+        (class::LIST, 'l'),
+        (class::SET, 's'),
+        (class::HASH, 'h'),
+        (class::ZSET, 'z'),
+        (class::EXPIRED, 'x'),
+        (class::EVICTED, 'e'),
+        (class::STREAM, 't'),
+        (class::MODULE, 'd'),
+        (class::NEW, 'n'),
+        (class::KEY_MISS, 'm'),
+    ];
+    LETTERS
+        .iter()
+        .filter(|(bit, _)| mask & bit != 0)
+        .map(|(_, c)| *c)
+        .collect()
+}
+
+/// Everything configurable after load (all positional arguments but EVENTS).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub heartbeat: u16,
+    pub exchange: String,
+    pub routing_key: String,
+    /// 1 transient, 2 persistent.
+    pub delivery_mode: u8,
+    /// >0 keep at most N events, 0 unlimited, <0 no fallback list.
+    pub fallback_size: i64,
+    pub masks: KeyMasks,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            host: "127.0.0.1".into(),
+            port: 5672,
+            user: "guest".into(),
+            password: "guest".into(),
+            heartbeat: 30,
+            exchange: "amq.direct".into(),
+            routing_key: "redis_keyspace_events".into(),
+            delivery_mode: 1,
+            fallback_size: 10_000_000,
+            masks: KeyMasks::default(),
+        }
+    }
+}
+
+// The password never leaves through Debug (logs, panics).
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &"<hidden>")
+            .field("heartbeat", &self.heartbeat)
+            .field("exchange", &self.exchange)
+            .field("routing_key", &self.routing_key)
+            .field("delivery_mode", &self.delivery_mode)
+            .field("fallback_size", &self.fallback_size)
+            .field("masks", &self.masks)
+            .finish()
+    }
+}
+
+/// Names of the positional arguments after EVENTS, in order.
+pub const ARG_NAMES: [&str; 9] = [
+    "HOST",
+    "PORT",
+    "USER",
+    "PASS",
+    "HEARTBEAT",
+    "EXCHANGE",
+    "ROUTING_KEY",
+    "DELIVERY_MODE",
+    "FALLBACK_SIZE",
+];
+
+impl Settings {
+    /// Returns a copy with the positional arguments `HOST [PORT … FALLBACK_SIZE [KEYMASK…]]`
+    /// applied; missing ones keep their current value. Key masks, when given, replace the old ones.
+    pub fn with_args<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<Settings, ArgError> {
+        let mut s = self.clone();
+        for (i, arg) in args.iter().take(ARG_NAMES.len()).enumerate() {
+            let v = arg.as_ref();
+            match i {
+                0 => s.host = parse_host(v)?,
+                1 => s.port = parse_int(v, "PORT", 1, 65535, "an integer from 1 to 65535")? as u16,
+                2 => s.user = parse_text(v, "USER", "a UTF-8 user name")?,
+                // Never echo the password, not even in an error.
+                3 => {
+                    s.password = String::from_utf8(v.to_vec())
+                        .map_err(|_| ArgError::hidden("PASS", "a UTF-8 password"))?
+                }
+                4 => {
+                    s.heartbeat = parse_int(
+                        v,
+                        "HEARTBEAT",
+                        0,
+                        65535,
+                        "seconds from 0 to 65535 (0 disables heartbeats)",
+                    )? as u16
+                }
+                5 => s.exchange = parse_name(v, "EXCHANGE")?,
+                6 => s.routing_key = parse_name(v, "ROUTING_KEY")?,
+                7 => {
+                    s.delivery_mode =
+                        parse_int(v, "DELIVERY_MODE", 1, 2, "1 (transient) or 2 (persistent)")?
+                            as u8
+                }
+                _ => {
+                    s.fallback_size = parse_int(
+                        v,
+                        "FALLBACK_SIZE",
+                        i64::MIN,
+                        i64::MAX,
+                        "an integer: >0 keep at most N events, 0 unlimited, <0 no fallback list",
+                    )?
+                }
+            }
+        }
+        if args.len() > ARG_NAMES.len() {
+            s.masks = KeyMasks::from_args(&args[ARG_NAMES.len()..]);
+        }
+        Ok(s)
+    }
+}
+
+/// Parses the whole `MODULE LOAD` argument list: `[EVENTS [HOST … [KEYMASK…]]]`.
+pub fn parse_load_args<A: AsRef<[u8]>>(args: &[A]) -> Result<(i32, Settings), ArgError> {
+    let events = match args.first() {
+        Some(e) => parse_events(e.as_ref())?,
+        None => class::EXPIRED | class::EVICTED,
+    };
+    let rest = args.get(1..).unwrap_or(&[]);
+    Ok((events, Settings::default().with_args(rest)?))
+}
+
+fn parse_text(v: &[u8], name: &'static str, accepted: &'static str) -> Result<String, ArgError> {
+    String::from_utf8(v.to_vec()).map_err(|_| ArgError::new(name, v, accepted))
+}
+
+fn parse_host(v: &[u8]) -> Result<String, ArgError> {
+    const ACCEPTED: &str = "a host name or IP address";
+    let host = parse_text(v, "HOST", ACCEPTED)?;
+    if host.is_empty() || host.len() > 253 || host.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(ArgError::new("HOST", v, ACCEPTED));
+    }
+    Ok(host)
+}
+
+/// Exchange and routing key: AMQP short strings (at most 255 bytes).
+fn parse_name(v: &[u8], name: &'static str) -> Result<String, ArgError> {
+    const ACCEPTED: &str = "a UTF-8 string of at most 255 bytes";
+    let s = parse_text(v, name, ACCEPTED)?;
+    if s.len() > 255 {
+        return Err(ArgError::new(name, v, ACCEPTED));
+    }
+    Ok(s)
+}
+
+fn parse_int(
+    v: &[u8],
+    name: &'static str,
+    min: i64,
+    max: i64,
+    accepted: &'static str,
+) -> Result<i64, ArgError> {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| ArgError::new(name, v, accepted))
+}
+
+/// A bad argument: which one, the value given, and what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgError {
+    pub name: &'static str,
+    /// `None` for secrets.
+    pub value: Option<String>,
+    pub accepted: &'static str,
+}
+
+impl ArgError {
+    pub fn new(name: &'static str, value: &[u8], accepted: &'static str) -> Self {
+        ArgError {
+            name,
+            value: Some(crate::event::escape(value)),
+            accepted,
+        }
+    }
+
+    fn hidden(name: &'static str, accepted: &'static str) -> Self {
+        ArgError {
+            name,
+            value: None,
+            accepted,
+        }
+    }
+}
+
+impl fmt::Display for ArgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(
+                f,
+                "invalid {} '{}': expected {}",
+                self.name, v, self.accepted
+            ),
+            None => write!(f, "invalid {}: expected {}", self.name, self.accepted),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn defaults_without_arguments() {
+        let (events, s) = parse_load_args::<&[u8]>(&[]).unwrap();
+        assert_eq!(events, class::EXPIRED | class::EVICTED);
+        assert_eq!(s, Settings::default());
+        assert!(!s.masks.matches(b"anything"), "no mask forwards nothing");
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let args =
+            "xe 127.0.0.1 5672 guest guest 30 amq.direct redis_keyspace_events 1 10000000 ALL";
+        let args: Vec<&str> = args.split(' ').collect();
+        let (events, s) = parse_load_args(&args).unwrap();
+        assert_eq!(events, class::EXPIRED | class::EVICTED);
+        assert_eq!(s.port, 5672);
+        assert_eq!(s.delivery_mode, 1);
+        assert!(s.masks.is_all());
+    }
+
+    #[test]
+    fn every_argument_lands_in_its_field() {
+        let args = [
+            "A$", "rabbit", "5673", "u", "p w", "0", "ex", "rk", "2", "-1", "^a", "b$",
+        ];
+        let (events, s) = parse_load_args(&args).unwrap();
+        assert_eq!(events, class::ALL);
+        assert_eq!(
+            (
+                s.host.as_str(),
+                s.port,
+                s.user.as_str(),
+                s.password.as_str()
+            ),
+            ("rabbit", 5673, "u", "p w")
+        );
+        assert_eq!((s.heartbeat, s.exchange.as_str()), (0, "ex"));
+        assert_eq!((s.routing_key.as_str(), s.delivery_mode), ("rk", 2));
+        assert_eq!(s.fallback_size, -1);
+        assert_eq!(s.masks.len(), 2);
+        assert!(s.masks.matches(b"ab") && !s.masks.matches(b"ba"));
+    }
+
+    #[test]
+    fn event_letters() {
+        assert_eq!(parse_events(b"$").unwrap(), class::STRING);
+        assert_eq!(parse_events(b"KEA").unwrap(), class::ALL);
+        assert_eq!(parse_events(b"nm").unwrap(), class::NEW | class::KEY_MISS);
+        assert_eq!(describe_events(parse_events(b"A").unwrap()), "g$lshzxetd");
+        assert_eq!(describe_events(parse_events(b"xe$").unwrap()), "$xe");
+        assert_eq!(class::ALL & (class::NEW | class::KEY_MISS), 0);
+        for bad in [&b"q"[..], b"", b"K", b"xq"] {
+            let e = parse_events(bad).unwrap_err();
+            assert_eq!(e.name, "EVENTS");
+            assert!(e.to_string().contains("class letters"), "{e}");
+        }
+    }
+
+    fn err(args: &[&str]) -> ArgError {
+        parse_load_args(args).unwrap_err()
+    }
+
+    #[test]
+    fn bad_values_name_the_argument_and_what_is_accepted() {
+        let e = err(&["x", "h", "abc"]);
+        assert_eq!(
+            e.to_string(),
+            "invalid PORT 'abc': expected an integer from 1 to 65535"
+        );
+        assert_eq!(err(&["x", "h", "70000"]).name, "PORT");
+        assert_eq!(err(&["x", "h", "0"]).name, "PORT");
+        assert_eq!(err(&["x", "h", "1", "u", "p", "-1"]).name, "HEARTBEAT");
+        let e = err(&["x", "h", "1", "u", "p", "1", "e", "r", "3"]);
+        assert_eq!(e.name, "DELIVERY_MODE");
+        assert!(e.to_string().contains("1 (transient) or 2 (persistent)"));
+        assert_eq!(
+            err(&["x", "h", "1", "u", "p", "1", "e", "r", "1", "1e3"]).name,
+            "FALLBACK_SIZE"
+        );
+        assert_eq!(err(&["x", ""]).name, "HOST");
+        assert_eq!(err(&["x", "a b"]).name, "HOST");
+        assert_eq!(
+            err(&["x", "h", "1", "u", "p", "1", &"e".repeat(256)]).name,
+            "EXCHANGE"
+        );
+    }
+
+    #[test]
+    fn a_bad_password_is_never_echoed() {
+        let e = parse_load_args(&[&b"x"[..], b"h", b"1", b"u", b"secret\xff"]).unwrap_err();
+        assert_eq!(e.name, "PASS");
+        assert!(!e.to_string().contains("secret"));
+        let s = Settings {
+            password: "hunter2".into(),
+            ..Settings::default()
+        };
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn with_args_keeps_what_is_not_given() {
+        let base = Settings::default()
+            .with_args(&["h", "1", "u", "p", "5", "e", "r", "2", "7", "ALL"])
+            .unwrap();
+        let s = base.with_args(&["other"]).unwrap();
+        assert_eq!(s.host, "other");
+        assert_eq!((s.port, s.fallback_size), (1, 7));
+        assert!(s.masks.is_all(), "masks are replaced only when given");
+        let s = base
+            .with_args(&["h", "1", "u", "p", "5", "e", "r", "2", "7", "^k"])
+            .unwrap();
+        assert!(!s.masks.is_all() && s.masks.matches(b"key"));
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics(args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..12), 0..14)) {
+            let _ = parse_load_args(&args);
+            let _ = Settings::default().with_args(&args);
+        }
+
+        #[test]
+        fn numbers_round_trip(port in 1u16.., hb in any::<u16>(), fb in any::<i64>()) {
+            let args = ["h".to_string(), port.to_string(), "u".into(), "p".into(), hb.to_string(),
+                "e".into(), "r".into(), "2".into(), fb.to_string()];
+            let s = Settings::default().with_args(&args).unwrap();
+            prop_assert_eq!((s.port, s.heartbeat, s.fallback_size), (port, hb, fb));
+        }
+    }
+}

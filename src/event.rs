@@ -1,0 +1,200 @@
+//! One keyspace event: its message body, its identity, and its form in the fallback list.
+
+use std::fmt::Write;
+
+/// The `run_id` of the node that saw an event (`INFO server`), kept as its 20 raw bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct RunId(pub [u8; 20]);
+
+impl RunId {
+    /// Parses the 40 hex digits Redis reports.
+    pub fn from_hex(hex: &[u8]) -> Option<RunId> {
+        if hex.len() != 40 {
+            return None;
+        }
+        let mut out = [0u8; 20];
+        for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            let s = std::str::from_utf8(pair).ok()?;
+            *o = u8::from_str_radix(s, 16).ok()?;
+        }
+        Some(RunId(out))
+    }
+
+    pub fn to_hex(self) -> String {
+        self.0.iter().fold(String::with_capacity(40), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    }
+}
+
+/// Who saw an event, and where in that node's sequence it stands.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct EventId {
+    pub run_id: RunId,
+    pub seq: u64,
+}
+
+impl EventId {
+    /// The AMQP `message_id`: `<run_id>-<seq>`.
+    pub fn message_id(&self) -> String {
+        format!("{}-{}", self.run_id.to_hex(), self.seq)
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Event {
+    /// `None` for items left in the fallback list by the old C module (plain bodies).
+    pub id: Option<EventId>,
+    /// Seconds since the Unix epoch (the AMQP `timestamp`); 0 when unknown.
+    pub timestamp: u64,
+    /// `DB\nEVENT\nKEY`.
+    pub body: Vec<u8>,
+}
+
+/// Builds the message body `DB\nEVENT\nKEY` with a single allocation.
+pub fn body(db: i64, event: &[u8], key: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    // 20 digits and a sign cover any i64.
+    let mut out = Vec::with_capacity(21 + event.len() + key.len() + 2);
+    let _ = write!(out, "{db}");
+    out.push(b'\n');
+    out.extend_from_slice(event);
+    out.push(b'\n');
+    out.extend_from_slice(key);
+    out
+}
+
+/// First byte of an enveloped fallback item. Plain bodies (the old module's) start with a digit.
+const ENVELOPE_MARK: u8 = 0x1e;
+
+impl Event {
+    /// The fallback-list item: `0x1E, run_id (20 bytes), seq (LEB128), timestamp (LEB128), body`.
+    /// Events without identity are stored as their plain body, as the old module did.
+    pub fn to_list_item(&self) -> Vec<u8> {
+        let Some(id) = self.id else {
+            return self.body.clone();
+        };
+        let mut out = Vec::with_capacity(1 + 20 + 10 + 5 + self.body.len());
+        out.push(ENVELOPE_MARK);
+        out.extend_from_slice(&id.run_id.0);
+        put_varint(&mut out, id.seq);
+        put_varint(&mut out, self.timestamp);
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// Reads a fallback-list item. Anything that is not a well-formed envelope is a plain body,
+    /// delivered as it is: an item is never thrown away for its format.
+    pub fn from_list_item(item: &[u8]) -> Event {
+        Self::parse_envelope(item).unwrap_or_else(|| Event {
+            id: None,
+            timestamp: 0,
+            body: item.to_vec(),
+        })
+    }
+
+    fn parse_envelope(item: &[u8]) -> Option<Event> {
+        let rest = item.strip_prefix(&[ENVELOPE_MARK])?;
+        let run_id = RunId(rest.get(..20)?.try_into().ok()?);
+        let mut rest = rest.get(20..)?;
+        let seq = take_varint(&mut rest)?;
+        let timestamp = take_varint(&mut rest)?;
+        Some(Event {
+            id: Some(EventId { run_id, seq }),
+            timestamp,
+            body: rest.to_vec(),
+        })
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn take_varint(input: &mut &[u8]) -> Option<u64> {
+    let mut n: u64 = 0;
+    for (i, &b) in input.iter().enumerate().take(10) {
+        n |= u64::from(b & 0x7f).checked_shl(7 * i as u32)?;
+        if b & 0x80 == 0 {
+            *input = input.get(i + 1..)?;
+            return Some(n);
+        }
+    }
+    None
+}
+
+/// Renders bytes for logs and errors: printable ASCII as is, the rest as `\xNN`.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            b'\\' => s.push_str("\\\\"),
+            0x20..=0x7e => s.push(b as char),
+            _ => {
+                let _ = write!(s, "\\x{b:02x}");
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const HEX: &[u8] = b"0123456789abcdef0123456789abcdef01234567";
+
+    #[test]
+    fn body_is_db_event_key() {
+        assert_eq!(body(0, b"set", b"k"), b"0\nset\nk");
+        assert_eq!(body(15, b"hset", b"a\nb\0\xff"), b"15\nhset\na\nb\0\xff");
+    }
+
+    #[test]
+    fn run_id_round_trips_and_rejects_garbage() {
+        let id = RunId::from_hex(HEX).unwrap();
+        assert_eq!(id.to_hex().as_bytes(), HEX);
+        assert!(RunId::from_hex(b"xyz").is_none());
+        assert!(RunId::from_hex(&[b'g'; 40]).is_none());
+        let e = EventId { run_id: id, seq: 7 };
+        assert_eq!(
+            e.message_id(),
+            format!("{}-7", std::str::from_utf8(HEX).unwrap())
+        );
+    }
+
+    #[test]
+    fn legacy_items_are_plain_bodies() {
+        let e = Event::from_list_item(b"0\nset\nkey");
+        assert_eq!(
+            (e.id, e.timestamp, e.body.as_slice()),
+            (None, 0, &b"0\nset\nkey"[..])
+        );
+        assert_eq!(e.to_list_item(), b"0\nset\nkey");
+        // A truncated envelope is still delivered, as bytes.
+        assert_eq!(
+            Event::from_list_item(&[ENVELOPE_MARK, 1, 2]).body,
+            [ENVELOPE_MARK, 1, 2]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn envelope_round_trips(seq in any::<u64>(), ts in any::<u64>(), raw in any::<[u8; 20]>(),
+                                body in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let e = Event { id: Some(EventId { run_id: RunId(raw), seq }), timestamp: ts, body };
+            prop_assert_eq!(Event::from_list_item(&e.to_list_item()), e);
+        }
+
+        #[test]
+        fn any_item_decodes_without_panic(item in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = Event::from_list_item(&item);
+        }
+    }
+}

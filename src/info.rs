@@ -1,0 +1,78 @@
+//! The `INFO key_evt_amqp` section. Never shows the password.
+
+use std::ffi::CString;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use redis_module::raw;
+
+use crate::module;
+
+/// Registers [`add_section`] as the module's INFO callback.
+pub fn register(ctx: *mut raw::RedisModuleCtx) -> bool {
+    // SAFETY: FFI registration with the load context and a callback defined here.
+    unsafe {
+        raw::RedisModule_RegisterInfoFunc
+            .is_some_and(|f| f(ctx, Some(add_section)) == raw::REDISMODULE_OK as i32)
+    }
+}
+
+extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: i32) {
+    let Some(m) = module::current() else {
+        return;
+    };
+    let shared = &m.shared;
+    let settings = shared.settings();
+    let (memory, capacity, in_flight, list) = {
+        let o = shared.outbox.lock();
+        (o.memory_len(), o.capacity(), o.in_flight(), o.list_len())
+    };
+    let s = &shared.stats;
+    let counter = |c: &AtomicU64| c.load(Relaxed).to_string();
+    let fields: Vec<(&str, String)> = vec![
+        ("connection", shared.link.state().name().into()),
+        ("broker", format!("{}:{}", settings.host, settings.port)),
+        ("last_error", shared.link.last_error()),
+        (
+            "publishing",
+            if m.publishes() { "yes" } else { "no" }.into(),
+        ),
+        ("run_id", m.run_id.to_hex()),
+        ("events", crate::args::describe_events(m.events)),
+        ("exchange", settings.exchange.clone()),
+        ("routing_key", settings.routing_key.clone()),
+        ("keymasks", settings.masks.to_string()),
+        ("events_seen", counter(&s.seen)),
+        ("events_matched", counter(&s.matched)),
+        ("events_confirmed", counter(&s.confirmed)),
+        ("events_nacked", counter(&s.nacked)),
+        ("events_spilled", counter(&s.spilled)),
+        ("events_refilled", counter(&s.refilled)),
+        ("events_dropped", counter(&s.dropped)),
+        ("connections", counter(&s.reconnects)),
+        ("queue_length", memory.to_string()),
+        ("queue_capacity", capacity.to_string()),
+        ("in_flight", in_flight.to_string()),
+        ("fallback_length", list.to_string()),
+        ("fallback_size", settings.fallback_size.to_string()),
+    ];
+    // SAFETY: the info context Redis passed; names and values are NUL-terminated copies.
+    unsafe {
+        let (Some(section), Some(field)) = (
+            raw::RedisModule_InfoAddSection,
+            raw::RedisModule_InfoAddFieldCString,
+        ) else {
+            return;
+        };
+        // An empty name makes the section `key_evt_amqp`, so `INFO key_evt_amqp` shows it.
+        section(ctx, c"".as_ptr().cast_mut());
+        for (name, value) in fields {
+            let (Ok(name), Ok(value)) = (
+                CString::new(name),
+                CString::new(value.replace(['\r', '\n', '\0'], " ")),
+            ) else {
+                continue;
+            };
+            field(ctx, name.as_ptr().cast_mut(), value.as_ptr().cast_mut());
+        }
+    }
+}

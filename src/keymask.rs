@@ -1,0 +1,825 @@
+//! Key masks: Rob Pike's minimal matcher ("The Practice of Programming"), binary safe.
+//!
+//! Syntax, exactly as Pike's `match`/`matchhere`/`matchstar` read it:
+//! - `c` matches the byte `c`, `.` matches any byte;
+//! - `x*` matches zero or more `x` (a byte or `.`);
+//! - `^` anchors at the start, but only as the first byte of the mask;
+//! - `$` anchors at the end, but only as the last byte of the mask;
+//! - without `^` the mask may match anywhere in the key.
+//!
+//! A `*` with nothing before it to repeat (first byte of the mask, or right after the leading `^`)
+//! is a literal `*`, because Pike's `matchhere` only treats `*` specially as `regexp[1]`. For the
+//! same reason `**` is "zero or more literal `*`", `$*` is "zero or more literal `$`", and `^`/`$`
+//! anywhere else are literal bytes. The empty mask (and `^`, and `$`) match every key.
+//!
+//! Unlike Pike's C code, keys and masks are byte slices: NUL, `\n` and 0xff are ordinary bytes.
+//! Nothing recurses: a mask without `*` (after dropping `*` tokens that cannot change the answer)
+//! is compared in place, others run as an automaton over a bitset of mask positions, in
+//! O(mask × key) time, constant stack, and without allocation for masks of up to 255 tokens.
+
+use std::fmt;
+
+/// One compiled mask.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyMask {
+    src: Vec<u8>,
+    anchored_start: bool,
+    anchored_end: bool,
+    /// Non-starred tokens: a key shorter than this cannot match.
+    min_len: usize,
+    engine: Engine,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum Engine {
+    /// No `*`: a fixed-length pattern compared in place (`None` is `.`).
+    Fixed(Vec<Option<u8>>),
+    /// Up to 63 tokens: shift-and on one word. Bit i = "token i is next", bit `len` = matched.
+    Small {
+        /// Per byte, the tokens that accept it.
+        accepts: Box<[u64; 256]>,
+        star: u64,
+        len: u32,
+    },
+    /// Any length: the same automaton, one token at a time over a multi-word bitset.
+    Large(Vec<Token>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Token {
+    /// `None` is `.` (any byte).
+    byte: Option<u8>,
+    star: bool,
+}
+
+impl Token {
+    const DOT_STAR: Token = Token {
+        byte: None,
+        star: true,
+    };
+
+    fn accepts(self, b: u8) -> bool {
+        self.byte.is_none_or(|c| c == b)
+    }
+}
+
+/// Large-engine states 0..=tokens.len() fit on the stack up to this many words.
+const INLINE_WORDS: usize = 4;
+
+impl KeyMask {
+    /// Compiles `src`. Every byte string is a valid mask. `ALL` is not special here (see
+    /// [`KeyMasks::from_args`]): as a `KeyMask` it is three literal bytes.
+    pub fn new(src: &[u8]) -> KeyMask {
+        let (mut anchored_start, body) = match src.split_first() {
+            Some((b'^', rest)) => (true, rest),
+            _ => (false, src),
+        };
+        let mut tokens = Vec::new();
+        let mut anchored_end = false;
+        let mut rest = body;
+        // Same case order as Pike's matchhere: `x*` first, then a final `$`, then one byte.
+        loop {
+            match rest {
+                [] => break,
+                [c, b'*', tail @ ..] => {
+                    tokens.push(Token {
+                        byte: atom(*c),
+                        star: true,
+                    });
+                    rest = tail;
+                }
+                [b'$'] => {
+                    anchored_end = true;
+                    break;
+                }
+                [c, tail @ ..] => {
+                    tokens.push(Token {
+                        byte: atom(*c),
+                        star: false,
+                    });
+                    rest = tail;
+                }
+            }
+        }
+        // A starred token at an unanchored end can match nothing, so it never changes the
+        // answer; `^.*` and `.*$` are the same as no anchor. This turns the usual `^prefix.*$`,
+        // `.*word.*` and `suffix$` into plain comparisons.
+        let mut start = 0;
+        while let Some(&t) = tokens.get(start) {
+            if !t.star || (anchored_start && t != Token::DOT_STAR) {
+                break;
+            }
+            anchored_start = false;
+            start += 1;
+        }
+        let mut end = tokens.len();
+        while let Some(&t) = tokens.get(start..end).and_then(<[Token]>::last) {
+            if !t.star || (anchored_end && t != Token::DOT_STAR) {
+                break;
+            }
+            anchored_end = false;
+            end -= 1;
+        }
+        tokens.truncate(end);
+        tokens.drain(..start);
+        let min_len = tokens.iter().filter(|t| !t.star).count();
+        KeyMask {
+            src: src.to_vec(),
+            anchored_start,
+            anchored_end,
+            min_len,
+            engine: Engine::new(tokens),
+        }
+    }
+
+    /// The mask as given.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.src
+    }
+
+    /// Whether the mask matches `key` (anywhere, unless anchored).
+    pub fn matches(&self, key: &[u8]) -> bool {
+        if key.len() < self.min_len {
+            return false;
+        }
+        match &self.engine {
+            Engine::Fixed(pat) => self.fixed(pat, key),
+            Engine::Small { accepts, star, len } => self.small(accepts, *star, *len, key),
+            Engine::Large(tokens) => {
+                let words = tokens.len() / 64 + 1;
+                if words <= INLINE_WORDS {
+                    let mut buf = [0u64; INLINE_WORDS];
+                    self.large(tokens, key, buf.get_mut(..words).unwrap_or_default())
+                } else {
+                    // Only for masks of 256+ tokens, which nobody writes on purpose.
+                    self.large(tokens, key, &mut vec![0u64; words])
+                }
+            }
+        }
+    }
+
+    fn fixed(&self, pat: &[Option<u8>], key: &[u8]) -> bool {
+        let n = pat.len();
+        match (self.anchored_start, self.anchored_end) {
+            (true, true) => fixed_eq(pat, key),
+            (true, false) => key.get(..n).is_some_and(|k| fixed_eq(pat, k)),
+            (false, true) => key
+                .get(key.len().saturating_sub(n)..)
+                .is_some_and(|k| fixed_eq(pat, k)),
+            // `windows(0)` would panic; the empty pattern matches everywhere.
+            (false, false) => n == 0 || key.windows(n).any(|k| fixed_eq(pat, k)),
+        }
+    }
+
+    fn small(&self, accepts: &[u64; 256], star: u64, len: u32, key: &[u8]) -> bool {
+        let accept = 1u64 << len;
+        // Lets each `x*` match nothing; one round per token of the longest run of stars.
+        let close = |mut d: u64| loop {
+            let next = d | ((d & star) << 1);
+            if next == d {
+                return d;
+            }
+            d = next;
+        };
+        let mut d = close(1);
+        if d & accept != 0 && !self.anchored_end {
+            return true;
+        }
+        for &b in key {
+            let live = d & accepts[usize::from(b)];
+            // Plain tokens advance, starred ones stay put.
+            d = ((live & !star) << 1) | (live & star);
+            if !self.anchored_start {
+                // Unanchored: a new attempt starts after every byte (Pike's outer loop).
+                d |= 1;
+            } else if d == 0 {
+                return false;
+            }
+            d = close(d);
+            if d & accept != 0 && !self.anchored_end {
+                return true;
+            }
+        }
+        d & accept != 0
+    }
+
+    fn large(&self, tokens: &[Token], key: &[u8], states: &mut [u64]) -> bool {
+        let accept = tokens.len();
+        set(states, 0);
+        close(tokens, states);
+        if get(states, accept) && !self.anchored_end {
+            return true;
+        }
+        for &b in key {
+            step(tokens, states, b);
+            if !self.anchored_start {
+                set(states, 0);
+            } else if states.iter().all(|&w| w == 0) {
+                return false;
+            }
+            close(tokens, states);
+            if get(states, accept) && !self.anchored_end {
+                return true;
+            }
+        }
+        get(states, accept)
+    }
+}
+
+impl Engine {
+    fn new(tokens: Vec<Token>) -> Engine {
+        if tokens.iter().all(|t| !t.star) {
+            return Engine::Fixed(tokens.iter().map(|t| t.byte).collect());
+        }
+        let Ok(len @ 0..64) = u32::try_from(tokens.len()) else {
+            return Engine::Large(tokens);
+        };
+        let mut accepts = Box::new([0u64; 256]);
+        let mut star = 0;
+        for (i, t) in tokens.iter().enumerate() {
+            let bit = 1u64 << i;
+            if t.star {
+                star |= bit;
+            }
+            match t.byte {
+                Some(c) => {
+                    if let Some(a) = accepts.get_mut(usize::from(c)) {
+                        *a |= bit;
+                    }
+                }
+                None => accepts.iter_mut().for_each(|a| *a |= bit),
+            }
+        }
+        Engine::Small { accepts, star, len }
+    }
+}
+
+fn atom(c: u8) -> Option<u8> {
+    (c != b'.').then_some(c)
+}
+
+fn fixed_eq(pat: &[Option<u8>], s: &[u8]) -> bool {
+    pat.len() == s.len() && pat.iter().zip(s).all(|(p, b)| p.is_none_or(|p| p == *b))
+}
+
+/// Large engine: consumes one byte, in place.
+fn step(tokens: &[Token], states: &mut [u64], b: u8) {
+    // The accept state consumes nothing.
+    clear(states, tokens.len());
+    // Descending, so state i+1 is read before the move from state i writes it.
+    for (i, tok) in tokens.iter().enumerate().rev() {
+        if !get(states, i) {
+            continue;
+        }
+        clear(states, i);
+        if tok.accepts(b) {
+            set(states, if tok.star { i } else { i + 1 });
+        }
+    }
+}
+
+/// Large engine: adds the states reachable by letting `x*` match nothing.
+fn close(tokens: &[Token], states: &mut [u64]) {
+    // Ascending, so chains like `a*b*c*` propagate in one pass.
+    for (i, tok) in tokens.iter().enumerate() {
+        if tok.star && get(states, i) {
+            set(states, i + 1);
+        }
+    }
+}
+
+fn get(bits: &[u64], i: usize) -> bool {
+    bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
+fn set(bits: &mut [u64], i: usize) {
+    if let Some(w) = bits.get_mut(i / 64) {
+        *w |= 1 << (i % 64);
+    }
+}
+
+fn clear(bits: &mut [u64], i: usize) {
+    if let Some(w) = bits.get_mut(i / 64) {
+        *w &= !(1 << (i % 64));
+    }
+}
+
+/// Writes `bytes` with `\`, `"` and non-printable bytes escaped (`\\`, `\"`, `\x00`), so that
+/// the result is one printable line (safe for logs and INFO fields).
+fn write_escaped(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    for &b in bytes {
+        match b {
+            b'\\' | b'"' => write!(f, "\\{}", b as char)?,
+            0x20..=0x7e => write!(f, "{}", b as char)?,
+            _ => write!(f, "\\x{b:02x}")?,
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Display for KeyMask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_escaped(f, &self.src)
+    }
+}
+
+impl fmt::Debug for KeyMask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyMask(\"{self}\")")
+    }
+}
+
+/// The set of masks an event's key is checked against.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum KeyMasks {
+    /// Nothing is forwarded.
+    #[default]
+    None,
+    /// `ALL`: every key is forwarded.
+    All,
+    /// Forwarded when any mask matches. Built by [`KeyMasks::from_args`], never empty.
+    Some(Vec<KeyMask>),
+}
+
+/// The argument that stands for every key, compared ASCII case-insensitively (`ALL`, `all`, `All`).
+fn is_all_arg(arg: &[u8]) -> bool {
+    arg.eq_ignore_ascii_case(b"ALL")
+}
+
+impl KeyMasks {
+    /// Builds the set from command/load arguments. `ALL` (any ASCII case) anywhere makes the set
+    /// [`KeyMasks::All`] and the other masks irrelevant, so a literal mask `all` cannot be
+    /// expressed (`^all$` can). No argument gives [`KeyMasks::None`]. Duplicates are dropped.
+    pub fn from_args<I>(masks: I) -> KeyMasks
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        KeyMasks::None.add(masks)
+    }
+
+    /// This set plus `more`, with the same rules as [`KeyMasks::from_args`]; adding to `All`
+    /// stays `All`.
+    pub fn add<I>(&self, more: I) -> KeyMasks
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        let mut list = match self {
+            KeyMasks::All => return KeyMasks::All,
+            KeyMasks::None => Vec::new(),
+            KeyMasks::Some(v) => v.clone(),
+        };
+        for arg in more {
+            let arg = arg.as_ref();
+            if is_all_arg(arg) {
+                return KeyMasks::All;
+            }
+            if !list.iter().any(|m| m.as_bytes() == arg) {
+                list.push(KeyMask::new(arg));
+            }
+        }
+        if list.is_empty() {
+            KeyMasks::None
+        } else {
+            KeyMasks::Some(list)
+        }
+    }
+
+    /// Whether an event on `key` is forwarded.
+    pub fn matches(&self, key: &[u8]) -> bool {
+        match self {
+            KeyMasks::None => false,
+            KeyMasks::All => true,
+            KeyMasks::Some(v) => v.iter().any(|m| m.matches(key)),
+        }
+    }
+
+    pub fn is_all(&self) -> bool {
+        matches!(self, KeyMasks::All)
+    }
+
+    /// Number of masks; `All` counts as one (the `ALL` mask).
+    pub fn len(&self) -> usize {
+        match self {
+            KeyMasks::None => 0,
+            KeyMasks::All => 1,
+            KeyMasks::Some(v) => v.len(),
+        }
+    }
+
+    /// True when nothing is forwarded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Arguments that rebuild this set with [`KeyMasks::from_args`] (for config replies and
+    /// cluster broadcasts).
+    pub fn to_args(&self) -> Vec<Vec<u8>> {
+        match self {
+            KeyMasks::None => Vec::new(),
+            KeyMasks::All => vec![b"ALL".to_vec()],
+            KeyMasks::Some(v) => v.iter().map(|m| m.as_bytes().to_vec()).collect(),
+        }
+    }
+
+    /// One printable line for logs and INFO: `none`, `ALL`, or the masks quoted and escaped,
+    /// separated by spaces (`"^user:.*$" "log$"`).
+    pub fn describe(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for KeyMasks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyMasks::None => f.write_str("none"),
+            KeyMasks::All => f.write_str("ALL"),
+            KeyMasks::Some(v) => {
+                for (i, m) in v.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(" ")?;
+                    }
+                    write!(f, "\"{m}\"")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::{Duration, Instant};
+
+    fn m(mask: &[u8], key: &[u8]) -> bool {
+        KeyMask::new(mask).matches(key)
+    }
+
+    /// Pike's C code translated line by line onto slices; exponential in the worst case, so only
+    /// for small inputs.
+    fn reference(re: &[u8], text: &[u8]) -> bool {
+        if let Some((b'^', rest)) = re.split_first() {
+            return here(rest, text);
+        }
+        (0..=text.len()).any(|i| here(re, text.get(i..).unwrap_or_default()))
+    }
+
+    fn here(re: &[u8], text: &[u8]) -> bool {
+        match re {
+            [] => true,
+            [c, b'*', rest @ ..] => star(*c, rest, text),
+            [b'$'] => text.is_empty(),
+            [c, rest @ ..] => match text.split_first() {
+                Some((t, tail)) if *c == b'.' || c == t => here(rest, tail),
+                _ => false,
+            },
+        }
+    }
+
+    fn star(c: u8, re: &[u8], mut text: &[u8]) -> bool {
+        loop {
+            if here(re, text) {
+                return true;
+            }
+            match text.split_first() {
+                Some((t, tail)) if *t == c || c == b'.' => text = tail,
+                _ => return false,
+            }
+        }
+    }
+
+    #[test]
+    fn literals() {
+        assert!(m(b"abc", b"abc"));
+        assert!(m(b"abc", b"xxabcxx"));
+        assert!(!m(b"abc", b"abx"));
+        assert!(!m(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn dot() {
+        assert!(m(b"a.c", b"abc"));
+        assert!(m(b"a.c", b"a\0c"));
+        assert!(!m(b"a.c", b"ac"));
+        assert!(!m(b"^.$", b""));
+        assert!(m(b"^.$", b"\xff"));
+    }
+
+    #[test]
+    fn star_after_literal() {
+        assert!(m(b"^ab*c$", b"ac"));
+        assert!(m(b"^ab*c$", b"abbbc"));
+        assert!(!m(b"^ab*c$", b"abxc"));
+        assert!(m(b"a*", b"zzz"), "zero repetitions match anywhere");
+    }
+
+    #[test]
+    fn star_after_dot() {
+        assert!(m(b"^a.*z$", b"az"));
+        assert!(m(b"^a.*z$", b"a\n\0\xffz"));
+        assert!(!m(b"^a.*z$", b"a\n\0\xffzy"));
+    }
+
+    #[test]
+    fn anchors() {
+        assert!(m(b"^ab", b"abc"));
+        assert!(!m(b"^ab", b"cab"));
+        assert!(m(b"bc$", b"abc"));
+        assert!(!m(b"bc$", b"abcd"));
+        assert!(m(b"^abc$", b"abc"));
+        assert!(!m(b"^abc$", b"abcabc"));
+        assert!(!m(b"^abc$", b"xabc"));
+    }
+
+    #[test]
+    fn design_examples() {
+        let user = KeyMask::new(b"^user:.*$");
+        assert!(user.matches(b"user:"));
+        assert!(user.matches(b"user:42\nx"));
+        assert!(!user.matches(b"xuser:42"));
+        assert!(!user.matches(b"user"));
+
+        let session = KeyMask::new(b".*session.*");
+        assert!(session.matches(b"session"));
+        assert!(session.matches(b"app:session:1"));
+        assert!(!session.matches(b"sess"));
+
+        let log = KeyMask::new(b"log$");
+        assert!(log.matches(b"app:log"));
+        assert!(!log.matches(b"app:logs"));
+        assert!(!log.matches(b"lo"));
+    }
+
+    #[test]
+    fn empty_mask_matches_everything() {
+        assert!(m(b"", b""));
+        assert!(m(b"", b"anything"));
+        assert!(m(b"^", b""));
+        assert!(m(b"$", b"abc"));
+    }
+
+    #[test]
+    fn leading_star_is_literal() {
+        assert!(m(b"*a", b"x*a"));
+        assert!(!m(b"*a", b"a"));
+        assert!(!m(b"*", b"abc"));
+        assert!(m(b"*", b"a*c"));
+        assert!(m(b"^*", b"*abc"));
+        assert!(!m(b"^*", b"abc"));
+        // `**` is zero or more literal stars.
+        assert!(m(b"^**$", b""));
+        assert!(m(b"^**$", b"***"));
+        assert!(!m(b"^**$", b"a"));
+    }
+
+    #[test]
+    fn caret_dollar_matches_only_empty_key() {
+        assert!(m(b"^$", b""));
+        assert!(!m(b"^$", b"a"));
+        assert!(!m(b"^$", b"\0"));
+    }
+
+    #[test]
+    fn dot_star_and_all_match_everything() {
+        let dot_star = KeyMasks::from_args([".*"]);
+        let all = KeyMasks::from_args(["ALL"]);
+        for key in [&b""[..], b"a", b"\0\n\xff", b"ALL"] {
+            assert!(dot_star.matches(key));
+            assert!(all.matches(key));
+        }
+        assert_eq!(dot_star, KeyMasks::Some(vec![KeyMask::new(b".*")]));
+        assert!(!dot_star.is_all());
+        assert_eq!(all, KeyMasks::All);
+    }
+
+    #[test]
+    fn mask_longer_than_key() {
+        assert!(!m(b"abcdef", b"abc"));
+        assert!(!m(b"......", b"abc"));
+        assert!(
+            m(b"^a*b*c*d*e*f*abc$", b"abc"),
+            "starred tokens may be empty"
+        );
+    }
+
+    #[test]
+    fn binary_keys() {
+        assert!(m(b"a\nb", b"x\na\nb"));
+        assert!(m(b"^\0$", b"\0"));
+        assert!(m(b"\0*x", b"\0\0\0x"));
+        assert!(m(b"\xff.", b"\xff\0"));
+        assert!(!m(b"a$", b"a\0"), "NUL does not end the key");
+        assert!(m(b"^.*\0.*$", b"ab\0cd"));
+    }
+
+    #[test]
+    fn caret_and_dollar_in_the_middle_are_literal() {
+        assert!(m(b"a$b", b"xa$by"));
+        assert!(!m(b"a$b", b"ab"));
+        assert!(m(b"a^b", b"a^b"));
+        assert!(!m(b"a^b", b"ab"));
+        assert!(m(b"^^", b"^x"));
+        assert!(m(b"$$", b"a$"), "first `$` is literal, last is the anchor");
+        assert!(!m(b"$$", b"$a"));
+        assert!(m(b"^a$*$", b"a$$"), "`$*` repeats a literal `$`");
+    }
+
+    #[test]
+    fn long_masks() {
+        let mask = vec![b'a'; 300];
+        assert!(m(&mask, &[b'a'; 301]));
+        assert!(!m(&mask, &[b'a'; 299]));
+        let mut stars = b"^".to_vec();
+        stars.extend(b"a*".repeat(300));
+        stars.extend(b"b$");
+        assert!(m(&stars, b"aaab"));
+        assert!(!m(&stars, b"aaa"));
+    }
+
+    #[test]
+    fn engines() {
+        let engine = |mask: &[u8]| match KeyMask::new(mask).engine {
+            Engine::Fixed(_) => "fixed",
+            Engine::Small { .. } => "small",
+            Engine::Large(_) => "large",
+        };
+        for mask in [
+            &b"^user:.*$"[..],
+            b".*session.*",
+            b"log$",
+            b"a*b*",
+            b"^.*$",
+            b"^a.b",
+        ] {
+            assert_eq!(engine(mask), "fixed", "{mask:?}");
+        }
+        assert_eq!(engine(b"^a*b"), "small");
+        assert_eq!(engine(b"a.*b"), "small");
+        assert_eq!(
+            engine(&[b"^".to_vec(), b"x*".repeat(62), b"y".to_vec()].concat()),
+            "small"
+        );
+        assert_eq!(
+            engine(&[b"^".to_vec(), b"x*".repeat(63), b"y".to_vec()].concat()),
+            "large"
+        );
+    }
+
+    #[test]
+    fn long_key_is_fast_and_iterative() {
+        let key = vec![b'a'; 1 << 20];
+        let start = Instant::now();
+        assert!(!m(b"a*b", &key));
+        assert!(!m(b".*.*.*x", &key));
+        assert!(!m(b"^a*a*a*a*a*a*b", &key));
+        assert!(!m(b"a.*a.*x", &key));
+        assert!(m(b"^a*$", &key));
+        assert!(m(b"^.*.*.*a$", &key));
+        assert!(m(b"a$", &key));
+        assert!(m(b"a.*a.*a$", &key));
+        // 81 tokens: one bit per token per byte, so a shorter key keeps debug builds quick.
+        let large = [b"a.*".repeat(40), b"x".to_vec()].concat();
+        assert!(!m(&large, key.get(..1 << 16).unwrap_or_default()));
+        // Exponential backtracking would not finish at all; this is a loose guard.
+        assert!(start.elapsed() < Duration::from_secs(20));
+    }
+
+    #[test]
+    fn long_mask_compiles_and_fails_fast() {
+        let start = Instant::now();
+        let stars = b"a*".repeat(1 << 19);
+        assert!(m(&stars, b"b"), "nothing but stars matches everything");
+        let anchored = [b"^".to_vec(), stars, b"$".to_vec()].concat();
+        assert!(m(&anchored, b"aaa"));
+        assert!(!m(&anchored, b"aab"));
+        assert!(!m(&vec![b'a'; 1 << 20], b"aaa"));
+        assert!(start.elapsed() < Duration::from_secs(20));
+    }
+
+    #[test]
+    fn set_from_args() {
+        assert_eq!(KeyMasks::default(), KeyMasks::None);
+        assert_eq!(KeyMasks::from_args(Vec::<Vec<u8>>::new()), KeyMasks::None);
+        assert!(!KeyMasks::None.matches(b""));
+        assert_eq!(KeyMasks::from_args(["a", "all", "b"]), KeyMasks::All);
+        assert_eq!(KeyMasks::from_args(["a", "a", "b"]).len(), 2);
+
+        let s = KeyMasks::from_args(["^user:", "log$"]);
+        assert!(s.matches(b"user:1") && s.matches(b"x:log") && !s.matches(b"x"));
+        assert_eq!(s.to_args(), vec![b"^user:".to_vec(), b"log$".to_vec()]);
+        assert_eq!(KeyMasks::from_args(s.to_args()), s);
+    }
+
+    #[test]
+    fn add_to_set() {
+        let s = KeyMasks::from_args(["a"]).add(["b", "a"]);
+        assert_eq!(s.len(), 2);
+        assert!(s.matches(b"b"));
+        assert_eq!(s.add(["All"]), KeyMasks::All);
+        assert_eq!(KeyMasks::All.add(["x"]), KeyMasks::All);
+        assert_eq!(KeyMasks::None.add(["x"]).len(), 1);
+        assert_eq!(KeyMasks::None.add(Vec::<&str>::new()), KeyMasks::None);
+        assert!(KeyMasks::None.is_empty() && !KeyMasks::All.is_empty());
+    }
+
+    #[test]
+    fn describe_escapes() {
+        assert_eq!(KeyMasks::None.describe(), "none");
+        assert_eq!(KeyMasks::All.describe(), "ALL");
+        let s = KeyMasks::from_args([&b"^user:.*$"[..], b"a\0\n\xff\"\\ b"]);
+        assert_eq!(s.describe(), r#""^user:.*$" "a\x00\x0a\xff\"\\ b""#);
+        assert_eq!(format!("{:?}", KeyMask::new(b"\x01")), r#"KeyMask("\x01")"#);
+    }
+
+    /// Bytes chosen so that random masks and keys often match.
+    fn mask_byte() -> impl Strategy<Value = u8> {
+        prop_oneof![
+            3 => Just(b'a'),
+            2 => Just(b'b'),
+            1 => Just(0u8),
+            1 => Just(b'\n'),
+            1 => Just(0xff),
+            2 => Just(b'.'),
+            3 => Just(b'*'),
+            1 => Just(b'^'),
+            1 => Just(b'$'),
+        ]
+    }
+
+    fn key_byte() -> impl Strategy<Value = u8> {
+        prop_oneof![
+            6 => Just(b'a'),
+            4 => Just(b'b'),
+            1 => Just(0u8),
+            1 => Just(b'\n'),
+            1 => Just(0xff),
+            1 => Just(b'*'),
+            1 => Just(b'$'),
+            1 => Just(b'^'),
+        ]
+    }
+
+    fn small_mask() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(mask_byte(), 0..10)
+    }
+
+    fn small_key() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(key_byte(), 0..14)
+    }
+
+    #[test]
+    fn generated_cases_are_not_vacuous() {
+        use proptest::strategy::ValueTree;
+        use proptest::test_runner::TestRunner;
+        let mut runner = TestRunner::deterministic();
+        let cases = (small_mask(), small_key());
+        let total = 2000;
+        let hits = (0..total)
+            .filter(|_| {
+                let (mask, key) = cases.new_tree(&mut runner).unwrap().current();
+                reference(&mask, &key)
+            })
+            .count();
+        assert!(
+            hits > total / 5 && hits < total * 4 / 5,
+            "{hits} of {total} match"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        #[test]
+        fn agrees_with_pike(mask in small_mask(), key in small_key()) {
+            prop_assert_eq!(m(&mask, &key), reference(&mask, &key));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_pike_on_long_masks(
+            mask in small_mask(),
+            key in small_key(),
+            pad in 0usize..300,
+        ) {
+            // A run of `.` makes the mask long (every engine) without making the reference
+            // exponential.
+            let mask = [&b".".repeat(pad)[..], &mask].concat();
+            let key = [&b"a".repeat(pad)[..], &key].concat();
+            prop_assert_eq!(m(&mask, &key), reference(&mask, &key));
+        }
+
+        #[test]
+        fn never_panics(
+            mask in prop::collection::vec(any::<u8>(), 0..64),
+            key in prop::collection::vec(any::<u8>(), 0..4096),
+        ) {
+            let masks = KeyMasks::from_args([&mask]);
+            let _ = masks.matches(&key);
+            let _ = masks.describe();
+        }
+    }
+}

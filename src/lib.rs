@@ -1,0 +1,50 @@
+//! key_evt_amqp: a Redis module that publishes keyspace events to RabbitMQ (AMQP 0.9.1).
+//!
+//! This file only registers the module with Redis; see DESIGN.md for the architecture.
+
+pub mod args;
+pub mod event;
+pub mod keymask;
+pub mod outbox;
+pub mod stats;
+
+mod commands;
+mod fallback;
+mod info;
+mod module;
+mod publisher;
+mod redis_log;
+mod shared;
+
+#[cfg(not(test))]
+mod registration {
+    use redis_module::{redis_module, Context, RedisString, Status};
+
+    use crate::{commands, module};
+
+    fn init(ctx: &Context, args: &[RedisString]) -> Status {
+        module::init(ctx, args)
+    }
+
+    fn deinit(ctx: &Context) -> Status {
+        module::deinit(ctx)
+    }
+
+    redis_module! {
+        name: "key_evt_amqp",
+        version: 1,
+        allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
+        data_types: [],
+        init: init,
+        deinit: deinit,
+        commands: [
+            ["key_evt_amqp.config_set", commands::config_set, "admin", 0, 0, 0, ""],
+            ["key_evt_amqp.connect", commands::connect, "admin", 0, 0, 0, ""],
+            ["key_evt_amqp.disconnect", commands::disconnect, "admin", 0, 0, 0, ""],
+            ["key_evt_amqp.fallback_storage_size_set", commands::fallback_storage_size_set, "admin", 0, 0, 0, ""],
+            ["key_evt_amqp.keymask_clean", commands::keymask_clean, "admin", 0, 0, 0, ""],
+            ["key_evt_amqp.keymask_add", commands::keymask_add, "admin", 0, 0, 0, ""],
+            ["key_evt_amqp.keymask_set", commands::keymask_set, "admin", 0, 0, 0, ""],
+        ],
+    }
+}

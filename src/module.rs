@@ -1,0 +1,376 @@
+//! The loaded module: its state, load and unload, and the callbacks Redis calls on its main
+//! thread (keyspace events, the event loop, role and loading changes, shutdown).
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use redis_module::{raw, Context, ContextFlags, RedisString, Status};
+
+use crate::args;
+use crate::event::{self, Event, EventId, RunId};
+use crate::fallback::{self, RedisList};
+use crate::outbox::TickInput;
+use crate::publisher;
+use crate::redis_log;
+use crate::shared::Shared;
+use crate::stats::Stats;
+
+/// Events moved between memory and the fallback list per main-thread step (well under 1 ms).
+const SLICE: usize = 2000;
+
+pub struct Module {
+    pub shared: Arc<Shared>,
+    publisher: Mutex<Option<JoinHandle<()>>>,
+    pub run_id: RunId,
+    pub events: i32,
+    pub fallback_key: Vec<u8>,
+    // Main-thread state kept in atomics, updated by server events: the keyspace callback reads
+    // them instead of asking Redis for its context flags on every event.
+    is_master: AtomicBool,
+    loading: AtomicBool,
+    /// Set while the module itself writes the fallback list: those events are not forwarded.
+    own_io: AtomicBool,
+    /// New events since the last event-loop step.
+    dirty: AtomicBool,
+    /// The list's length must be read again (after loading, or a promotion).
+    resync_list: AtomicBool,
+}
+
+static MODULE: RwLock<Option<Arc<Module>>> = RwLock::new(None);
+
+/// Per-run sequence of `message_id`s. The library stays mapped across MODULE UNLOAD (see
+/// [`pin_library`]), so a reload in the same process continues the sequence instead of reusing
+/// ids under the same run id.
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+pub fn current() -> Option<Arc<Module>> {
+    MODULE.read().clone()
+}
+
+pub fn init(ctx: &Context, argv: &[RedisString]) -> Status {
+    redis_log::init(ctx.ctx);
+    match load(ctx, argv) {
+        Ok(module) => {
+            *MODULE.write() = Some(module);
+            // A backlog already waiting in the list starts the connection at the next step.
+            wake_main();
+            Status::Ok
+        }
+        Err(e) => {
+            redis_log::warning(&format!("MODULE LOAD refused: {e}"));
+            redis_log::release();
+            Status::Err
+        }
+    }
+}
+
+fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
+    let args: Vec<&[u8]> = argv.iter().map(RedisString::as_slice).collect();
+    let (events, settings) = args::parse_load_args(&args).map_err(|e| e.to_string())?;
+    let run_id = read_run_id(ctx).ok_or("cannot read run_id from INFO server")?;
+    pin_library()?;
+    let flags = ctx.get_flags();
+    let module = Arc::new(Module {
+        shared: Arc::new(Shared::new(settings.clone())),
+        publisher: Mutex::new(None),
+        run_id,
+        events,
+        fallback_key: fallback::DEFAULT_KEY.as_bytes().to_vec(),
+        is_master: AtomicBool::new(!flags.contains(ContextFlags::SLAVE)),
+        loading: AtomicBool::new(flags.contains(ContextFlags::LOADING)),
+        own_io: AtomicBool::new(false),
+        dirty: AtomicBool::new(false),
+        resync_list: AtomicBool::new(true),
+    });
+    if !crate::info::register(ctx.ctx) {
+        return Err("cannot register the INFO section".into());
+    }
+    subscribe(ctx, events)?;
+    let handle = publisher::spawn(module.shared.clone(), wake_main)
+        .map_err(|e| format!("cannot start the publisher thread: {e}"))?;
+    *module.publisher.lock() = Some(handle);
+    redis_log::notice(&format!(
+        "loaded: event classes {}, broker {}:{}, exchange '{}', routing key '{}', masks {}",
+        args::describe_events(events),
+        settings.host,
+        settings.port,
+        settings.exchange,
+        settings.routing_key,
+        settings.masks
+    ));
+    Ok(module)
+}
+
+pub fn deinit(ctx: &Context) -> Status {
+    let Some(module) = MODULE.write().take() else {
+        return Status::Ok;
+    };
+    module.shared.stop.store(true, Relaxed);
+    module.shared.notify();
+    if let Some(handle) = module.publisher.lock().take() {
+        let _ = handle.join();
+    }
+    // Whatever was not confirmed waits in the list for the next load (or the next master).
+    if module.is_master.load(Relaxed) && !module.loading.load(Relaxed) {
+        module.tick(ctx, true, usize::MAX);
+    }
+    redis_log::notice("unloaded");
+    redis_log::release();
+    Status::Ok
+}
+
+impl Module {
+    /// Only a master that is not loading data publishes.
+    pub fn publishes(&self) -> bool {
+        self.is_master.load(Relaxed) && !self.loading.load(Relaxed)
+    }
+
+    /// One maintenance step on the main thread: wake the publisher for new events, spill or
+    /// refill one slice.
+    fn tick(&self, ctx: &Context, broker_away: bool, slice: usize) {
+        let shared = &*self.shared;
+        if self.dirty.swap(false, Relaxed) {
+            shared.notify();
+        }
+        let fallback_size = shared.settings().fallback_size;
+        let mut outbox = shared.outbox.lock();
+        let resync = self.resync_list.swap(false, Relaxed);
+        if !resync && !outbox.wants_tick(broker_away, fallback_size) {
+            return;
+        }
+        self.own_io.store(true, Relaxed);
+        let mut list = RedisList::new(ctx, &self.fallback_key);
+        if resync {
+            use crate::outbox::ListStore;
+            match list.len() {
+                Ok(n) => outbox.set_list_len(n),
+                Err(e) => redis_log::warning(&e),
+            }
+        }
+        let report = outbox.tick(
+            &mut list,
+            TickInput {
+                broker_away,
+                fallback_size,
+                slice,
+            },
+        );
+        let has_work = outbox.has_work();
+        drop(outbox);
+        self.own_io.store(false, Relaxed);
+        Stats::add(&shared.stats.spilled, report.spilled);
+        Stats::add(&shared.stats.refilled, report.refilled);
+        Stats::add(&shared.stats.dropped, report.dropped);
+        if let Some(e) = &report.error {
+            redis_log::warning(e);
+        } else if report.more {
+            wake_main();
+        }
+        if report.refilled > 0 || (resync && has_work) {
+            shared.notify();
+        }
+    }
+
+    /// The keyspace callback's work: filter, encode, enqueue. No system call, no lock the
+    /// publisher holds for more than a few microseconds.
+    fn on_event(&self, db: i64, event: &[u8], key: &[u8]) {
+        if !self.is_master.load(Relaxed) || self.loading.load(Relaxed) || self.own_io.load(Relaxed)
+        {
+            return;
+        }
+        let shared = &*self.shared;
+        Stats::add(&shared.stats.seen, 1);
+        if key == self.fallback_key.as_slice() || !shared.settings_masks_match(key) {
+            return;
+        }
+        Stats::add(&shared.stats.matched, 1);
+        let event = Event {
+            id: Some(EventId {
+                run_id: self.run_id,
+                seq: SEQ.fetch_add(1, Relaxed) + 1,
+            }),
+            timestamp: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            body: event::body(db, event, key),
+        };
+        shared.outbox.lock().push(event);
+        self.dirty.store(true, Relaxed);
+    }
+}
+
+impl Shared {
+    fn settings_masks_match(&self, key: &[u8]) -> bool {
+        self.settings().masks.matches(key)
+    }
+}
+
+/// Runs a maintenance step soon, from any thread: a one-shot event-loop callback wakes Redis
+/// out of its sleep and the before-sleep hook does the work. The callback is libc's `free` on a
+/// null pointer, a no-op that stays valid whatever happens to this library.
+pub fn wake_main() {
+    // SAFETY: Redis's API pointer, set at load; `free(NULL)` is defined to do nothing.
+    unsafe {
+        if let Some(add) = raw::RedisModule_EventLoopAddOneShot {
+            add(Some(libc::free), std::ptr::null_mut());
+        }
+    }
+}
+
+/// Keeps this library mapped after MODULE UNLOAD: lapin's executor and reactor threads are
+/// process-wide and outlive the module, so unmapping their code would crash Redis.
+fn pin_library() -> Result<(), String> {
+    // SAFETY: dladdr/dlopen with a pointer into this library and the path the loader reports.
+    unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        if libc::dladdr(pin_library as *const c_void, &mut info) == 0 || info.dli_fname.is_null() {
+            return Err("cannot find the module's own path (dladdr)".into());
+        }
+        let handle = libc::dlopen(
+            info.dli_fname,
+            libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+        );
+        if handle.is_null() {
+            return Err("cannot pin the module in memory (dlopen RTLD_NODELETE)".into());
+        }
+        // The extra reference only carried the flag; NODELETE keeps the library mapped.
+        libc::dlclose(handle);
+    }
+    Ok(())
+}
+
+fn read_run_id(ctx: &Context) -> Option<RunId> {
+    let info = ctx.call("INFO", &["server"]).ok()?;
+    let text = match info {
+        redis_module::RedisValue::SimpleString(s) | redis_module::RedisValue::BulkString(s) => {
+            s.into_bytes()
+        }
+        redis_module::RedisValue::StringBuffer(b) => b,
+        redis_module::RedisValue::VerbatimString((_, b)) => b,
+        _ => return None,
+    };
+    text.split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"run_id:"))
+        .and_then(|hex| RunId::from_hex(hex.trim_ascii()))
+}
+
+fn subscribe(ctx: &Context, events: i32) -> Result<(), String> {
+    let server_events: [(u64, raw::RedisModuleEventCallback); 4] = [
+        (raw::REDISMODULE_EVENT_EVENTLOOP as u64, Some(on_event_loop)),
+        (
+            raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED as u64,
+            Some(on_role_changed),
+        ),
+        (raw::REDISMODULE_EVENT_LOADING as u64, Some(on_loading)),
+        (raw::REDISMODULE_EVENT_SHUTDOWN as u64, Some(on_shutdown)),
+    ];
+    // SAFETY: FFI registration with the load context and callbacks defined below.
+    unsafe {
+        let sub = raw::RedisModule_SubscribeToKeyspaceEvents.ok_or("no keyspace event API")?;
+        if sub(ctx.ctx, events, Some(on_keyspace_event)) != raw::REDISMODULE_OK as c_int {
+            return Err("cannot subscribe to keyspace events".into());
+        }
+        let sub = raw::RedisModule_SubscribeToServerEvent.ok_or("no server event API")?;
+        for (id, callback) in server_events {
+            let event = raw::RedisModuleEvent { id, dataver: 1 };
+            if sub(ctx.ctx, event, callback) != raw::REDISMODULE_OK as c_int {
+                return Err(format!(
+                    "cannot subscribe to server event {id} (Redis 7.0 or newer needed)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+extern "C" fn on_keyspace_event(
+    ctx: *mut raw::RedisModuleCtx,
+    _type: c_int,
+    event: *const c_char,
+    key: *mut raw::RedisModuleString,
+) -> c_int {
+    let Some(module) = current() else {
+        return raw::REDISMODULE_OK as c_int;
+    };
+    // SAFETY: Redis passes a live context, a NUL-terminated event name and the key's string for
+    // the duration of this call.
+    let (db, event, key) = unsafe {
+        let db = raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx));
+        (
+            i64::from(db),
+            CStr::from_ptr(event).to_bytes(),
+            RedisString::string_as_slice(key),
+        )
+    };
+    module.on_event(db, event, key);
+    raw::REDISMODULE_OK as c_int
+}
+
+extern "C" fn on_event_loop(
+    ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    sub: u64,
+    _d: *mut c_void,
+) {
+    if sub != raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP as u64 {
+        return;
+    }
+    if let Some(m) = current() {
+        if m.is_master.load(Relaxed) && !m.loading.load(Relaxed) {
+            m.tick(&Context::new(ctx), m.shared.link.broker_away(), SLICE);
+        }
+    }
+}
+
+extern "C" fn on_role_changed(
+    _ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    sub: u64,
+    _d: *mut c_void,
+) {
+    if let Some(m) = current() {
+        let master = sub == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER as u64;
+        m.is_master.store(master, Relaxed);
+        m.resync_list.store(true, Relaxed);
+        redis_log::notice(if master {
+            "this node is now a master: publishing"
+        } else {
+            "this node is now a replica: not publishing"
+        });
+    }
+}
+
+extern "C" fn on_loading(
+    _ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    sub: u64,
+    _d: *mut c_void,
+) {
+    if let Some(m) = current() {
+        let ended = sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED as u64
+            || sub == raw::REDISMODULE_SUBEVENT_LOADING_FAILED as u64;
+        m.loading.store(!ended, Relaxed);
+        if ended {
+            m.resync_list.store(true, Relaxed);
+            wake_main();
+        }
+    }
+}
+
+/// On shutdown, what waits in memory goes to the list, so the AOF or RDB written next keeps it.
+extern "C" fn on_shutdown(
+    ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    _sub: u64,
+    _d: *mut c_void,
+) {
+    if let Some(m) = current() {
+        if m.is_master.load(Relaxed) && !m.loading.load(Relaxed) {
+            m.tick(&Context::new(ctx), true, usize::MAX);
+        }
+    }
+}

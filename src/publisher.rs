@@ -1,0 +1,372 @@
+//! The publisher thread: owns the AMQP connection, publishes batches with publisher confirms,
+//! and reconnects with capped exponential back-off. Every network wait has a deadline: lapin
+//! alone can hang for good on a peer that accepts TCP and never answers (DESIGN section 5).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::Poll;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::ShortString;
+use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+
+use crate::args::Settings;
+use crate::event::Event;
+use crate::shared::{Shared, BATCH};
+use crate::stats::{LinkState, Stats};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A batch not confirmed within this time means a dead or stuck connection.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+const IDLE_WAIT: Duration = Duration::from_millis(200);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+pub const APP_ID: &str = "key_evt_amqp";
+
+/// Starts the publisher thread.
+pub fn spawn(shared: Arc<Shared>, wake_main: fn()) -> std::io::Result<JoinHandle<()>> {
+    init_executor();
+    std::thread::Builder::new()
+        .name("kea-publisher".into())
+        .spawn(move || Publisher { shared, wake_main }.run())
+}
+
+/// lapin's tasks run on async-global-executor; one thread is plenty next to ours (2-core hosts).
+fn init_executor() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        async_global_executor::init_with_config(
+            async_global_executor::GlobalExecutorConfig::default()
+                .with_min_threads(1)
+                .with_max_threads(1)
+                .with_thread_name_fn(|| "kea-executor".into()),
+        )
+    });
+}
+
+struct Publisher {
+    shared: Arc<Shared>,
+    /// Asks the main thread for a maintenance step (refill) without waiting for its next tick.
+    wake_main: fn(),
+}
+
+/// Why a session ended.
+enum End {
+    /// Stop, `disconnect`, `connect` or new connection settings: not an error.
+    Asked,
+    Failed(String),
+}
+
+impl Publisher {
+    fn run(self) {
+        let mut backoff = Backoff::default();
+        while !self.shared.stopping() {
+            if !self.shared.wants_connection() {
+                let state = if self.shared.enabled.load(Relaxed) {
+                    LinkState::Idle
+                } else {
+                    LinkState::Disabled
+                };
+                self.shared.link.set(state);
+                self.shared.wait(IDLE_WAIT);
+                continue;
+            }
+            let settings = self.shared.settings();
+            self.shared.link.set(LinkState::Connecting);
+            let requests = self.shared.reconnect_requests.load(Relaxed);
+            match block_on_deadline(&self.shared, CONNECT_TIMEOUT, connect(&settings))
+                .and_then(|r| r)
+            {
+                Ok((conn, channel)) => {
+                    Stats::add(&self.shared.stats.reconnects, 1);
+                    self.shared.link.set(LinkState::Connected);
+                    backoff = Backoff::default();
+                    let end = self.serve(&settings, &channel, &conn, requests);
+                    // Close politely, but never wait long for a peer that may be gone.
+                    let _ = block_on_deadline(&self.shared, CLOSE_TIMEOUT, async {
+                        conn.close(200, "bye".into())
+                            .await
+                            .map_err(|e| e.to_string())
+                    });
+                    if let End::Failed(e) = end {
+                        self.fail(&settings, e);
+                    }
+                }
+                Err(e) => {
+                    self.fail(&settings, e);
+                    self.shared.wait(backoff.next_delay());
+                }
+            }
+        }
+        self.shared.link.set(LinkState::Idle);
+    }
+
+    fn fail(&self, settings: &Settings, error: String) {
+        let error = scrub(&error, &settings.password);
+        log::warn(&format!(
+            "broker {}:{}: {error}",
+            settings.host, settings.port
+        ));
+        self.shared.link.set_error(error);
+        self.shared.link.set(LinkState::Down);
+    }
+
+    /// Publishes batches on one connection until it fails or is no longer wanted.
+    fn serve(
+        &self,
+        connected: &Settings,
+        channel: &Channel,
+        conn: &Connection,
+        requests: u64,
+    ) -> End {
+        let shared = &*self.shared;
+        loop {
+            let settings = shared.settings();
+            if shared.stopping()
+                || !shared.enabled.load(Relaxed)
+                || shared.reconnect_requests.load(Relaxed) != requests
+                || !same_broker(connected, &settings)
+            {
+                return End::Asked;
+            }
+            if !conn.status().connected() || !channel.status().connected() {
+                return End::Failed("connection lost".into());
+            }
+            let batch = {
+                let mut outbox = shared.outbox.lock();
+                if !outbox.has_ready() {
+                    shared.wake.wait_for(&mut outbox, IDLE_WAIT);
+                    continue;
+                }
+                outbox.take_batch(BATCH)
+            };
+            shared.link.batch_sent(true);
+            let result =
+                block_on_deadline(shared, CONFIRM_TIMEOUT, publish(channel, &settings, &batch));
+            shared.link.batch_sent(false);
+            let (confirmed, failure) = match result {
+                Ok(Ok(())) => (batch.len(), None),
+                Ok(Err((n, e))) => (n, Some(e)),
+                Err(e) => (
+                    0,
+                    Some(format!("no confirm for {} events: {e}", batch.len())),
+                ),
+            };
+            Stats::add(&shared.stats.confirmed, confirmed as u64);
+            let wants_refill = {
+                let mut outbox = shared.outbox.lock();
+                outbox.confirmed(confirmed);
+                outbox.give_back(batch.into_iter().skip(confirmed).collect());
+                outbox.wants_tick(false, settings.fallback_size)
+            };
+            if wants_refill {
+                (self.wake_main)();
+            }
+            if let Some(e) = failure {
+                return End::Failed(e);
+            }
+        }
+    }
+}
+
+fn same_broker(a: &Settings, b: &Settings) -> bool {
+    (&a.host, a.port, &a.user, &a.password, a.heartbeat)
+        == (&b.host, b.port, &b.user, &b.password, b.heartbeat)
+}
+
+async fn connect(s: &Settings) -> Result<(Connection, Channel), String> {
+    let uri = AMQPUri {
+        scheme: AMQPScheme::AMQP,
+        authority: AMQPAuthority {
+            userinfo: AMQPUserInfo {
+                username: s.user.clone(),
+                password: s.password.clone(),
+            },
+            host: s.host.clone(),
+            port: s.port,
+        },
+        vhost: "/".into(),
+        query: AMQPQueryString {
+            heartbeat: Some(s.heartbeat),
+            ..AMQPQueryString::default()
+        },
+    };
+    let props = ConnectionProperties::default().with_connection_name(APP_ID.into());
+    let conn = Connection::connect_uri(uri, props)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(|e| format!("open channel: {e}"))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| format!("enable publisher confirms: {e}"))?;
+    Ok((conn, channel))
+}
+
+/// Publishes a batch and waits for its confirms. On failure, tells how many of the first events
+/// were confirmed: the rest go back to the outbox, in order.
+async fn publish(channel: &Channel, s: &Settings, batch: &[Event]) -> Result<(), (usize, String)> {
+    let exchange: ShortString = s.exchange.as_str().into();
+    let routing_key: ShortString = s.routing_key.as_str().into();
+    // Every publish is issued before any confirm is awaited, so lapin writes them together.
+    let sends = batch.iter().map(|e| {
+        channel.basic_publish(
+            exchange.clone(),
+            routing_key.clone(),
+            BasicPublishOptions::default(),
+            &e.body,
+            properties(e, s.delivery_mode),
+        )
+    });
+    let sent = join_all(sends.collect()).await;
+    for (i, confirm) in sent.into_iter().enumerate() {
+        let outcome = match confirm {
+            Ok(confirm) => confirm.await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => {}
+            Ok(Confirmation::Nack(_)) => {
+                return Err((i, format!("broker refused (nack) event {}", i + 1)));
+            }
+            Err(e) => return Err((i, format!("publish: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+fn properties(e: &Event, delivery_mode: u8) -> BasicProperties {
+    let mut p = BasicProperties::default()
+        .with_content_type("text/plain".into())
+        .with_delivery_mode(delivery_mode)
+        .with_app_id(APP_ID.into());
+    if let Some(id) = e.id {
+        p = p.with_message_id(id.message_id().into());
+    }
+    if e.timestamp > 0 {
+        p = p.with_timestamp(e.timestamp);
+    }
+    p
+}
+
+/// Polls every future to completion, all of them from the first poll on.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(move |cx| {
+        let mut all = true;
+        for (fut, out) in pending.iter_mut().zip(done.iter_mut()) {
+            if out.is_none() {
+                match fut.as_mut().poll(cx) {
+                    Poll::Ready(v) => *out = Some(v),
+                    Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            Poll::Ready(done.iter_mut().filter_map(Option::take).collect())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Runs `fut` on this thread, giving up after `limit` or as soon as the module is stopping.
+fn block_on_deadline<T>(
+    shared: &Shared,
+    limit: Duration,
+    fut: impl Future<Output = T>,
+) -> Result<T, String> {
+    const STEP: Duration = Duration::from_millis(20);
+    async_global_executor::block_on(futures_lite::future::or(async { Ok(fut.await) }, async {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if shared.stopping() {
+                return Err("module unloading".to_string());
+            }
+            async_io::Timer::after(STEP.min(limit)).await;
+        }
+        Err(format!("timed out after {} ms", limit.as_millis()))
+    }))
+}
+
+/// Removes the password from a message that may quote it (a URI in an error, say).
+fn scrub(message: &str, password: &str) -> String {
+    if password.is_empty() {
+        message.to_string()
+    } else {
+        message.replace(password, "<hidden>")
+    }
+}
+
+/// Capped exponential back-off with jitter, so many nodes do not reconnect in step.
+#[derive(Default)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next_delay(&mut self) -> Duration {
+        let base = BACKOFF_MIN
+            .saturating_mul(1 << self.attempt.min(10))
+            .min(BACKOFF_MAX);
+        self.attempt = self.attempt.saturating_add(1);
+        // Jitter from the clock's low bits: -25% .. +25%.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let quarter = base / 4;
+        let jitter = quarter.mul_f64(f64::from(nanos % 1000) / 500.0);
+        (base - quarter + jitter).min(BACKOFF_MAX)
+    }
+}
+
+mod log {
+    pub fn warn(msg: &str) {
+        crate::redis_log::warning(msg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap() {
+        let mut b = Backoff::default();
+        let delays: Vec<Duration> = (0..20).map(|_| b.next_delay()).collect();
+        assert!(delays[0] >= BACKOFF_MIN * 3 / 4 && delays[0] <= BACKOFF_MIN * 5 / 4);
+        assert!(delays[3] > delays[0]);
+        assert!(delays.iter().all(|d| *d <= BACKOFF_MAX));
+        assert!(delays[19] >= BACKOFF_MAX * 3 / 4);
+    }
+
+    #[test]
+    fn passwords_are_scrubbed() {
+        assert_eq!(scrub("amqp://u:s3cret@h", "s3cret"), "amqp://u:<hidden>@h");
+        assert_eq!(scrub("refused", ""), "refused");
+    }
+
+    #[test]
+    fn a_deadline_ends_a_future_that_never_completes() {
+        let shared = Shared::new(Settings::default());
+        let r = block_on_deadline(
+            &shared,
+            Duration::from_millis(50),
+            std::future::pending::<()>(),
+        );
+        assert!(r.unwrap_err().contains("timed out"));
+    }
+}

@@ -1,0 +1,85 @@
+//! The state the Redis main thread and the publisher thread share.
+//!
+//! Locks here are held for microseconds: the keyspace callback pushes one event, the publisher
+//! takes or gives back a batch, the main thread's maintenance step moves one bounded slice.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::args::Settings;
+use crate::outbox::Outbox;
+use crate::stats::{Link, Stats};
+
+/// Events published per batch: enough to amortise lapin's per-publish cost (DESIGN section 5).
+pub const BATCH: usize = 1000;
+/// Default capacity of the in-memory queue, in events.
+pub const MEMORY_CAPACITY: usize = 100_000;
+
+pub struct Shared {
+    pub outbox: Mutex<Outbox>,
+    /// The publisher waits here for work or for a change of plan.
+    pub wake: Condvar,
+    settings: RwLock<Arc<Settings>>,
+    pub stats: Stats,
+    pub link: Link,
+    /// Cleared by `disconnect`, set by `connect`.
+    pub enabled: AtomicBool,
+    /// Set by `connect`: hold a connection even with nothing to publish.
+    pub eager: AtomicBool,
+    /// Bumped by `connect` to force a new connection.
+    pub reconnect_requests: AtomicU64,
+    pub stop: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(settings: Settings) -> Shared {
+        Shared {
+            outbox: Mutex::new(Outbox::new(MEMORY_CAPACITY, 2 * BATCH)),
+            wake: Condvar::new(),
+            settings: RwLock::new(Arc::new(settings)),
+            stats: Stats::default(),
+            link: Link::default(),
+            enabled: AtomicBool::new(true),
+            eager: AtomicBool::new(false),
+            reconnect_requests: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.read().clone()
+    }
+
+    /// Replaces the settings as a whole: readers see the old or the new ones, never a mix.
+    pub fn set_settings(&self, settings: Settings) {
+        *self.settings.write() = Arc::new(settings);
+        self.notify();
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Relaxed)
+    }
+
+    /// The publisher should hold a connection now.
+    pub fn wants_connection(&self) -> bool {
+        self.enabled.load(Relaxed)
+            && !self.stopping()
+            && (self.eager.load(Relaxed) || self.outbox.lock().has_work())
+    }
+
+    /// Wakes the publisher if it waits.
+    pub fn notify(&self) {
+        self.wake.notify_all();
+    }
+
+    /// Sleeps up to `timeout` unless notified first.
+    pub fn wait(&self, timeout: Duration) {
+        let mut outbox = self.outbox.lock();
+        if !self.stopping() {
+            self.wake.wait_for(&mut outbox, timeout);
+        }
+    }
+}

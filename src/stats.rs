@@ -1,0 +1,134 @@
+//! Counters and connection state, written by both threads without locks, read by `INFO`.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+#[derive(Default)]
+pub struct Stats {
+    /// Keyspace events seen while this node publishes.
+    pub seen: AtomicU64,
+    /// Of those, events whose key matched a mask (entered the outbox).
+    pub matched: AtomicU64,
+    pub published: AtomicU64,
+    pub confirmed: AtomicU64,
+    pub nacked: AtomicU64,
+    pub spilled: AtomicU64,
+    pub refilled: AtomicU64,
+    pub dropped: AtomicU64,
+    pub reconnects: AtomicU64,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Relaxed);
+        }
+    }
+}
+
+/// Where the publisher's connection stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LinkState {
+    /// No connection and none needed yet (the connection is lazy).
+    Idle = 0,
+    Connecting = 1,
+    Connected = 2,
+    /// The last attempt failed or the connection was lost; retrying with back-off.
+    Down = 3,
+    /// `disconnect` was called: no connection until `connect`.
+    Disabled = 4,
+}
+
+impl LinkState {
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkState::Idle => "idle",
+            LinkState::Connecting => "connecting",
+            LinkState::Connected => "connected",
+            LinkState::Down => "down",
+            LinkState::Disabled => "disconnected",
+        }
+    }
+}
+
+/// The connection state as the main thread sees it, to decide when events must spill.
+pub struct Link {
+    state: AtomicU8,
+    /// Milliseconds (see [`now_ms`]) since the broker stopped being usable, 0 while it is.
+    unusable_since: AtomicU64,
+    /// Milliseconds since the batch in flight was sent, 0 when none is.
+    batch_since: AtomicU64,
+    last_error: Mutex<String>,
+}
+
+/// Grace period before events waiting on an unusable broker go to the fallback list.
+pub const AWAY_AFTER: Duration = Duration::from_secs(1);
+
+impl Default for Link {
+    fn default() -> Self {
+        Link {
+            state: AtomicU8::new(LinkState::Idle as u8),
+            unusable_since: AtomicU64::new(0),
+            batch_since: AtomicU64::new(0),
+            last_error: Mutex::new(String::new()),
+        }
+    }
+}
+
+impl Link {
+    pub fn state(&self) -> LinkState {
+        match self.state.load(Relaxed) {
+            1 => LinkState::Connecting,
+            2 => LinkState::Connected,
+            3 => LinkState::Down,
+            4 => LinkState::Disabled,
+            _ => LinkState::Idle,
+        }
+    }
+
+    pub fn set(&self, state: LinkState) {
+        self.state.store(state as u8, Relaxed);
+        match state {
+            LinkState::Connected | LinkState::Idle => self.unusable_since.store(0, Relaxed),
+            _ => {
+                let _ = self
+                    .unusable_since
+                    .compare_exchange(0, now_ms(), Relaxed, Relaxed);
+            }
+        }
+    }
+
+    pub fn set_error(&self, error: String) {
+        *self.last_error.lock() = error;
+    }
+
+    pub fn last_error(&self) -> String {
+        self.last_error.lock().clone()
+    }
+
+    pub fn batch_sent(&self, sent: bool) {
+        self.batch_since
+            .store(if sent { now_ms() } else { 0 }, Relaxed);
+    }
+
+    /// The broker cannot take events now: disconnected on purpose, unusable for longer than
+    /// [`AWAY_AFTER`], or sitting on a batch without confirming it for that long.
+    pub fn broker_away(&self) -> bool {
+        if self.state() == LinkState::Disabled {
+            return true;
+        }
+        let now = now_ms();
+        let older =
+            |since: u64| since != 0 && now.saturating_sub(since) >= AWAY_AFTER.as_millis() as u64;
+        older(self.unusable_since.load(Relaxed)) || older(self.batch_since.load(Relaxed))
+    }
+}
+
+/// Monotonic milliseconds, never 0 (0 means "not set" above).
+pub fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
