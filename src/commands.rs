@@ -13,7 +13,7 @@ use crate::redis_log;
 use crate::stats::LinkState;
 
 fn module() -> Result<Arc<Module>, RedisError> {
-    module::current().ok_or_else(|| RedisError::Str("ERR key_evt_amqp is not loaded"))
+    module::current().ok_or(RedisError::Str("ERR key_evt_amqp is not loaded"))
 }
 
 /// The arguments after the command name, as bytes.

@@ -16,11 +16,20 @@ mod publisher;
 mod redis_log;
 mod shared;
 
-#[cfg(not(test))]
 mod registration {
     use redis_module::{redis_module, Context, RedisString, Status};
 
     use crate::{commands, module};
+
+    // Redis's allocator aborts outside Redis: unit tests use the system one.
+    #[cfg(not(test))]
+    type Allocator = redis_module::alloc::RedisAlloc;
+    #[cfg(not(test))]
+    const ALLOCATOR: Allocator = redis_module::alloc::RedisAlloc;
+    #[cfg(test)]
+    type Allocator = std::alloc::System;
+    #[cfg(test)]
+    const ALLOCATOR: Allocator = std::alloc::System;
 
     fn init(ctx: &Context, args: &[RedisString]) -> Status {
         module::init(ctx, args)
@@ -33,7 +42,7 @@ mod registration {
     redis_module! {
         name: "key_evt_amqp",
         version: 1,
-        allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
+        allocator: (Allocator, ALLOCATOR),
         data_types: [],
         init: init,
         deinit: deinit,

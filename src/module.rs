@@ -106,24 +106,29 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
 }
 
 pub fn deinit(ctx: &Context) -> Status {
-    let Some(module) = MODULE.write().take() else {
-        return Status::Ok;
-    };
-    module.shared.stop.store(true, Relaxed);
-    module.shared.notify();
-    if let Some(handle) = module.publisher.lock().take() {
-        let _ = handle.join();
+    if let Some(module) = MODULE.write().take() {
+        module.stop(ctx);
+        redis_log::notice("unloaded");
     }
-    // Whatever was not confirmed waits in the list for the next load (or the next master).
-    if module.is_master.load(Relaxed) && !module.loading.load(Relaxed) {
-        module.tick(ctx, true, usize::MAX);
-    }
-    redis_log::notice("unloaded");
     redis_log::release();
     Status::Ok
 }
 
 impl Module {
+    /// Stops the publisher (it gives back what it had in flight) and moves everything still in
+    /// memory to the fallback list, so that nothing unconfirmed is lost by an unload or a
+    /// shutdown.
+    fn stop(&self, ctx: &Context) {
+        self.shared.stop.store(true, Relaxed);
+        self.shared.notify();
+        if let Some(handle) = self.publisher.lock().take() {
+            let _ = handle.join();
+        }
+        if self.publishes() {
+            self.tick(ctx, true, usize::MAX);
+        }
+    }
+
     /// Only a master that is not loading data publishes.
     pub fn publishes(&self) -> bool {
         self.is_master.load(Relaxed) && !self.loading.load(Relaxed)
@@ -170,7 +175,8 @@ impl Module {
         } else if report.more {
             wake_main();
         }
-        if report.refilled > 0 || (resync && has_work) {
+        // The publisher cares when work appears (refill, a backlog found) or vanishes (drops).
+        if report.refilled > 0 || report.dropped > 0 || (resync && has_work) {
             shared.notify();
         }
     }
@@ -260,13 +266,13 @@ fn read_run_id(ctx: &Context) -> Option<RunId> {
 
 fn subscribe(ctx: &Context, events: i32) -> Result<(), String> {
     let server_events: [(u64, raw::RedisModuleEventCallback); 4] = [
-        (raw::REDISMODULE_EVENT_EVENTLOOP as u64, Some(on_event_loop)),
+        (raw::REDISMODULE_EVENT_EVENTLOOP, Some(on_event_loop)),
         (
-            raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED as u64,
+            raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
             Some(on_role_changed),
         ),
-        (raw::REDISMODULE_EVENT_LOADING as u64, Some(on_loading)),
-        (raw::REDISMODULE_EVENT_SHUTDOWN as u64, Some(on_shutdown)),
+        (raw::REDISMODULE_EVENT_LOADING, Some(on_loading)),
+        (raw::REDISMODULE_EVENT_SHUTDOWN, Some(on_shutdown)),
     ];
     // SAFETY: FFI registration with the load context and callbacks defined below.
     unsafe {
@@ -316,7 +322,7 @@ extern "C" fn on_event_loop(
     sub: u64,
     _d: *mut c_void,
 ) {
-    if sub != raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP as u64 {
+    if sub != raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP {
         return;
     }
     if let Some(m) = current() {
@@ -333,7 +339,7 @@ extern "C" fn on_role_changed(
     _d: *mut c_void,
 ) {
     if let Some(m) = current() {
-        let master = sub == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER as u64;
+        let master = sub == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER;
         m.is_master.store(master, Relaxed);
         m.resync_list.store(true, Relaxed);
         redis_log::notice(if master {
@@ -351,8 +357,8 @@ extern "C" fn on_loading(
     _d: *mut c_void,
 ) {
     if let Some(m) = current() {
-        let ended = sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED as u64
-            || sub == raw::REDISMODULE_SUBEVENT_LOADING_FAILED as u64;
+        let ended = sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED
+            || sub == raw::REDISMODULE_SUBEVENT_LOADING_FAILED;
         m.loading.store(!ended, Relaxed);
         if ended {
             m.resync_list.store(true, Relaxed);

@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use crate::event::Event;
 
 /// The fallback list, as the outbox needs it. Errors are messages for the log.
+#[allow(clippy::len_without_is_empty)] // `len` asks Redis; callers need the number.
 pub trait ListStore {
     /// Inserts `items` at the front, keeping their order.
     fn push_front(&mut self, items: &[Vec<u8>]) -> Result<(), String>;

@@ -17,6 +17,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 
 use crate::args::Settings;
 use crate::event::Event;
+use crate::redis_log;
 use crate::shared::{Shared, BATCH};
 use crate::stats::{LinkState, Stats};
 
@@ -26,7 +27,7 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 const IDLE_WAIT: Duration = Duration::from_millis(200);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 pub const APP_ID: &str = "key_evt_amqp";
 
@@ -87,6 +88,11 @@ impl Publisher {
                 Ok((conn, channel)) => {
                     Stats::add(&self.shared.stats.reconnects, 1);
                     self.shared.link.set(LinkState::Connected);
+                    self.shared.link.set_error(String::new());
+                    redis_log::notice(&format!(
+                        "connected to broker {}:{}",
+                        settings.host, settings.port
+                    ));
                     backoff = Backoff::default();
                     let end = self.serve(&settings, &channel, &conn, requests);
                     // Close politely, but never wait long for a peer that may be gone.
@@ -95,25 +101,48 @@ impl Publisher {
                             .await
                             .map_err(|e| e.to_string())
                     });
-                    if let End::Failed(e) = end {
-                        self.fail(&settings, e);
+                    match end {
+                        End::Failed(e) if !self.shared.stopping() => self.fail(&settings, e),
+                        _ => {}
                     }
                 }
                 Err(e) => {
                     self.fail(&settings, e);
-                    self.shared.wait(backoff.next_delay());
+                    self.pause(backoff.next_delay(), requests);
                 }
             }
         }
         self.shared.link.set(LinkState::Idle);
     }
 
+    /// Waits out a back-off delay. New events do not cut it short (they would turn the back-off
+    /// into a busy loop during an outage); unloading, `connect`, and running out of work do
+    /// (the next event then gets a prompt attempt instead of a stale verdict).
+    fn pause(&self, delay: Duration, requests: u64) {
+        let until = std::time::Instant::now() + delay;
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero()
+                || self.shared.stopping()
+                || self.shared.reconnect_requests.load(Relaxed) != requests
+                || !self.shared.wants_connection()
+            {
+                return;
+            }
+            self.shared.wait(left);
+        }
+    }
+
+    /// Records a failure; logs it only when it differs from the last one, so an outage makes
+    /// one log line, not one per retry.
     fn fail(&self, settings: &Settings, error: String) {
         let error = scrub(&error, &settings.password);
-        log::warn(&format!(
-            "broker {}:{}: {error}",
-            settings.host, settings.port
-        ));
+        if error != self.shared.link.last_error() {
+            redis_log::warning(&format!(
+                "broker {}:{}: {error}",
+                settings.host, settings.port
+            ));
+        }
         self.shared.link.set_error(error);
         self.shared.link.set(LinkState::Down);
     }
@@ -330,12 +359,6 @@ impl Backoff {
         let quarter = base / 4;
         let jitter = quarter.mul_f64(f64::from(nanos % 1000) / 500.0);
         (base - quarter + jitter).min(BACKOFF_MAX)
-    }
-}
-
-mod log {
-    pub fn warn(msg: &str) {
-        crate::redis_log::warning(msg);
     }
 }
 

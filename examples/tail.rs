@@ -1,0 +1,307 @@
+//! Print the keyspace events that `key_evt_amqp` publishes, one line each.
+//!
+//! ```text
+//! cargo run --release --example tail -- [--count N] [--ready-file PATH] [EXCHANGE [ROUTING_KEY]]
+//! ```
+//!
+//! Environment: `AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`), `EXCHANGE`
+//! (default `amq.direct`), `ROUTING_KEY` (default `redis_keyspace_events`); positional
+//! arguments win over the environment.
+//!
+//! The consumer declares an exclusive, auto-delete, server-named queue, binds it to EXCHANGE with
+//! ROUTING_KEY and prints every message as
+//!
+//! ```text
+//! db=0 event=set key=hello  id=<message_id> ts=<timestamp>
+//! ```
+//!
+//! The body is `DB\nEVENT\nKEY`; it is split on the first two `\n` only, since the key may hold any
+//! byte. The key is printed escaped: `\\` for a backslash, `\n`, `\r`, `\t`, and `\xNN` for every
+//! other byte outside printable ASCII.
+//!
+//! `--count N` exits after N messages; `--ready-file PATH` creates PATH once the queue is bound
+//! (scripts wait for it before they make Redis write).
+
+use futures_lite::StreamExt;
+use lapin::{
+    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
+    types::FieldTable,
+    Connection, ConnectionProperties,
+};
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const DEFAULT_EXCHANGE: &str = "amq.direct";
+const DEFAULT_ROUTING_KEY: &str = "redis_keyspace_events";
+
+const USAGE: &str = "usage: tail [--count N] [--ready-file PATH] [EXCHANGE [ROUTING_KEY]]
+env: AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f), EXCHANGE (default amq.direct),
+     ROUTING_KEY (default redis_keyspace_events)";
+
+struct Options {
+    url: String,
+    exchange: String,
+    routing_key: String,
+    count: Option<u64>,
+    ready_file: Option<String>,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let env_or = |name: &str, default: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_string())
+    };
+    let mut opts = Options {
+        url: env_or("AMQP_URL", DEFAULT_URL),
+        exchange: env_or("EXCHANGE", DEFAULT_EXCHANGE),
+        routing_key: env_or("ROUTING_KEY", DEFAULT_ROUTING_KEY),
+        count: None,
+        ready_file: None,
+    };
+    let mut positional = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Err(String::new()),
+            "--count" | "-n" => {
+                let value = args.next().ok_or("--count needs a number")?;
+                let n = value
+                    .parse::<u64>()
+                    .map_err(|_| format!("--count: not a number: {value}"))?;
+                opts.count = Some(n);
+            }
+            "--ready-file" => {
+                opts.ready_file = Some(args.next().ok_or("--ready-file needs a path")?);
+            }
+            other if other.starts_with('-') => return Err(format!("unknown option {other}")),
+            _ => positional.push(arg),
+        }
+    }
+    let mut positional = positional.into_iter();
+    if let Some(exchange) = positional.next() {
+        opts.exchange = exchange;
+    }
+    if let Some(routing_key) = positional.next() {
+        opts.routing_key = routing_key;
+    }
+    if positional.next().is_some() {
+        return Err("too many arguments".to_string());
+    }
+    Ok(opts)
+}
+
+/// The URI with its password replaced by `***`, for messages.
+fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+/// Escape bytes for a one-line, unambiguous display.
+fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out
+}
+
+/// One output line for a message body and its identity.
+fn format_line(body: &[u8], id: Option<&str>, ts: Option<u64>) -> String {
+    let id = id.unwrap_or("-");
+    let ts = ts.map_or_else(|| "-".to_string(), |t| t.to_string());
+    let mut parts = body.splitn(3, |&b| b == b'\n');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(db), Some(event), Some(key)) => format!(
+            "db={} event={} key={}  id={id} ts={ts}",
+            escape(db),
+            escape(event),
+            escape(key)
+        ),
+        _ => format!("malformed body={}  id={id} ts={ts}", escape(body)),
+    }
+}
+
+async fn run(opts: Options) -> Result<(), String> {
+    let shown_url = redact(&opts.url);
+    let runtime = lapin::runtime::default_runtime()
+        .map_err(|e| format!("no async runtime available: {e}"))?;
+    // lapin waits forever on a peer that accepts TCP and never answers: bound the handshake.
+    let connect = async {
+        Connection::connect_with_runtime(&opts.url, ConnectionProperties::default(), runtime)
+            .await
+            .map_err(|e| format!("cannot connect to {shown_url}: {e}"))
+    };
+    let deadline = async {
+        async_io::Timer::after(CONNECT_TIMEOUT).await;
+        Err(format!(
+            "no answer from {shown_url} within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        ))
+    };
+    let conn = futures_lite::future::or(connect, deadline).await?;
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(|e| format!("cannot open a channel on {shown_url}: {e}"))?;
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| format!("cannot declare a queue: {e}"))?;
+    let queue_name = queue.name().clone();
+    channel
+        .queue_bind(
+            queue_name.clone(),
+            opts.exchange.as_str().into(),
+            opts.routing_key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot bind to exchange '{}' with routing key '{}': {e}",
+                opts.exchange, opts.routing_key
+            )
+        })?;
+    let mut consumer = channel
+        .basic_consume(
+            queue_name.clone(),
+            "tail".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| format!("cannot consume from queue {queue_name}: {e}"))?;
+
+    eprintln!(
+        "tail: listening on {shown_url}, exchange '{}', routing key '{}' (queue {queue_name})",
+        opts.exchange, opts.routing_key
+    );
+    if let Some(path) = &opts.ready_file {
+        std::fs::write(path, b"ready\n")
+            .map_err(|e| format!("cannot write ready file {path}: {e}"))?;
+    }
+
+    if opts.count == Some(0) {
+        return Ok(());
+    }
+    let stdout = std::io::stdout();
+    let mut seen: u64 = 0;
+    while let Some(delivery) = consumer.next().await {
+        let delivery = delivery.map_err(|e| format!("lost the broker: {e}"))?;
+        let props = &delivery.properties;
+        let line = format_line(
+            &delivery.data,
+            props.message_id().as_ref().map(|s| s.as_str()),
+            *props.timestamp(),
+        );
+        let mut out = stdout.lock();
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            // Reader went away (e.g. `| head`): nothing left to do.
+            return Ok(());
+        }
+        seen += 1;
+        if opts.count.is_some_and(|n| seen >= n) {
+            let _ = conn.close(200, "bye".into()).await;
+            return Ok(());
+        }
+    }
+    Err("the consumer was cancelled or the connection closed".to_string())
+}
+
+fn main() -> ExitCode {
+    let opts = match parse_args() {
+        Ok(opts) => opts,
+        Err(msg) => {
+            if msg.is_empty() {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("tail: {msg}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match async_global_executor::block_on(run(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("tail: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_on_the_first_two_newlines_only() {
+        let line = format_line(b"0\nset\nhel\nlo", Some("abc-1"), Some(42));
+        assert_eq!(line, "db=0 event=set key=hel\\nlo  id=abc-1 ts=42");
+    }
+
+    #[test]
+    fn escapes_binary_keys() {
+        assert_eq!(escape(b"a\0b\xff\\ c"), "a\\x00b\\xff\\\\ c");
+        assert_eq!(escape(b""), "");
+    }
+
+    #[test]
+    fn missing_identity_and_malformed_body() {
+        assert_eq!(
+            format_line(b"0\nset\n", None, None),
+            "db=0 event=set key=  id=- ts=-"
+        );
+        assert_eq!(
+            format_line(b"junk", None, None),
+            "malformed body=junk  id=- ts=-"
+        );
+    }
+
+    #[test]
+    fn hides_the_password() {
+        assert_eq!(
+            redact("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact("amqp://127.0.0.1/%2f"), "amqp://127.0.0.1/%2f");
+    }
+}

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The whole suite: setup, format, lints, unit tests, each integration test binary, the latency
+# test binaries one at a time, and an end-to-end smoke run. Every step runs even when an earlier
+# one failed; the script exits non-zero if any failed and ends with "N passed, N failed".
+#
+# Integration test binaries are tests/*.rs and tests/*/main.rs. Those whose name starts with
+# `latency_` measure timing: they run after all others, one binary at a time, single-threaded.
+#
+# Environment:
+#   STEP_TIMEOUT=1200   seconds allowed per step (build included)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STEP_TIMEOUT=${STEP_TIMEOUT:-1200}
+passed=0
+failed=0
+failures=()
+
+summary() {
+    echo
+    [ "${#failures[@]}" -eq 0 ] || echo "test: failed: ${failures[*]}"
+    echo "$passed passed, $failed failed"
+}
+
+# `timeout` gives each step its own process group (so a timeout also ends the test binary and
+# any redis-server it started); that group no longer gets the terminal's Ctrl-C, so forward it.
+current=''
+interrupted() {
+    if [ -n "$current" ]; then
+        kill -TERM "$current" 2>/dev/null || true
+        wait "$current" 2>/dev/null || true
+    fi
+    echo
+    echo "test: interrupted"
+    summary
+    exit 130
+}
+trap interrupted INT TERM
+
+# step NAME COMMAND... : run one step under a timeout and count it.
+step() {
+    local name=$1 rc=0 t0=$SECONDS
+    shift
+    echo
+    echo "=== test: $name: $*"
+    timeout --kill-after=30 "$STEP_TIMEOUT" "$@" &
+    current=$!
+    wait "$current" || rc=$?
+    current=''
+    if [ "$rc" -eq 0 ]; then
+        passed=$((passed + 1))
+        echo "--- ok: $name ($((SECONDS - t0)) s)"
+    else
+        failed=$((failed + 1))
+        failures+=("$name")
+        [ "$rc" -ne 124 ] || echo "test: $name timed out after $STEP_TIMEOUT s"
+        echo "--- FAILED: $name (exit $rc, $((SECONDS - t0)) s)"
+    fi
+}
+
+if ! scripts/setup.sh; then
+    failed=1
+    failures=(setup)
+    summary
+    exit 1
+fi
+passed=1 # setup
+
+step fmt cargo fmt --check
+step clippy cargo clippy --all-targets --release -- -D warnings
+step unit cargo test --release --lib --bins --examples
+
+# Integration test binaries, by name.
+regular=()
+latency=()
+shopt -s nullglob
+for f in tests/*.rs tests/*/main.rs; do
+    case "$f" in
+    */main.rs) name=${f#tests/} name=${name%/main.rs} ;;
+    *) name=$(basename "$f" .rs) ;;
+    esac
+    case "$name" in
+    latency_*) latency+=("$name") ;;
+    *) regular+=("$name") ;;
+    esac
+done
+shopt -u nullglob
+
+for name in "${regular[@]}"; do
+    step "test $name" cargo test --release --test "$name"
+done
+for name in "${latency[@]}"; do
+    step "test $name (alone)" cargo test --release --test "$name" -- --test-threads=1
+done
+
+step smoke timeout 60 scripts/run.sh --demo --once
+
+summary
+[ "$failed" -eq 0 ]

@@ -1,0 +1,240 @@
+//! What reaches RabbitMQ for each write: event classes, key masks, bodies, properties.
+
+mod support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use support::{body, unique_routing_key, Consumer, Message, RedisServer};
+
+const WAIT: Duration = Duration::from_secs(10);
+const QUIET: Duration = Duration::from_millis(400);
+
+/// Starts Redis with the module publishing to `amq.direct` under a fresh routing key, and a
+/// consumer bound to it.
+fn start(events: &str, delivery_mode: &str, masks: &[&str]) -> (RedisServer, Consumer, String) {
+    let rk = unique_routing_key("fwd-");
+    let consumer = Consumer::bind("amq.direct", &rk);
+    let mut args = vec![
+        events,
+        "127.0.0.1",
+        "5672",
+        "guest",
+        "guest",
+        "30",
+        "amq.direct",
+        &rk,
+        delivery_mode,
+        "1000",
+    ];
+    args.extend_from_slice(masks);
+    (RedisServer::start(&args), consumer, rk)
+}
+
+fn bodies(messages: &[Message]) -> Vec<Vec<u8>> {
+    messages.iter().map(|m| m.body.clone()).collect()
+}
+
+fn run(redis: &mut redis::Connection, args: &[&[u8]]) {
+    let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query::<redis::Value>(redis)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+}
+
+#[test]
+fn every_class_yields_one_message_per_write() {
+    let (server, mut consumer, _) = start("A", "1", &["ALL"]);
+    let mut r = server.client();
+    let writes: [&[&[u8]]; 9] = [
+        &[b"SET", b"s", b"v"],
+        &[b"HSET", b"h", b"f", b"v"],
+        &[b"LPUSH", b"l", b"a"],
+        &[b"SADD", b"st", b"m"],
+        &[b"ZADD", b"z", b"1", b"m"],
+        &[b"DEL", b"s"],
+        &[b"EXPIRE", b"h", b"100"],
+        &[b"SET", b"e", b"v"],
+        &[b"PEXPIRE", b"e", b"50"],
+    ];
+    for w in writes {
+        run(&mut r, w);
+    }
+    let expected: Vec<Vec<u8>> = [
+        ("set", "s"),
+        ("hset", "h"),
+        ("lpush", "l"),
+        ("sadd", "st"),
+        ("zadd", "z"),
+        ("del", "s"),
+        ("expire", "h"),
+        ("set", "e"),
+        ("expire", "e"),
+        ("expired", "e"),
+    ]
+    .iter()
+    .map(|(ev, key)| body(0, ev, key.as_bytes()))
+    .collect();
+    let got = consumer.expect(expected.len(), WAIT);
+    assert_eq!(bodies(&got), expected);
+    consumer.expect_none(QUIET);
+}
+
+#[test]
+fn only_the_loaded_classes_are_forwarded() {
+    let (server, mut consumer, _) = start("$", "1", &["ALL"]);
+    let mut r = server.client();
+    run(&mut r, &[b"SET", b"a", b"1"]);
+    run(&mut r, &[b"EXPIRE", b"a", b"100"]);
+    run(&mut r, &[b"DEL", b"a"]);
+    run(&mut r, &[b"HSET", b"h", b"f", b"v"]);
+    run(&mut r, &[b"SET", b"b", b"1"]);
+    let got = consumer.expect(2, WAIT);
+    assert_eq!(
+        bodies(&got),
+        vec![body(0, "set", b"a"), body(0, "set", b"b")]
+    );
+    consumer.expect_none(QUIET);
+}
+
+/// SETs each key and returns the keys whose events arrived.
+fn forwarded(server: &RedisServer, consumer: &mut Consumer, keys: &[&str]) -> Vec<String> {
+    let mut r = server.client();
+    for k in keys {
+        run(&mut r, &[b"SET", k.as_bytes(), b"v"]);
+    }
+    consumer
+        .drain_quiet(QUIET)
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.parts().expect("DB\\nEVENT\\nKEY").2).into_owned())
+        .collect()
+}
+
+const KEYS: [&str; 8] = [
+    "user:1",
+    "user:",
+    "xuser:1",
+    "my-session-1",
+    "sess",
+    "applog",
+    "log1",
+    "",
+];
+
+#[test]
+fn without_a_mask_nothing_is_forwarded() {
+    let (server, mut consumer, _) = start("A", "1", &[]);
+    assert_eq!(
+        forwarded(&server, &mut consumer, &KEYS),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn masks_loaded_at_start() {
+    let cases: [(&[&str], &[&str]); 5] = [
+        (&["ALL"], &KEYS),
+        (&["^user:.*$"], &["user:1", "user:"]),
+        (&[".*session.*"], &["my-session-1"]),
+        (&["log$"], &["applog"]),
+        (
+            &["^user:.*$", "log$", "^sess$"],
+            &["user:1", "user:", "sess", "applog"],
+        ),
+    ];
+    for (masks, expected) in cases {
+        let (server, mut consumer, _) = start("$", "1", masks);
+        assert_eq!(
+            forwarded(&server, &mut consumer, &KEYS),
+            expected,
+            "masks {masks:?}"
+        );
+    }
+}
+
+#[test]
+fn keys_arrive_byte_for_byte_with_their_database() {
+    let (server, mut consumer, _) = start("A", "1", &["ALL"]);
+    let mut r = server.client();
+    let key: &[u8] = b"line1\nline2\x00nul\xff\xfe-not-utf8";
+    run(&mut r, &[b"SET", key, b"v"]);
+    run(&mut r, &[b"SELECT", b"3"]);
+    run(&mut r, &[b"SET", b"in-db-3", b"v"]);
+    let got = consumer.expect(2, WAIT);
+    assert_eq!(got[0].body, body(0, "set", key));
+    assert_eq!(got[0].parts().unwrap().2, key);
+    assert_eq!(got[1].body, body(3, "set", b"in-db-3"));
+}
+
+fn run_id(server: &RedisServer) -> String {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut server.client())
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .expect("run_id in INFO server")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn properties_exchange_and_identity() {
+    for mode in ["1", "2"] {
+        let (server, mut consumer, rk) = start("$", mode, &["ALL"]);
+        let mut r = server.client();
+        for k in ["a", "b", "c"] {
+            run(&mut r, &[b"SET", k.as_bytes(), b"v"]);
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let got = consumer.expect(3, WAIT);
+        let run_id = run_id(&server);
+        assert_eq!(run_id.len(), 40);
+        for (i, m) in got.iter().enumerate() {
+            assert_eq!(
+                (m.exchange.as_str(), m.routing_key.as_str()),
+                ("amq.direct", rk.as_str())
+            );
+            assert_eq!(m.content_type.as_deref(), Some("text/plain"));
+            assert_eq!(m.delivery_mode, Some(mode.parse().unwrap()));
+            assert_eq!(m.app_id.as_deref(), Some("key_evt_amqp"));
+            assert_eq!(
+                m.message_id,
+                Some(format!("{run_id}-{}", i + 1)),
+                "seq starts at 1"
+            );
+            let ts = m.timestamp.expect("timestamp");
+            assert!(ts.abs_diff(now) <= 5, "timestamp {ts} vs now {now}");
+        }
+    }
+}
+
+#[test]
+fn another_exchange_and_routing_key() {
+    let rk = unique_routing_key("topic-");
+    let mut consumer = Consumer::bind("amq.topic", &rk);
+    let server = RedisServer::start(&[
+        "$",
+        "127.0.0.1",
+        "5672",
+        "guest",
+        "guest",
+        "0",
+        "amq.topic",
+        &rk,
+        "2",
+        "100",
+        "ALL",
+    ]);
+    run(&mut server.client(), &[b"SET", b"k", b"v"]);
+    let m = &consumer.expect(1, WAIT)[0];
+    assert_eq!(
+        (m.exchange.as_str(), m.routing_key.as_str()),
+        ("amq.topic", rk.as_str())
+    );
+    assert_eq!(m.delivery_mode, Some(2));
+}

@@ -1,0 +1,278 @@
+//! An AMQP consumer on the real broker, for asserting what the module published.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+use super::{block_on_timeout, unique_name};
+
+/// Deadline for connecting and for each setup step (declare, bind, consume, close).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound on [`Consumer::drain_quiet`] when messages keep coming.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+const SETUP_HINT: &str =
+    "is RabbitMQ running on 127.0.0.1:5672 (guest/guest)? run scripts/setup.sh";
+
+/// The broker URI: `$AMQP_URL`, else `amqp://guest:guest@127.0.0.1:5672/%2f`.
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A routing key no other test uses, so that parallel tests never see each other's messages.
+pub fn unique_routing_key(prefix: &str) -> String {
+    unique_name(prefix)
+}
+
+/// The message body the module builds: `DB\nEVENT\nKEY`.
+pub fn body(db: u32, event: &str, key: &[u8]) -> Vec<u8> {
+    let mut body = format!("{db}\n{event}\n").into_bytes();
+    body.extend_from_slice(key);
+    body
+}
+
+/// Connects to `uri` with lapin on async-global-executor; `Err` holds a readable reason
+/// (including a timeout after `timeout`).
+pub fn amqp_connect(uri: &str, timeout: Duration) -> Result<Connection, String> {
+    // `default_runtime()` is async-global-executor: the only lapin runtime feature enabled.
+    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+    match block_on_timeout(
+        timeout,
+        Connection::connect_with_runtime(uri, ConnectionProperties::default(), runtime),
+    ) {
+        Some(Ok(conn)) => Ok(conn),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err(format!("connect to {uri} timed out after {timeout:?}")),
+    }
+}
+
+/// Runs one setup step with the [`SETUP_TIMEOUT`] deadline, panicking with `what` on failure.
+fn step<T, E: fmt::Display>(what: &str, fut: impl std::future::Future<Output = Result<T, E>>) -> T {
+    match block_on_timeout(SETUP_TIMEOUT, fut) {
+        Some(Ok(value)) => value,
+        Some(Err(e)) => panic!("AMQP {what} failed: {e}"),
+        None => panic!("AMQP {what} timed out after {SETUP_TIMEOUT:?}"),
+    }
+}
+
+/// Publishes `payload` to `exchange` with `routing_key` on a short-lived connection and
+/// waits for the broker's confirm.
+pub fn amqp_publish(
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    properties: BasicProperties,
+) {
+    let conn = amqp_connect(&amqp_url(), SETUP_TIMEOUT)
+        .unwrap_or_else(|e| panic!("cannot connect to RabbitMQ: {e}; {SETUP_HINT}"));
+    let channel = step("channel open", conn.create_channel());
+    step(
+        "confirm.select",
+        channel.confirm_select(ConfirmSelectOptions::default()),
+    );
+    let confirm = step(
+        "basic.publish",
+        channel.basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            payload,
+            properties,
+        ),
+    );
+    let confirmation = step("publisher confirm", confirm);
+    assert!(
+        confirmation.is_ack(),
+        "broker did not ack the publish: {confirmation:?}"
+    );
+    close(&conn);
+}
+
+fn close(conn: &Connection) {
+    // Best effort: the broker also cleans up when the socket goes away.
+    let _ = block_on_timeout(Duration::from_secs(2), conn.close(200, "bye".into()));
+}
+
+/// One received message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Message {
+    pub body: Vec<u8>,
+    pub exchange: String,
+    pub routing_key: String,
+    pub content_type: Option<String>,
+    pub delivery_mode: Option<u8>,
+    pub message_id: Option<String>,
+    pub timestamp: Option<u64>,
+    pub app_id: Option<String>,
+}
+
+impl Message {
+    /// Splits the body on its first two `\n` into (db, event, key); `None` if it has fewer.
+    pub fn parts(&self) -> Option<(&[u8], &[u8], &[u8])> {
+        let mut it = self.body.splitn(3, |&b| b == b'\n');
+        Some((it.next()?, it.next()?, it.next()?))
+    }
+
+    fn from_delivery(d: lapin::message::Delivery) -> Message {
+        let p = &d.properties;
+        let string = |s: &Option<lapin::types::ShortString>| s.as_ref().map(|s| s.to_string());
+        Message {
+            exchange: d.exchange.to_string(),
+            routing_key: d.routing_key.to_string(),
+            content_type: string(p.content_type()),
+            delivery_mode: *p.delivery_mode(),
+            message_id: string(p.message_id()),
+            timestamp: *p.timestamp(),
+            app_id: string(p.app_id()),
+            body: d.data,
+        }
+    }
+}
+
+impl fmt::Debug for Message {
+    // Bodies hold arbitrary key bytes: show them escaped rather than as a list of numbers.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("body", &format_args!("b\"{}\"", self.body.escape_ascii()))
+            .field("exchange", &self.exchange)
+            .field("routing_key", &self.routing_key)
+            .field("content_type", &self.content_type)
+            .field("delivery_mode", &self.delivery_mode)
+            .field("message_id", &self.message_id)
+            .field("timestamp", &self.timestamp)
+            .field("app_id", &self.app_id)
+            .finish()
+    }
+}
+
+/// A consumer on a server-named, exclusive, auto-delete queue bound to one exchange and
+/// routing key. Messages are auto-acked; lapin buffers them until they are received.
+pub struct Consumer {
+    conn: Connection,
+    // Kept so that the channel outlives the consumer stream.
+    _channel: Channel,
+    stream: lapin::Consumer,
+    queue: String,
+}
+
+impl Consumer {
+    /// Declares the queue, binds it to `exchange` with `routing_key` and starts consuming.
+    /// Once this returns, every message routed there is received.
+    pub fn bind(exchange: &str, routing_key: &str) -> Consumer {
+        let url = amqp_url();
+        let conn = amqp_connect(&url, SETUP_TIMEOUT)
+            .unwrap_or_else(|e| panic!("cannot connect to RabbitMQ at {url}: {e}; {SETUP_HINT}"));
+        let channel = step("channel open", conn.create_channel());
+        let queue = step(
+            "queue.declare",
+            channel.queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            ),
+        );
+        let queue = queue.name().to_string();
+        step(
+            &format!("queue.bind to {exchange:?} with {routing_key:?}"),
+            channel.queue_bind(
+                queue.as_str().into(),
+                exchange.into(),
+                routing_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            ),
+        );
+        let stream = step(
+            "basic.consume",
+            channel.basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            ),
+        );
+        Consumer {
+            conn,
+            _channel: channel,
+            stream,
+            queue,
+        }
+    }
+
+    /// The server-generated queue name.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The next message, or `None` if none arrives within `timeout`. Panics if the consumer
+    /// fails (connection or channel lost).
+    pub fn recv(&mut self, timeout: Duration) -> Option<Message> {
+        match block_on_timeout(timeout, self.stream.next()) {
+            None => None,
+            Some(Some(Ok(delivery))) => Some(Message::from_delivery(delivery)),
+            Some(Some(Err(e))) => panic!("AMQP consumer on {} failed: {e}", self.queue),
+            Some(None) => panic!("AMQP consumer on {} was cancelled", self.queue),
+        }
+    }
+
+    /// Exactly the next `n` messages, all within `timeout`; panics listing what arrived if
+    /// fewer do. Does not check that no more follow (see [`Consumer::expect_none`]).
+    pub fn expect(&mut self, n: usize, timeout: Duration) -> Vec<Message> {
+        let deadline = Instant::now() + timeout;
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv(left) {
+                Some(message) => got.push(message),
+                None => panic!(
+                    "expected {n} messages within {timeout:?}, got {}: {got:#?}",
+                    got.len()
+                ),
+            }
+        }
+        got
+    }
+
+    /// Panics if any message arrives within `duration`.
+    pub fn expect_none(&mut self, duration: Duration) {
+        if let Some(message) = self.recv(duration) {
+            panic!("expected no message for {duration:?}, got {message:#?}");
+        }
+    }
+
+    /// Receives until no message has arrived for `quiet`, and returns what came. Panics if
+    /// messages are still flowing after 30 s.
+    pub fn drain_quiet(&mut self, quiet: Duration) -> Vec<Message> {
+        let deadline = Instant::now() + DRAIN_LIMIT;
+        let mut got = Vec::new();
+        while let Some(message) = self.recv(quiet) {
+            got.push(message);
+            assert!(
+                Instant::now() < deadline,
+                "messages still arriving after {DRAIN_LIMIT:?} ({} drained)",
+                got.len()
+            );
+        }
+        got
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        // Closing the connection deletes the exclusive queue at once.
+        close(&self.conn);
+    }
+}

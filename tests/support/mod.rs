@@ -1,0 +1,102 @@
+//! Shared support for the integration tests: a throw-away `redis-server` running the module
+//! ([`RedisServer`]), an AMQP consumer on the real broker ([`Consumer`]) and a
+//! fault-injecting TCP proxy in front of the broker ([`FaultProxy`]).
+//!
+//! Everything talks to real services (RabbitMQ on 127.0.0.1:5672, `/usr/bin/redis-server`);
+//! when one is missing the helpers panic and say to run `scripts/setup.sh`. Every wait has a
+//! deadline so that a broken build fails a test instead of hanging it.
+//!
+//! Use from a test file with `mod support;`.
+
+// Each test binary compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
+// Private modules, everything re-exported below: a test doing `use support::*;` must not
+// get a `redis` module shadowing the `redis` crate.
+mod amqp;
+mod proxy;
+mod redis;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+// A given test binary uses only some of these.
+#[allow(unused_imports)]
+pub use self::amqp::{
+    amqp_connect, amqp_publish, amqp_url, body, unique_routing_key, Consumer, Message,
+};
+#[allow(unused_imports)]
+pub use self::proxy::{FaultProxy, Mode};
+#[allow(unused_imports)]
+pub use self::redis::{module_path, server_error_text, tail_lines, LoadFailure, RedisServer};
+
+/// Polls `condition` every ~20 ms until it returns true or `timeout` has passed.
+/// Returns whether the condition became true (it is checked one last time at the deadline).
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20).min(deadline - now));
+    }
+}
+
+/// Runs `fut` to completion on the calling thread (async-global-executor, the runtime lapin
+/// uses in this project), giving up after `timeout`. `None` means the deadline won.
+pub fn block_on_timeout<T>(timeout: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    async_global_executor::block_on(futures_lite::future::or(async { Some(fut.await) }, async {
+        async_io::Timer::after(timeout).await;
+        None
+    }))
+}
+
+/// A name that no other test (in this or another test binary running in parallel) uses:
+/// `prefix` + pid + per-process counter + nanoseconds.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A listener on 127.0.0.1 at a random free port below the kernel's ephemeral range.
+///
+/// Ports from `bind(0)` and outgoing connections come from the ephemeral range, so a port
+/// below it can only be taken by another test doing the same (which then retries), not by
+/// the kernel handing it out: a redis-server can get it back after a restart. An explicitly
+/// chosen port also stays with the socket when it stops listening (see `proxy`).
+pub fn bind_local() -> std::net::TcpListener {
+    use std::hash::{BuildHasher, Hasher};
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    // Stay clear of well-known and commonly configured ports.
+    const FROM: u16 = 10_000;
+    assert!(
+        low > FROM + 1000,
+        "unexpected ephemeral port range starting at {low}"
+    );
+    for _ in 0..200 {
+        // RandomState is randomly seeded: a cheap random number without a rand dependency.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        let port = FROM + (hasher.finish() % u64::from(low - FROM)) as u16;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener;
+        }
+    }
+    panic!("no free TCP port found on 127.0.0.1 between {FROM} and {low}");
+}

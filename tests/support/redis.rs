@@ -1,0 +1,380 @@
+//! A throw-away `redis-server` process, optionally with the module loaded.
+
+use std::fs::{self, File};
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{bind_local, unique_name, wait_until};
+
+/// How long a server may take to answer PING after being spawned.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read/write timeout of the connections handed out by [`RedisServer::client`], so that a
+/// command that never gets an answer fails the test instead of hanging it.
+const CLIENT_IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts at finding a port no other test grabbed in the meantime.
+const PORT_ATTEMPTS: usize = 8;
+const SETUP_HINT: &str = "run scripts/setup.sh to install the test services";
+
+/// A `redis-server` child process with its own port and temporary directory.
+///
+/// Dropping it kills the process (also when the test panics; the log tail is then printed to
+/// stderr) and removes the directory.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    /// Every argument after `--port <port>`; kept for [`RedisServer::restart`].
+    args: Vec<String>,
+}
+
+/// What [`RedisServer::start_expect_load_failure`] observed.
+#[derive(Debug, Clone)]
+pub struct LoadFailure {
+    /// The error reply to `MODULE LOAD`.
+    pub error: String,
+    /// The whole server log after the failed load.
+    pub log: String,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` with the module loaded with `module_args`.
+    pub fn start(module_args: &[&str]) -> RedisServer {
+        Self::start_with(&[], Some(module_args))
+    }
+
+    /// Starts `redis-server` with extra config directives (`("appendonly", "yes")`; a value
+    /// holding several words is split on whitespace, `""` gives an empty argument) and,
+    /// when `module_args` is `Some`, the module loaded with those arguments.
+    pub fn start_with(config: &[(&str, &str)], module_args: Option<&[&str]>) -> RedisServer {
+        let dir = std::env::temp_dir().join(unique_name("key_evt_amqp-redis-"));
+
+        let mut args: Vec<String> = vec![
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--logfile".into(),
+            dir.join("redis.log").display().to_string(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+            // Redis 7 refuses MODULE LOAD/UNLOAD unless this is set.
+            "--enable-module-command".into(),
+            "yes".into(),
+        ];
+        // Later directives override earlier ones, so `config` can replace the defaults above.
+        for (name, value) in config {
+            args.push(format!("--{name}"));
+            if value.is_empty() {
+                args.push(String::new());
+            } else {
+                args.extend(value.split_whitespace().map(String::from));
+            }
+        }
+        if let Some(module_args) = module_args {
+            args.push("--loadmodule".into());
+            args.push(module_path().display().to_string());
+            args.extend(module_args.iter().map(|a| a.to_string()));
+        }
+
+        // Created only now that nothing above can panic; from here on `Drop` removes it.
+        fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create temp dir {}: {e}", dir.display()));
+        let mut server = RedisServer {
+            child: None,
+            port: 0,
+            dir,
+            args,
+        };
+        // A port that was free when we probed it may be taken by a parallel test before
+        // redis binds it: detect that from the log and try another one.
+        for attempt in 1..=PORT_ATTEMPTS {
+            server.port = free_port();
+            match server.spawn_and_wait() {
+                Ok(()) => return server,
+                Err(log) if log.contains("Address already in use") && attempt < PORT_ATTEMPTS => {
+                    continue
+                }
+                Err(log) => {
+                    // The log goes into the panic message: remove the directory now so that
+                    // `Drop` does not print it a second time.
+                    let _ = fs::remove_dir_all(&server.dir);
+                    panic!(
+                        "redis-server (port {}, args {:?}) did not come up within \
+                         {START_TIMEOUT:?}; log tail:\n{}",
+                        server.port,
+                        server.args,
+                        tail_lines(&log, 40)
+                    )
+                }
+            }
+        }
+        unreachable!("the last attempt either returns or panics")
+    }
+
+    /// Starts a server without the module, runs `MODULE LOAD <path> <module_args>` on it and
+    /// returns the error and the log. Panics if the load succeeds or if the server stops
+    /// answering PING afterwards (a bad argument must not take Redis down).
+    pub fn start_expect_load_failure(module_args: &[&str]) -> LoadFailure {
+        let server = Self::start_with(&[], None);
+        let error = match server.load_module(module_args) {
+            Ok(()) => panic!(
+                "MODULE LOAD with {module_args:?} succeeded but was expected to fail; log:\n{}",
+                tail_lines(&server.log(), 40)
+            ),
+            Err(error) => error,
+        };
+        server.assert_alive();
+        LoadFailure {
+            error,
+            log: server.log(),
+        }
+    }
+
+    /// Runs `MODULE LOAD <module path> <module_args>`; `Err` holds the error reply.
+    pub fn load_module(&self, module_args: &[&str]) -> Result<(), String> {
+        let mut cmd = ::redis::cmd("MODULE");
+        cmd.arg("LOAD")
+            .arg(module_path().as_os_str().as_encoded_bytes());
+        for arg in module_args {
+            cmd.arg(*arg);
+        }
+        cmd.query::<()>(&mut self.client())
+            .map_err(|e| server_error_text(&e))
+    }
+
+    /// Panics unless the server answers PING.
+    pub fn assert_alive(&self) {
+        let pong: String = ::redis::cmd("PING")
+            .query(&mut self.client())
+            .unwrap_or_else(|e| {
+                panic!(
+                    "redis-server on port {} does not answer PING: {e}; log tail:\n{}",
+                    self.port,
+                    tail_lines(&self.log(), 40)
+                )
+            });
+        assert_eq!(pong, "PONG", "unexpected PING reply");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The module file (see the free function [`module_path`]).
+    pub fn module_path(&self) -> PathBuf {
+        module_path()
+    }
+
+    /// A new synchronous connection with read/write timeouts of 10 s.
+    pub fn client(&self) -> ::redis::Connection {
+        try_connect(self.port).unwrap_or_else(|e| {
+            panic!(
+                "cannot connect to redis-server on port {}: {e}; log tail:\n{}",
+                self.port,
+                tail_lines(&self.log(), 40)
+            )
+        })
+    }
+
+    /// The server log (`<dir>/redis.log`) followed by anything the process wrote to stderr
+    /// (fatal config errors are printed there before the log file is opened).
+    pub fn log(&self) -> String {
+        let read = |name: &str| fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        let mut log = read("redis.log");
+        let stderr = read("stderr.log");
+        if !stderr.is_empty() {
+            log.push_str("\n--- stderr ---\n");
+            log.push_str(&stderr);
+        }
+        log
+    }
+
+    /// The server process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the server with SIGKILL (no shutdown, no final save) and keeps its directory
+    /// for [`RedisServer::restart`].
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGKILL; fails only if the process was already reaped, which `take` rules out.
+            let _ = child.kill();
+            child.wait().expect("waiting for the killed redis-server");
+        }
+    }
+
+    /// Starts the server again in the same directory with the same arguments and port.
+    /// Kills it first if it is still running.
+    pub fn restart(&mut self) {
+        self.kill9();
+        if let Err(log) = self.spawn_and_wait() {
+            panic!(
+                "redis-server did not come back on port {} within {START_TIMEOUT:?}; log tail:\n{}",
+                self.port,
+                tail_lines(&log, 40)
+            );
+        }
+    }
+
+    /// Spawns the process and waits until it answers PING. On failure the process is killed
+    /// and the log is returned.
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let stderr = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("stderr.log"))
+            .expect("cannot create the redis-server stderr file");
+        let binary = redis_server_binary();
+        let child = Command::new(&binary)
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}; {SETUP_HINT}", binary.display()));
+        self.child = Some(child);
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut exited = false;
+        let up = wait_until(START_TIMEOUT, || {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_status)) = child.try_wait() {
+                    exited = true;
+                    return true;
+                }
+            }
+            try_connect(self.port)
+                .and_then(|mut c| ::redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        });
+        if up && !exited {
+            return Ok(());
+        }
+        self.kill9();
+        // The process may have died with the reason still being written: give the log a
+        // moment only when we did not already hit the deadline.
+        if Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(self.log())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill9();
+        let log = self.log();
+        if std::thread::panicking() && !log.is_empty() {
+            eprintln!(
+                "--- redis-server (port {}) log tail ---\n{}",
+                self.port,
+                tail_lines(&log, 60)
+            );
+        }
+        if let Err(e) = fs::remove_dir_all(&self.dir) {
+            if e.kind() != ErrorKind::NotFound {
+                eprintln!("cannot remove {}: {e}", self.dir.display());
+            }
+        }
+    }
+}
+
+/// The module under test: `$KEY_EVT_AMQP_MODULE` if set, else `libkey_evt_amqp.so` next to
+/// this test binary's profile directory (`target/<profile>/`, which also works with a custom
+/// `CARGO_TARGET_DIR`), else `<manifest>/target/{debug|release}/`.
+pub fn module_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("KEY_EVT_AMQP_MODULE") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "KEY_EVT_AMQP_MODULE={} does not exist",
+            path.display()
+        );
+        return path;
+    }
+    const FILE: &str = "libkey_evt_amqp.so";
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    // Test binaries live in target/<profile>/deps/.
+    let next_to_exe = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join(FILE)));
+    let in_manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(profile)
+        .join(FILE);
+    next_to_exe
+        .into_iter()
+        .chain([in_manifest.clone()])
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            let flag = if profile == "release" {
+                " --release"
+            } else {
+                ""
+            };
+            panic!(
+                "module not found at {}; build it: cargo build{flag}, or run scripts/test.sh \
+                 (or point KEY_EVT_AMQP_MODULE at it)",
+                in_manifest.display()
+            )
+        })
+}
+
+/// `$REDIS_SERVER` if set, else `/usr/bin/redis-server`.
+fn redis_server_binary() -> PathBuf {
+    let path = std::env::var_os("REDIS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/redis-server"));
+    assert!(
+        path.is_file(),
+        "redis-server not found at {}; {SETUP_HINT}",
+        path.display()
+    );
+    path
+}
+
+fn try_connect(port: u16) -> ::redis::RedisResult<::redis::Connection> {
+    let client = ::redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    let conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    conn.set_read_timeout(Some(CLIENT_IO_TIMEOUT))?;
+    conn.set_write_timeout(Some(CLIENT_IO_TIMEOUT))?;
+    Ok(conn)
+}
+
+/// A port that is free right now (see [`bind_local`]); redis binds it after we let go.
+fn free_port() -> u16 {
+    bind_local()
+        .local_addr()
+        .expect("local address of a bound listener")
+        .port()
+}
+
+/// A server error as Redis sent it (`ERR what is wrong`); other errors as displayed.
+pub fn server_error_text(error: &::redis::RedisError) -> String {
+    match (error.code(), error.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        (Some(code), None) => code.to_string(),
+        _ => error.to_string(),
+    }
+}
+
+/// The last `lines` lines of `text`.
+pub fn tail_lines(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
