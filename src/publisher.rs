@@ -2,6 +2,7 @@
 //! and reconnects with capped exponential back-off. Every network wait has a deadline: lapin
 //! alone can hang for good on a peer that accepts TCP and never answers (DESIGN section 5).
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
@@ -36,7 +37,15 @@ pub fn spawn(shared: Arc<Shared>, wake_main: fn()) -> std::io::Result<JoinHandle
     init_executor();
     std::thread::Builder::new()
         .name("kea-publisher".into())
-        .spawn(move || Publisher { shared, wake_main }.run())
+        .spawn(move || {
+            Publisher {
+                shared,
+                returned_logged_at: Cell::new(0),
+                healthy: Cell::new(false),
+                wake_main,
+            }
+            .run()
+        })
 }
 
 /// lapin's tasks run on async-global-executor; one thread is plenty next to ours (2-core hosts).
@@ -54,6 +63,10 @@ fn init_executor() {
 
 struct Publisher {
     shared: Arc<Shared>,
+    /// When unroutable events were last logged (milliseconds, see `stats::now_ms`).
+    returned_logged_at: Cell<u64>,
+    /// The last session confirmed events or had none to send (see [`Publisher::healthy`]).
+    healthy: Cell<bool>,
     /// Asks the main thread for a maintenance step (refill) without waiting for its next tick.
     wake_main: fn(),
 }
@@ -82,18 +95,12 @@ impl Publisher {
             let settings = self.shared.settings();
             self.shared.link.set(LinkState::Connecting);
             let requests = self.shared.reconnect_requests.load(Relaxed);
-            match block_on_deadline(&self.shared, CONNECT_TIMEOUT, connect(&settings))
+            let failure = match block_on_deadline(&self.shared, CONNECT_TIMEOUT, connect(&settings))
                 .and_then(|r| r)
             {
                 Ok((conn, channel)) => {
                     Stats::add(&self.shared.stats.reconnects, 1);
                     self.shared.link.set(LinkState::Connected);
-                    self.shared.link.set_error(String::new());
-                    redis_log::notice(&format!(
-                        "connected to broker {}:{}",
-                        settings.host, settings.port
-                    ));
-                    backoff = Backoff::default();
                     let end = self.serve(&settings, &channel, &conn, requests);
                     // Close politely, but never wait long for a peer that may be gone.
                     let _ = block_on_deadline(&self.shared, CLOSE_TIMEOUT, async {
@@ -102,29 +109,44 @@ impl Publisher {
                             .map_err(|e| e.to_string())
                     });
                     match end {
-                        End::Failed(e) if !self.shared.stopping() => self.fail(&settings, e),
-                        _ => {}
+                        End::Asked => None,
+                        End::Failed(e) => Some(e),
                     }
                 }
-                Err(e) => {
-                    self.fail(&settings, e);
-                    self.pause(backoff.next_delay(), requests);
-                }
+                Err(e) => Some(e),
+            };
+            if self.healthy.get() {
+                backoff = Backoff::default();
+            }
+            if let Some(e) = failure.filter(|_| !self.shared.stopping()) {
+                self.fail(&settings, e);
+                self.pause(backoff.next_delay(), requests);
             }
         }
         self.shared.link.set(LinkState::Idle);
     }
 
+    /// The broker takes events (a batch was confirmed, or nothing waits): logs the recovery once.
+    fn healthy(&self, s: &Settings) {
+        self.shared.link.mark_healthy();
+        if !self.healthy.replace(true) {
+            redis_log::notice(&format!("connected to broker {}:{}", s.host, s.port));
+            self.shared.link.set_error(String::new());
+        }
+    }
+
     /// Waits out a back-off delay. New events do not cut it short (they would turn the back-off
-    /// into a busy loop during an outage); unloading, `connect`, and running out of work do
-    /// (the next event then gets a prompt attempt instead of a stale verdict).
+    /// into a busy loop during an outage); unloading, `connect`, new settings, and running out
+    /// of work do (the next event then gets a prompt attempt instead of a stale verdict).
     fn pause(&self, delay: Duration, requests: u64) {
         let until = std::time::Instant::now() + delay;
+        let settings = self.shared.settings();
         loop {
             let left = until.saturating_duration_since(std::time::Instant::now());
             if left.is_zero()
                 || self.shared.stopping()
                 || self.shared.reconnect_requests.load(Relaxed) != requests
+                || !Arc::ptr_eq(&settings, &self.shared.settings())
                 || !self.shared.wants_connection()
             {
                 return;
@@ -133,11 +155,27 @@ impl Publisher {
         }
     }
 
-    /// Records a failure; logs it only when it differs from the last one, so an outage makes
-    /// one log line, not one per retry.
+    /// Unroutable events are counted in INFO; the log says so at most once every 10 s.
+    fn log_returned(&self, s: &Settings) {
+        let now = crate::stats::now_ms();
+        let last = self.returned_logged_at.get();
+        if last == 0 || now.saturating_sub(last) >= 10_000 {
+            self.returned_logged_at.set(now);
+            redis_log::warning(&format!(
+                "events are unroutable: no queue is bound to exchange '{}' with routing key '{}' \
+                 ({} so far, see events_returned in INFO)",
+                s.exchange,
+                s.routing_key,
+                self.shared.stats.returned.load(Relaxed)
+            ));
+        }
+    }
+
+    /// Records a failure; logs it when the broker stops taking events or the reason changes,
+    /// so an outage makes one log line, not one per retry.
     fn fail(&self, settings: &Settings, error: String) {
         let error = scrub(&error, &settings.password);
-        if error != self.shared.link.last_error() {
+        if self.healthy.replace(false) || error != self.shared.link.last_error() {
             redis_log::warning(&format!(
                 "broker {}:{}: {error}",
                 settings.host, settings.port
@@ -171,24 +209,48 @@ impl Publisher {
             let batch = {
                 let mut outbox = shared.outbox.lock();
                 if !outbox.has_ready() {
+                    // Connected and not stalled: nothing to send, or a refill is on its way
+                    // (which needs the broker not to be considered away).
+                    shared.link.mark_healthy();
+                    if !outbox.has_work() {
+                        drop(outbox);
+                        self.healthy(&settings);
+                        outbox = shared.outbox.lock();
+                    }
                     shared.wake.wait_for(&mut outbox, IDLE_WAIT);
                     continue;
                 }
                 outbox.take_batch(BATCH)
             };
             shared.link.batch_sent(true);
-            let result =
-                block_on_deadline(shared, CONFIRM_TIMEOUT, publish(channel, &settings, &batch));
+            let progress = Progress::default();
+            let result = block_on_deadline(
+                shared,
+                CONFIRM_TIMEOUT,
+                publish(channel, &settings, &batch, &progress),
+            );
             shared.link.batch_sent(false);
-            let (confirmed, failure) = match result {
-                Ok(Ok(())) => (batch.len(), None),
-                Ok(Err((n, e))) => (n, Some(e)),
-                Err(e) => (
-                    0,
-                    Some(format!("no confirm for {} events: {e}", batch.len())),
-                ),
+            let confirmed = progress.confirmed.get();
+            let failure = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(e) => Some(format!(
+                    "no confirm for {} of {} events: {e}",
+                    batch.len() - confirmed,
+                    batch.len()
+                )),
             };
-            Stats::add(&shared.stats.confirmed, confirmed as u64);
+            let stats = &shared.stats;
+            Stats::add(&stats.published, progress.sent.get() as u64);
+            Stats::add(&stats.confirmed, confirmed as u64);
+            Stats::add(&stats.returned, progress.returned.get());
+            Stats::add(&stats.nacked, u64::from(progress.nacked.get()));
+            if failure.is_none() {
+                self.healthy(&settings);
+            }
+            if progress.returned.get() > 0 {
+                self.log_returned(&settings);
+            }
             let wants_refill = {
                 let mut outbox = shared.outbox.lock();
                 outbox.confirmed(confirmed);
@@ -242,34 +304,67 @@ async fn connect(s: &Settings) -> Result<(Connection, Channel), String> {
     Ok((conn, channel))
 }
 
-/// Publishes a batch and waits for its confirms. On failure, tells how many of the first events
-/// were confirmed: the rest go back to the outbox, in order.
-async fn publish(channel: &Channel, s: &Settings, batch: &[Event]) -> Result<(), (usize, String)> {
+/// What a batch achieved so far: kept up to date while it runs, so that a timeout still knows
+/// which events were confirmed.
+#[derive(Default)]
+struct Progress {
+    sent: Cell<usize>,
+    /// Confirmed events, a prefix of the batch.
+    confirmed: Cell<usize>,
+    /// Of those, returned as unroutable (confirmed all the same: retrying cannot route them).
+    returned: Cell<u64>,
+    nacked: Cell<bool>,
+}
+
+/// Publishes a batch (mandatory, so unroutable events are reported) and waits for its confirms,
+/// in order, stopping at the first failure.
+async fn publish(
+    channel: &Channel,
+    s: &Settings,
+    batch: &[Event],
+    progress: &Progress,
+) -> Result<(), String> {
     let exchange: ShortString = s.exchange.as_str().into();
     let routing_key: ShortString = s.routing_key.as_str().into();
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let failed = |e: lapin::Error| {
+        format!(
+            "publish to exchange '{}' with routing key '{}': {e}",
+            s.exchange, s.routing_key
+        )
+    };
     // Every publish is issued before any confirm is awaited, so lapin writes them together.
     let sends = batch.iter().map(|e| {
         channel.basic_publish(
             exchange.clone(),
             routing_key.clone(),
-            BasicPublishOptions::default(),
+            options,
             &e.body,
             properties(e, s.delivery_mode),
         )
     });
     let sent = join_all(sends.collect()).await;
+    progress.sent.set(sent.iter().filter(|r| r.is_ok()).count());
     for (i, confirm) in sent.into_iter().enumerate() {
-        let outcome = match confirm {
-            Ok(confirm) => confirm.await,
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => {}
-            Ok(Confirmation::Nack(_)) => {
-                return Err((i, format!("broker refused (nack) event {}", i + 1)));
+        match confirm.map_err(failed)?.await.map_err(failed)? {
+            Confirmation::Ack(returned) => {
+                if returned.is_some() {
+                    progress.returned.set(progress.returned.get() + 1);
+                }
             }
-            Err(e) => return Err((i, format!("publish: {e}"))),
+            Confirmation::NotRequested => {}
+            Confirmation::Nack(_) => {
+                progress.nacked.set(true);
+                return Err(format!(
+                    "exchange '{}' refused (nack) an event; it will be retried",
+                    s.exchange
+                ));
+            }
         }
+        progress.confirmed.set(i + 1);
     }
     Ok(())
 }

@@ -14,6 +14,8 @@ pub struct Stats {
     pub published: AtomicU64,
     pub confirmed: AtomicU64,
     pub nacked: AtomicU64,
+    /// Confirmed but returned as unroutable (no queue bound).
+    pub returned: AtomicU64,
     pub spilled: AtomicU64,
     pub refilled: AtomicU64,
     pub dropped: AtomicU64,
@@ -89,16 +91,25 @@ impl Link {
         }
     }
 
+    /// A new state. Connecting or failing starts the clock of [`Link::broker_away`]; only
+    /// [`Link::mark_healthy`] or going idle stops it: a connection that opens and fails again
+    /// at once is no better than none.
     pub fn set(&self, state: LinkState) {
         self.state.store(state as u8, Relaxed);
         match state {
-            LinkState::Connected | LinkState::Idle => self.unusable_since.store(0, Relaxed),
+            LinkState::Idle => self.mark_healthy(),
+            LinkState::Connected => {}
             _ => {
                 let _ = self
                     .unusable_since
                     .compare_exchange(0, now_ms(), Relaxed, Relaxed);
             }
         }
+    }
+
+    /// The broker takes events: confirms arrived, or nothing waits.
+    pub fn mark_healthy(&self) {
+        self.unusable_since.store(0, Relaxed);
     }
 
     pub fn set_error(&self, error: String) {

@@ -52,6 +52,15 @@ pub fn amqp_connect(uri: &str, timeout: Duration) -> Result<Connection, String> 
     }
 }
 
+/// A connection to the broker and a channel on it, for tests that set up queues of their own.
+pub fn amqp_channel() -> (Connection, Channel) {
+    let url = amqp_url();
+    let conn = amqp_connect(&url, SETUP_TIMEOUT)
+        .unwrap_or_else(|e| panic!("cannot connect to RabbitMQ at {url}: {e}; {SETUP_HINT}"));
+    let channel = step("channel open", conn.create_channel());
+    (conn, channel)
+}
+
 /// Runs one setup step with the [`SETUP_TIMEOUT`] deadline, panicking with `what` on failure.
 fn step<T, E: fmt::Display>(what: &str, fut: impl std::future::Future<Output = Result<T, E>>) -> T {
     match block_on_timeout(SETUP_TIMEOUT, fut) {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 // A given test binary uses only some of these.
 #[allow(unused_imports)]
 pub use self::amqp::{
-    amqp_connect, amqp_publish, amqp_url, body, unique_routing_key, Consumer, Message,
+    amqp_channel, amqp_connect, amqp_publish, amqp_url, body, unique_routing_key, Consumer, Message,
 };
 #[allow(unused_imports)]
 pub use self::proxy::{FaultProxy, Mode};

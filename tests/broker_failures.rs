@@ -1,0 +1,227 @@
+//! Failures on the broker side: unroutable events, a missing exchange, negative
+//! acknowledgements. None is fatal, none loses events, none is retried forever.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{unique_routing_key, wait_until, Consumer, RedisServer};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn info(r: &mut redis::Connection, field: &str) -> String {
+    let info: String = redis::cmd("INFO").arg("key_evt_amqp").query(r).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("key_evt_amqp_{field}:")))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn set(r: &mut redis::Connection, key: &str) {
+    redis::cmd("SET").arg(key).arg("v").query::<()>(r).unwrap();
+}
+
+fn keys(messages: &[support::Message]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.parts().unwrap().2).into_owned())
+        .collect()
+}
+
+#[test]
+fn unroutable_events_are_counted_and_logged_not_retried() {
+    let rk = unique_routing_key("nobody-listens-");
+    let server = RedisServer::start(&[
+        "$",
+        "127.0.0.1",
+        "5672",
+        "guest",
+        "guest",
+        "30",
+        "amq.direct",
+        &rk,
+        "1",
+        "0",
+        "ALL",
+    ]);
+    let mut r = server.client();
+    for i in 0..20 {
+        set(&mut r, &format!("k{i}"));
+    }
+    assert!(
+        wait_until(WAIT, || info(&mut r, "events_returned") == "20"),
+        "returned: {}",
+        info(&mut r, "events_returned")
+    );
+    assert_eq!(info(&mut r, "events_confirmed"), "20");
+    assert_eq!(
+        info(&mut r, "connections"),
+        "1",
+        "an unroutable event is not a connection failure"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(info(&mut r, "events_published"), "20", "not retried");
+    let log = server.log();
+    assert_eq!(
+        log.matches("unroutable").count(),
+        1,
+        "logged once, not per event:\n{log}"
+    );
+    assert!(log.contains(&rk));
+}
+
+#[test]
+fn a_missing_exchange_is_logged_once_and_keeps_the_events() {
+    let rk = unique_routing_key("noexch-");
+    let missing = unique_routing_key("missing-exchange-");
+    let mut consumer = Consumer::bind("amq.direct", &rk);
+    let server = RedisServer::start(&[
+        "$",
+        "127.0.0.1",
+        "5672",
+        "guest",
+        "guest",
+        "30",
+        &missing,
+        &rk,
+        "1",
+        "0",
+        "ALL",
+    ]);
+    let mut r = server.client();
+    let expected: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+    for k in &expected {
+        set(&mut r, k);
+    }
+    assert!(
+        wait_until(WAIT, || info(&mut r, "fallback_length") == "10"),
+        "events wait in the list"
+    );
+    assert!(
+        wait_until(WAIT, || info(&mut r, "connections")
+            .parse::<u32>()
+            .unwrap_or(0)
+            >= 2),
+        "keeps retrying"
+    );
+    let log = server.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(&missing)).collect();
+    assert!(
+        lines.iter().any(|l| l.contains("NOT_FOUND")),
+        "the log names the exchange and the reason:\n{log}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("NOT_FOUND")).count(),
+        1,
+        "logged once:\n{log}"
+    );
+    assert!(info(&mut r, "last_error").contains(&missing));
+
+    redis::cmd("key_evt_amqp.config_set")
+        .arg(&[
+            "127.0.0.1",
+            "5672",
+            "guest",
+            "guest",
+            "30",
+            "amq.direct",
+            &rk,
+        ])
+        .query::<()>(&mut r)
+        .unwrap();
+    assert_eq!(keys(&consumer.expect(10, WAIT)), expected);
+    consumer.expect_none(Duration::from_millis(500));
+}
+
+#[test]
+fn nacked_events_are_retried_in_order() {
+    // A queue that holds one message and refuses the rest: RabbitMQ nacks them.
+    let rk = unique_routing_key("nack-");
+    let (conn, channel) = support::amqp_channel();
+    let queue = support::block_on_timeout(Duration::from_secs(5), async {
+        use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+        use lapin::types::{AMQPValue, FieldTable};
+        let mut args = FieldTable::default();
+        args.insert("x-max-length".into(), AMQPValue::LongInt(1));
+        args.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
+        let q = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                q.name().clone(),
+                "amq.direct".into(),
+                rk.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        q.name().to_string()
+    })
+    .expect("declare a bounded queue");
+
+    let server = RedisServer::start(&[
+        "$",
+        "127.0.0.1",
+        "5672",
+        "guest",
+        "guest",
+        "30",
+        "amq.direct",
+        &rk,
+        "1",
+        "0",
+        "ALL",
+    ]);
+    let mut r = server.client();
+    let expected: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
+    for k in &expected {
+        set(&mut r, k);
+    }
+    assert!(
+        wait_until(WAIT, || info(&mut r, "events_nacked") != "0"),
+        "the broker refused some"
+    );
+
+    // Take messages one at a time; each frees room for the next retry.
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while got.len() < 5 && std::time::Instant::now() < deadline {
+        let m = support::block_on_timeout(Duration::from_secs(5), async {
+            use lapin::options::BasicGetOptions;
+            channel
+                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+        })
+        .flatten();
+        match m {
+            Some(m) => got.push(
+                String::from_utf8_lossy(&m.delivery.data)
+                    .rsplit('\n')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            ),
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    got.retain(|k| seen.insert(k.clone()));
+    assert_eq!(got, expected, "every event, first occurrences in order");
+    drop(conn);
+}
