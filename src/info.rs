@@ -56,6 +56,8 @@ extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
         ("in_flight", in_flight.to_string()),
         ("fallback_length", list.to_string()),
         ("fallback_size", settings.fallback_size.to_string()),
+        ("heap_bytes", crate::heap::current().to_string()),
+        ("heap_peak_bytes", crate::heap::peak().to_string()),
     ];
     // SAFETY: the info context Redis passed; names and values are NUL-terminated copies.
     unsafe {

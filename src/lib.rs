@@ -4,11 +4,13 @@
 
 pub mod args;
 pub mod event;
+pub mod heap;
 pub mod keymask;
 pub mod outbox;
 pub mod stats;
 
 mod commands;
+mod config;
 mod fallback;
 mod info;
 mod module;
@@ -19,17 +21,18 @@ mod shared;
 mod registration {
     use redis_module::{redis_module, Context, RedisString, Status};
 
+    use crate::heap::Counting;
     use crate::{commands, module};
 
     // Redis's allocator aborts outside Redis: unit tests use the system one.
     #[cfg(not(test))]
-    type Allocator = redis_module::alloc::RedisAlloc;
+    type Allocator = Counting<redis_module::alloc::RedisAlloc>;
     #[cfg(not(test))]
-    const ALLOCATOR: Allocator = redis_module::alloc::RedisAlloc;
+    const ALLOCATOR: Allocator = Counting(redis_module::alloc::RedisAlloc);
     #[cfg(test)]
-    type Allocator = std::alloc::System;
+    type Allocator = Counting<std::alloc::System>;
     #[cfg(test)]
-    const ALLOCATOR: Allocator = std::alloc::System;
+    const ALLOCATOR: Allocator = Counting(std::alloc::System);
 
     fn init(ctx: &Context, args: &[RedisString]) -> Status {
         module::init(ctx, args)

@@ -71,6 +71,7 @@ pub fn init(ctx: &Context, argv: &[RedisString]) -> Status {
 fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
     let args: Vec<&[u8]> = argv.iter().map(RedisString::as_slice).collect();
     let (events, settings) = args::parse_load_args(&args).map_err(|e| e.to_string())?;
+    crate::config::register(ctx)?;
     let run_id = read_run_id(ctx).ok_or("cannot read run_id from INFO server")?;
     pin_library()?;
     let flags = ctx.get_flags();
@@ -90,7 +91,8 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
         return Err("cannot register the INFO section".into());
     }
     subscribe(ctx, events)?;
-    let handle = publisher::spawn(module.shared.clone(), wake_main)
+    let name = format!("{} {}", publisher::APP_ID, run_id.to_hex());
+    let handle = publisher::spawn(module.shared.clone(), name, wake_main)
         .map_err(|e| format!("cannot start the publisher thread: {e}"))?;
     *module.publisher.lock() = Some(handle);
     redis_log::notice(&format!(

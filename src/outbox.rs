@@ -90,6 +90,11 @@ impl Outbox {
         self.capacity
     }
 
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
+        self.refill_below = self.refill_below.min(self.capacity);
+    }
+
     pub fn list_len(&self) -> u64 {
         self.list_len
     }

@@ -33,13 +33,19 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub const APP_ID: &str = "key_evt_amqp";
 
 /// Starts the publisher thread.
-pub fn spawn(shared: Arc<Shared>, wake_main: fn()) -> std::io::Result<JoinHandle<()>> {
+/// `connection_name` shows in RabbitMQ's management tools (we use the node's run id in it).
+pub fn spawn(
+    shared: Arc<Shared>,
+    connection_name: String,
+    wake_main: fn(),
+) -> std::io::Result<JoinHandle<()>> {
     init_executor();
     std::thread::Builder::new()
         .name("kea-publisher".into())
         .spawn(move || {
             Publisher {
                 shared,
+                connection_name,
                 returned_logged_at: Cell::new(0),
                 healthy: Cell::new(false),
                 wake_main,
@@ -63,6 +69,7 @@ fn init_executor() {
 
 struct Publisher {
     shared: Arc<Shared>,
+    connection_name: String,
     /// When unroutable events were last logged (milliseconds, see `stats::now_ms`).
     returned_logged_at: Cell<u64>,
     /// The last session confirmed events or had none to send (see [`Publisher::healthy`]).
@@ -95,8 +102,12 @@ impl Publisher {
             let settings = self.shared.settings();
             self.shared.link.set(LinkState::Connecting);
             let requests = self.shared.reconnect_requests.load(Relaxed);
-            let failure = match block_on_deadline(&self.shared, CONNECT_TIMEOUT, connect(&settings))
-                .and_then(|r| r)
+            let failure = match block_on_deadline(
+                &self.shared,
+                CONNECT_TIMEOUT,
+                connect(&settings, &self.connection_name),
+            )
+            .and_then(|r| r)
             {
                 Ok((conn, channel)) => {
                     Stats::add(&self.shared.stats.reconnects, 1);
@@ -272,7 +283,7 @@ fn same_broker(a: &Settings, b: &Settings) -> bool {
         == (&b.host, b.port, &b.user, &b.password, b.heartbeat)
 }
 
-async fn connect(s: &Settings) -> Result<(Connection, Channel), String> {
+async fn connect(s: &Settings, name: &str) -> Result<(Connection, Channel), String> {
     let uri = AMQPUri {
         scheme: AMQPScheme::AMQP,
         authority: AMQPAuthority {
@@ -289,7 +300,7 @@ async fn connect(s: &Settings) -> Result<(Connection, Channel), String> {
             ..AMQPQueryString::default()
         },
     };
-    let props = ConnectionProperties::default().with_connection_name(APP_ID.into());
+    let props = ConnectionProperties::default().with_connection_name(name.into());
     let conn = Connection::connect_uri(uri, props)
         .await
         .map_err(|e| format!("connect: {e}"))?;

@@ -15,8 +15,6 @@ use crate::stats::{Link, Stats};
 
 /// Events published per batch: enough to amortise lapin's per-publish cost (DESIGN section 5).
 pub const BATCH: usize = 1000;
-/// Default capacity of the in-memory queue, in events.
-pub const MEMORY_CAPACITY: usize = 100_000;
 
 pub struct Shared {
     pub outbox: Mutex<Outbox>,
@@ -37,7 +35,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(settings: Settings) -> Shared {
         Shared {
-            outbox: Mutex::new(Outbox::new(MEMORY_CAPACITY, 2 * BATCH)),
+            outbox: Mutex::new(Outbox::new(crate::config::queue_capacity(), 2 * BATCH)),
             wake: Condvar::new(),
             settings: RwLock::new(Arc::new(settings)),
             stats: Stats::default(),

@@ -1,0 +1,77 @@
+//! Counts the bytes the module holds on the heap (all its threads), for INFO and benchmarks.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+/// Wraps an allocator and counts what goes through it.
+pub struct Counting<A>(pub A);
+
+fn grew(bytes: usize) {
+    let now = CURRENT.fetch_add(bytes, Relaxed) + bytes;
+    PEAK.fetch_max(now, Relaxed);
+}
+
+fn shrank(bytes: usize) {
+    CURRENT.fetch_sub(bytes, Relaxed);
+}
+
+// SAFETY: every call is forwarded unchanged to the wrapped allocator; only counters are added.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as ours.
+        let p = unsafe { self.0.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { self.0.dealloc(ptr, layout) };
+        shrank(layout.size());
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: same contract as ours.
+        let p = unsafe { self.0.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            shrank(layout.size());
+            grew(new_size);
+        }
+        p
+    }
+}
+
+/// Bytes held now.
+pub fn current() -> usize {
+    CURRENT.load(Relaxed)
+}
+
+/// The most ever held since the process started.
+pub fn peak() -> usize {
+    PEAK.load(Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_what_is_held() {
+        let a = Counting(std::alloc::System);
+        let layout = Layout::from_size_align(1000, 8).unwrap();
+        let before = current();
+        // SAFETY: a valid layout, freed with the same layout.
+        unsafe {
+            let p = a.alloc(layout);
+            assert!(current() >= before + 1000 || current() < before, "counted");
+            let p = a.realloc(p, layout, 3000);
+            assert!(peak() >= 3000);
+            a.dealloc(p, Layout::from_size_align(3000, 8).unwrap());
+        }
+    }
+}
