@@ -13,7 +13,7 @@ use redis_module::{raw, Context, ContextFlags, RedisString, Status};
 use crate::args;
 use crate::event::{self, Event, EventId, RunId};
 use crate::fallback::{self, RedisList};
-use crate::outbox::TickInput;
+use crate::outbox::{Broker, Outbox, TickInput};
 use crate::publisher;
 use crate::redis_log;
 use crate::shared::Shared;
@@ -41,6 +41,12 @@ pub struct Module {
 }
 
 static MODULE: RwLock<Option<Arc<Module>>> = RwLock::new(None);
+
+/// Events in memory at MODULE UNLOAD, for the next load in this process.
+static STASH: Mutex<Option<Outbox>> = Mutex::new(None);
+
+/// How long a shutdown waits for the broker to confirm what is in memory.
+const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Per-run sequence of `message_id`s. The library stays mapped across MODULE UNLOAD (see
 /// [`pin_library`]), so a reload in the same process continues the sequence instead of reusing
@@ -95,6 +101,9 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
     let handle = publisher::spawn(module.shared.clone(), name, wake_main)
         .map_err(|e| format!("cannot start the publisher thread: {e}"))?;
     *module.publisher.lock() = Some(handle);
+    if let Some(mut stash) = STASH.lock().take() {
+        stash.hand_over(&mut module.shared.outbox.lock());
+    }
     redis_log::notice(&format!(
         "loaded: event classes {}, broker {}:{}, exchange '{}', routing key '{}', masks {}",
         args::describe_events(events),
@@ -107,9 +116,16 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
     Ok(module)
 }
 
-pub fn deinit(ctx: &Context) -> Status {
-    if let Some(module) = MODULE.write().take() {
-        module.stop(ctx);
+/// Forgets the module (callbacks then do nothing) and returns it. The lock is released before
+/// the caller goes on: the final spill raises keyspace events, whose callback reads `MODULE`.
+fn take_module() -> Option<Arc<Module>> {
+    MODULE.write().take()
+}
+
+pub fn deinit(_ctx: &Context) -> Status {
+    let module = take_module();
+    if let Some(module) = module {
+        module.unload();
         redis_log::notice("unloaded");
     }
     redis_log::release();
@@ -117,17 +133,52 @@ pub fn deinit(ctx: &Context) -> Status {
 }
 
 impl Module {
-    /// Stops the publisher (it gives back what it had in flight) and moves everything still in
-    /// memory to the fallback list, so that nothing unconfirmed is lost by an unload or a
-    /// shutdown.
-    fn stop(&self, ctx: &Context) {
+    /// Stops the publisher; it gives back what it had in flight.
+    fn stop_publisher(&self) {
         self.shared.stop.store(true, Relaxed);
         self.shared.notify();
         if let Some(handle) = self.publisher.lock().take() {
             let _ = handle.join();
         }
-        if self.publishes() {
-            self.tick(ctx, true, usize::MAX);
+    }
+
+    /// At unload, what is still in memory waits for the next load in this process (the library
+    /// stays mapped). It is not written to the list here: a write inside MODULE UNLOAD makes
+    /// Redis propagate the MODULE UNLOAD itself, which would unload the module again when the
+    /// AOF is replayed, and on every replica.
+    fn unload(&self) {
+        self.stop_publisher();
+        let mut stash = Outbox::new(1, 1);
+        self.shared.outbox.lock().hand_over(&mut stash);
+        if stash.memory_len() > 0 {
+            redis_log::notice(&format!(
+                "{} events in memory are kept for the next MODULE LOAD in this process",
+                stash.memory_len()
+            ));
+        }
+        *STASH.lock() = Some(stash);
+    }
+
+    /// At shutdown (after Redis has written its AOF and RDB: the list can no longer change
+    /// them), give the publisher a moment to get what is in memory confirmed.
+    fn shutdown(&self) {
+        let until = std::time::Instant::now() + SHUTDOWN_FLUSH;
+        while std::time::Instant::now() < until && self.shared.link.broker() == Broker::Ready {
+            let outbox = self.shared.outbox.lock();
+            // Behind a non-empty list nothing more can go without refills, which need this thread.
+            if outbox.memory_len() == 0 || !outbox.has_ready() && outbox.in_flight() == 0 {
+                break;
+            }
+            drop(outbox);
+            self.shared.notify();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        self.stop_publisher();
+        let left = self.shared.outbox.lock().memory_len();
+        if left > 0 {
+            redis_log::warning(&format!(
+                "shutdown: {left} events in memory were not confirmed"
+            ));
         }
     }
 
@@ -138,7 +189,7 @@ impl Module {
 
     /// One maintenance step on the main thread: wake the publisher for new events, spill or
     /// refill one slice.
-    fn tick(&self, ctx: &Context, broker_away: bool, slice: usize) {
+    fn tick(&self, ctx: &Context, broker: Broker, slice: usize) {
         let shared = &*self.shared;
         if self.dirty.swap(false, Relaxed) {
             shared.notify();
@@ -146,7 +197,7 @@ impl Module {
         let fallback_size = shared.settings().fallback_size;
         let mut outbox = shared.outbox.lock();
         let resync = self.resync_list.swap(false, Relaxed);
-        if !resync && !outbox.wants_tick(broker_away, fallback_size) {
+        if !resync && !outbox.wants_tick(broker, fallback_size) {
             return;
         }
         self.own_io.store(true, Relaxed);
@@ -161,7 +212,7 @@ impl Module {
         let report = outbox.tick(
             &mut list,
             TickInput {
-                broker_away,
+                broker,
                 fallback_size,
                 slice,
             },
@@ -329,7 +380,7 @@ extern "C" fn on_event_loop(
     }
     if let Some(m) = current() {
         if m.is_master.load(Relaxed) && !m.loading.load(Relaxed) {
-            m.tick(&Context::new(ctx), m.shared.link.broker_away(), SLICE);
+            m.tick(&Context::new(ctx), m.shared.link.broker(), SLICE);
         }
     }
 }
@@ -369,16 +420,15 @@ extern "C" fn on_loading(
     }
 }
 
-/// On shutdown, what waits in memory goes to the list, so the AOF or RDB written next keeps it.
+/// Redis fires this after writing its AOF and RDB for the last time.
 extern "C" fn on_shutdown(
-    ctx: *mut raw::RedisModuleCtx,
+    _ctx: *mut raw::RedisModuleCtx,
     _e: raw::RedisModuleEvent,
     _sub: u64,
     _d: *mut c_void,
 ) {
-    if let Some(m) = current() {
-        if m.is_master.load(Relaxed) && !m.loading.load(Relaxed) {
-            m.tick(&Context::new(ctx), true, usize::MAX);
-        }
+    let module = take_module();
+    if let Some(m) = module {
+        m.shutdown();
     }
 }

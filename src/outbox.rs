@@ -31,11 +31,21 @@ pub trait ListStore {
     fn len(&mut self) -> Result<u64, String>;
 }
 
+/// What the publisher's connection allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Broker {
+    /// Connected and taking events: refill from the list.
+    Ready,
+    /// Not known yet (connecting, idle): neither spill nor refill.
+    Unsure,
+    /// Cannot take events now (down, disconnected, or not confirming): spill.
+    Away,
+}
+
 /// What the shell knows when it runs a maintenance step.
 #[derive(Clone, Copy, Debug)]
 pub struct TickInput {
-    /// The broker cannot take events now (down, disconnected, or not confirming).
-    pub broker_away: bool,
+    pub broker: Broker,
     /// FALLBACK_SIZE: >0 keep at most N, 0 unlimited, <0 no list (what would be spilled is dropped).
     pub fallback_size: i64,
     /// At most this many events move between memory and the list in one step.
@@ -149,20 +159,24 @@ impl Outbox {
         if let Err(e) = result.and_then(|()| self.enforce_cap(store, input, &mut report)) {
             report.error = Some(e);
         }
-        report.more = self.wants_tick(input.broker_away, input.fallback_size);
+        report.more = self.wants_tick(input.broker, input.fallback_size);
         report
     }
 
     /// Whether a [`Outbox::tick`] would have something to do.
-    pub fn wants_tick(&self, broker_away: bool, fallback_size: i64) -> bool {
+    pub fn wants_tick(&self, broker: Broker, fallback_size: i64) -> bool {
         let spillable = !self.head.is_empty() || !self.tail.is_empty();
-        let spill = spillable && (broker_away || self.memory_len() > self.capacity);
+        let spill = spillable && (broker == Broker::Away || self.memory_len() > self.capacity);
         let over_cap = fallback_size > 0 && self.list_len > fallback_size as u64;
-        spill || over_cap || self.refill_wanted(broker_away)
+        spill || over_cap || self.refill_wanted(broker)
     }
 
-    fn refill_wanted(&self, broker_away: bool) -> bool {
-        !broker_away && self.list_len > 0 && self.in_flight + self.head.len() < self.refill_below
+    /// Only for a broker taking events: refilling for one that may be down would move the
+    /// backlog out of Redis's durability for nothing.
+    fn refill_wanted(&self, broker: Broker) -> bool {
+        broker == Broker::Ready
+            && self.list_len > 0
+            && self.in_flight + self.head.len() < self.refill_below
     }
 
     fn spill_or_refill(
@@ -175,7 +189,7 @@ impl Outbox {
         if from_head + from_tail > 0 {
             return self.spill(store, input.fallback_size, from_head, from_tail, report);
         }
-        if self.refill_wanted(input.broker_away) {
+        if self.refill_wanted(input.broker) {
             // The tail does not count here: when it is what fills memory, the next step spills it.
             let room = self
                 .capacity
@@ -198,7 +212,7 @@ impl Outbox {
 
     /// How many events leave the head's back and the tail's front.
     fn spill_plan(&self, input: TickInput) -> (usize, usize) {
-        let want = if input.broker_away {
+        let want = if input.broker == Broker::Away {
             self.head.len() + self.tail.len()
         } else {
             self.memory_len().saturating_sub(self.capacity)
@@ -262,9 +276,12 @@ impl Outbox {
         Ok(())
     }
 
-    /// Everything still in memory and not in flight, oldest first, for a final spill at unload.
-    pub fn take_all_memory(&mut self) -> (Vec<Event>, Vec<Event>) {
-        (self.head.drain(..).collect(), self.tail.drain(..).collect())
+    /// Moves what is in memory (nothing may be in flight) into a new outbox: how the events
+    /// of one load of the module reach the next.
+    pub fn hand_over(&mut self, to: &mut Outbox) {
+        debug_assert_eq!(self.in_flight, 0);
+        to.head.extend(self.head.drain(..));
+        to.tail.extend(self.tail.drain(..));
     }
 }
 
@@ -319,12 +336,12 @@ mod tests {
     }
 
     const AWAY: TickInput = TickInput {
-        broker_away: true,
+        broker: Broker::Away,
         fallback_size: 0,
         slice: 1000,
     };
     const BACK: TickInput = TickInput {
-        broker_away: false,
+        broker: Broker::Ready,
         fallback_size: 0,
         slice: 1000,
     };
@@ -437,6 +454,21 @@ mod tests {
     }
 
     #[test]
+    fn a_hand_over_keeps_the_order_around_the_list() {
+        let (mut old, mut s) = (Outbox::new(10, 4), VecStore::default());
+        (1..=2).for_each(|i| old.push(ev(i)));
+        let batch = old.take_batch(2);
+        (3..=4).for_each(|i| old.push(ev(i)));
+        old.tick(&mut s, TickInput { slice: 1, ..AWAY }); // 4 goes to the list
+        old.give_back(batch);
+        let mut new = Outbox::new(10, 4);
+        new.set_list_len(s.0.len() as u64);
+        old.hand_over(&mut new);
+        assert_eq!(old.memory_len(), 0);
+        assert_eq!(drain(&mut new, &mut s, BACK), [1, 2, 3, 4]);
+    }
+
+    #[test]
     fn legacy_items_in_the_list_are_delivered_first() {
         let (mut o, mut s) = (Outbox::new(10, 4), VecStore::default());
         s.0.push_back(b"0\nset\nold".to_vec());
@@ -463,7 +495,7 @@ mod tests {
         Take(u8),
         Confirm,
         Fail,
-        Tick { away: bool, slice: u8 },
+        Tick { broker: Broker, slice: u8 },
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -472,7 +504,15 @@ mod tests {
             (1u8..6).prop_map(Op::Take),
             Just(Op::Confirm),
             Just(Op::Fail),
-            (any::<bool>(), 1u8..8).prop_map(|(away, slice)| Op::Tick { away, slice }),
+            (
+                prop_oneof![
+                    Just(Broker::Ready),
+                    Just(Broker::Unsure),
+                    Just(Broker::Away)
+                ],
+                1u8..8
+            )
+                .prop_map(|(broker, slice)| Op::Tick { broker, slice }),
         ]
     }
 
@@ -494,17 +534,17 @@ mod tests {
                     Op::Confirm => if let Some(b) = batches.pop_front() { o.confirmed(b.len()); delivered.extend(seqs(&b)); },
                     // A failure loses every batch in flight; they come back oldest first.
                     Op::Fail => while let Some(b) = batches.pop_back() { o.give_back(b); },
-                    Op::Tick { away, slice } => {
-                        let r = o.tick(&mut s, TickInput { broker_away: away, fallback_size: fallback, slice: slice as usize });
+                    Op::Tick { broker, slice } => {
+                        let r = o.tick(&mut s, TickInput { broker, fallback_size: fallback, slice: slice as usize });
                         dropped += r.dropped;
                         prop_assert!(r.error.is_none());
-                        if !r.more { prop_assert!(o.memory_len() - o.in_flight() <= cap || away); }
+                        if !r.more { prop_assert!(o.memory_len() - o.in_flight() <= cap || broker == Broker::Away); }
                     }
                 }
                 prop_assert_eq!(o.list_len(), s.0.len() as u64);
             }
             while let Some(b) = batches.pop_back() { o.give_back(b); }
-            let last = TickInput { broker_away: false, fallback_size: fallback, slice: 5 };
+            let last = TickInput { broker: Broker::Ready, fallback_size: fallback, slice: 5 };
             delivered.extend(drain_counting(&mut o, &mut s, last, &mut dropped));
             let mut seen = std::collections::HashSet::new();
             let firsts: Vec<u64> = delivered.iter().copied().filter(|q| seen.insert(*q)).collect();

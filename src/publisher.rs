@@ -18,6 +18,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 
 use crate::args::Settings;
 use crate::event::Event;
+use crate::outbox::Broker;
 use crate::redis_log;
 use crate::shared::{Shared, BATCH};
 use crate::stats::{LinkState, Stats};
@@ -266,7 +267,7 @@ impl Publisher {
                 let mut outbox = shared.outbox.lock();
                 outbox.confirmed(confirmed);
                 outbox.give_back(batch.into_iter().skip(confirmed).collect());
-                outbox.wants_tick(false, settings.fallback_size)
+                outbox.wants_tick(Broker::Ready, settings.fallback_size)
             };
             if wants_refill {
                 (self.wake_main)();

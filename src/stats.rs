@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::outbox::Broker;
+
 #[derive(Default)]
 pub struct Stats {
     /// Keyspace events seen while this node publishes.
@@ -91,7 +93,7 @@ impl Link {
         }
     }
 
-    /// A new state. Connecting or failing starts the clock of [`Link::broker_away`]; only
+    /// A new state. Connecting or failing starts the clock of [`Link::broker`]; only
     /// [`Link::mark_healthy`] or going idle stops it: a connection that opens and fails again
     /// at once is no better than none.
     pub fn set(&self, state: LinkState) {
@@ -125,16 +127,25 @@ impl Link {
             .store(if sent { now_ms() } else { 0 }, Relaxed);
     }
 
-    /// The broker cannot take events now: disconnected on purpose, unusable for longer than
-    /// [`AWAY_AFTER`], or sitting on a batch without confirming it for that long.
-    pub fn broker_away(&self) -> bool {
-        if self.state() == LinkState::Disabled {
-            return true;
-        }
+    /// What the broker allows now. Away: disconnected on purpose, unusable for longer than
+    /// [`AWAY_AFTER`], or sitting on a batch without confirming it for that long. Ready:
+    /// connected and keeping up. Unsure otherwise (connecting, idle, the first second of a
+    /// failure).
+    pub fn broker(&self) -> Broker {
+        let state = self.state();
         let now = now_ms();
         let older =
             |since: u64| since != 0 && now.saturating_sub(since) >= AWAY_AFTER.as_millis() as u64;
-        older(self.unusable_since.load(Relaxed)) || older(self.batch_since.load(Relaxed))
+        if state == LinkState::Disabled
+            || older(self.unusable_since.load(Relaxed))
+            || older(self.batch_since.load(Relaxed))
+        {
+            Broker::Away
+        } else if state == LinkState::Connected {
+            Broker::Ready
+        } else {
+            Broker::Unsure
+        }
     }
 }
 

@@ -210,3 +210,58 @@ fn unload_keeps_waiting_events_and_a_reload_with_other_arguments_drains_them() {
     }
     server.assert_alive();
 }
+
+/// Events still in memory (the broker has been away for less than a second) at MODULE UNLOAD
+/// are kept for the next load; and the unload writes nothing, so replaying the AOF does not
+/// unload the module again.
+#[test]
+fn events_in_memory_at_unload_wait_for_the_next_load() {
+    let args = [
+        "$",
+        "127.0.0.1",
+        "1",
+        "guest",
+        "guest",
+        "30",
+        "amq.direct",
+        "rk",
+        "1",
+        "0",
+        "ALL",
+    ];
+    let mut server = RedisServer::start_with(
+        &[("appendonly", "yes"), ("appendfsync", "always")],
+        Some(&args),
+    );
+    let mut r = server.client();
+    for k in ["a", "b", "c"] {
+        redis::cmd("SET")
+            .arg(k)
+            .arg("v")
+            .query::<()>(&mut r)
+            .unwrap();
+    }
+    redis::cmd("MODULE")
+        .arg("UNLOAD")
+        .arg("key_evt_amqp")
+        .query::<()>(&mut r)
+        .unwrap();
+    server.load_module(&args).expect("load again");
+    assert!(
+        wait_until(WAIT, || redis::cmd("LLEN")
+            .arg(FALLBACK)
+            .query::<i64>(&mut r)
+            .unwrap()
+            == 3),
+        "the events of the first load reach the list"
+    );
+    server.restart();
+    let mut r = server.client();
+    let modules: redis::Value = redis::cmd("MODULE").arg("LIST").query(&mut r).unwrap();
+    assert!(
+        format!("{modules:?}").contains("key_evt_amqp"),
+        "still loaded after the AOF replay: {modules:?}"
+    );
+    let len: i64 = redis::cmd("LLEN").arg(FALLBACK).query(&mut r).unwrap();
+    assert_eq!(len, 3, "the list survived the restart");
+}
