@@ -50,6 +50,8 @@ pub struct Event {
     pub timestamp: u64,
     /// `DB\nEVENT\nKEY`.
     pub body: Vec<u8>,
+    /// Non-zero when this is a copy of an item still in the fallback list (set by the outbox).
+    pub list_copy: u32,
 }
 
 /// Builds the message body `DB\nEVENT\nKEY` with a single allocation.
@@ -91,6 +93,7 @@ impl Event {
             id: None,
             timestamp: 0,
             body: item.to_vec(),
+            list_copy: 0,
         })
     }
 
@@ -104,6 +107,7 @@ impl Event {
             id: Some(EventId { run_id, seq }),
             timestamp,
             body: rest.to_vec(),
+            list_copy: 0,
         })
     }
 }
@@ -188,7 +192,7 @@ mod tests {
         #[test]
         fn envelope_round_trips(seq in any::<u64>(), ts in any::<u64>(), raw in any::<[u8; 20]>(),
                                 body in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let e = Event { id: Some(EventId { run_id: RunId(raw), seq }), timestamp: ts, body };
+            let e = Event { id: Some(EventId { run_id: RunId(raw), seq }), timestamp: ts, body, list_copy: 0 };
             prop_assert_eq!(Event::from_list_item(&e.to_list_item()), e);
         }
 

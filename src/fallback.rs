@@ -61,9 +61,12 @@ impl ListStore for RedisList<'_> {
         self.push("RPUSH", items, false)
     }
 
-    fn pop_front(&mut self, n: usize) -> Result<Vec<Vec<u8>>, String> {
-        let count = n.to_string();
-        match self.call("LPOP", &[self.key, count.as_bytes()])? {
+    fn peek(&mut self, start: u64, n: usize) -> Result<Vec<Vec<u8>>, String> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let (first, last) = (start.to_string(), (start + n as u64 - 1).to_string());
+        match self.call("LRANGE", &[self.key, first.as_bytes(), last.as_bytes()])? {
             CallReply::Array(items) => Ok(items
                 .iter()
                 .filter_map(|item| match item {
@@ -73,6 +76,12 @@ impl ListStore for RedisList<'_> {
                 .collect()),
             _ => Ok(Vec::new()),
         }
+    }
+
+    fn remove_front(&mut self, n: u64) -> Result<(), String> {
+        let start = n.to_string();
+        self.call("LTRIM", &[self.key, start.as_bytes(), b"-1"])
+            .map(|_| ())
     }
 
     fn keep_back(&mut self, n: u64) -> Result<(), String> {

@@ -256,6 +256,7 @@ impl Module {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             body: event::body(db, event, key),
+            list_copy: 0,
         };
         shared.outbox.lock().push(event);
         self.dirty.store(true, Relaxed);

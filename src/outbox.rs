@@ -7,9 +7,15 @@
 //!
 //! New events join the tail. The publisher takes batches from the front; what it cannot get
 //! confirmed it gives back to the front. Spilling moves memory into the list at either end of it
-//! (head items to its front, tail items to its back), refilling moves the list's front into the
-//! head, so the order above never changes. Nothing behind the list is published while the list
-//! is not empty.
+//! (head items to its front, tail items to its back), so the order above never changes. Nothing
+//! behind the list is published while the list is not empty.
+//!
+//! Refilling *copies* the list's front into the head: an item leaves the list only once the
+//! broker has confirmed it, so a crash or a failover while the backlog drains loses nothing (it
+//! may resend). These copies are always the last events in memory before the list; the outbox
+//! counts them (`mirrored`) and marks them with the current `epoch`, which changes whenever the
+//! list turns out to have been changed behind its back, so that stale marks never delete
+//! anything.
 //!
 //! Pure logic: the list is reached through [`ListStore`], so this file is tested without Redis.
 
@@ -24,8 +30,10 @@ pub trait ListStore {
     fn push_front(&mut self, items: &[Vec<u8>]) -> Result<(), String>;
     /// Appends `items` at the back, keeping their order.
     fn push_back(&mut self, items: &[Vec<u8>]) -> Result<(), String>;
-    /// Removes and returns up to `n` items from the front.
-    fn pop_front(&mut self, n: usize) -> Result<Vec<Vec<u8>>, String>;
+    /// Up to `n` items from position `start`, without removing them.
+    fn peek(&mut self, start: u64, n: usize) -> Result<Vec<Vec<u8>>, String>;
+    /// Removes `n` items from the front.
+    fn remove_front(&mut self, n: u64) -> Result<(), String>;
     /// Keeps only the `n` items at the back (the newest).
     fn keep_back(&mut self, n: u64) -> Result<(), String>;
     fn len(&mut self) -> Result<u64, String>;
@@ -66,7 +74,14 @@ pub struct TickReport {
 pub struct Outbox {
     in_flight: usize,
     head: VecDeque<Event>,
+    /// Items in the Redis list, copies included.
     list_len: u64,
+    /// The list's first items that are confirmed (`to_remove`) or copied into memory.
+    mirrored: u64,
+    /// Confirmed copies whose originals still lead the list.
+    to_remove: u64,
+    /// Marks the copies made since the list was last found changed behind our back.
+    epoch: u32,
     tail: VecDeque<Event>,
     capacity: usize,
     /// Refill when fewer than this many events are in flight or ready.
@@ -79,6 +94,9 @@ impl Outbox {
             in_flight: 0,
             head: VecDeque::new(),
             list_len: 0,
+            mirrored: 0,
+            to_remove: 0,
+            epoch: 1,
             tail: VecDeque::new(),
             capacity: capacity.max(1),
             refill_below: refill_below.clamp(1, capacity.max(1)),
@@ -123,9 +141,24 @@ impl Outbox {
         !self.head.is_empty() || (self.list_len == 0 && !self.tail.is_empty())
     }
 
-    /// Learns the list's length (at load, or when it was changed behind our back).
+    /// Learns the list's length (at load, after a promotion, or when it was changed behind our
+    /// back). Copies in memory are no longer trusted to match the list.
     pub fn set_list_len(&mut self, len: u64) {
         self.list_len = len;
+        self.forget_copies();
+    }
+
+    fn forget_copies(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1).max(1);
+        self.mirrored = 0;
+        self.to_remove = 0;
+        for e in self.head.iter_mut() {
+            e.list_copy = 0;
+        }
+    }
+
+    fn is_copy(&self, e: &Event) -> bool {
+        e.list_copy == self.epoch
     }
 
     /// Hands the publisher up to `max` events, oldest first.
@@ -138,9 +171,11 @@ impl Outbox {
         self.head.drain(..n).collect()
     }
 
-    /// The broker confirmed `n` events of the batches handed out.
-    pub fn confirmed(&mut self, n: usize) {
-        self.in_flight = self.in_flight.saturating_sub(n);
+    /// The broker confirmed these events (the front of the batches handed out). Copies among
+    /// them have their original removed from the list at the next step.
+    pub fn confirmed(&mut self, events: &[Event]) {
+        self.in_flight = self.in_flight.saturating_sub(events.len());
+        self.to_remove += events.iter().filter(|e| self.is_copy(e)).count() as u64;
     }
 
     /// Unconfirmed events come back, in their order, ahead of everything else.
@@ -151,11 +186,14 @@ impl Outbox {
         }
     }
 
-    /// One bounded maintenance step on the main thread: spill when the broker is away or memory
-    /// is over capacity, refill from the list when the publisher runs short, enforce the cap.
+    /// One bounded maintenance step on the main thread: remove what was confirmed from the
+    /// list, spill when the broker is away or memory is over capacity, refill from the list when
+    /// the publisher runs short, enforce the cap.
     pub fn tick(&mut self, store: &mut impl ListStore, input: TickInput) -> TickReport {
         let mut report = TickReport::default();
-        let result = self.spill_or_refill(store, input, &mut report);
+        let result = self
+            .remove_confirmed(store)
+            .and_then(|()| self.spill_or_refill(store, input, &mut report));
         if let Err(e) = result.and_then(|()| self.enforce_cap(store, input, &mut report)) {
             report.error = Some(e);
         }
@@ -167,16 +205,38 @@ impl Outbox {
     pub fn wants_tick(&self, broker: Broker, fallback_size: i64) -> bool {
         let spillable = !self.head.is_empty() || !self.tail.is_empty();
         let spill = spillable && (broker == Broker::Away || self.memory_len() > self.capacity);
-        let over_cap = fallback_size > 0 && self.list_len > fallback_size as u64;
-        spill || over_cap || self.refill_wanted(broker)
+        spill || self.to_remove > 0 || self.over_cap(fallback_size) || self.refill_wanted(broker)
     }
 
-    /// Only for a broker taking events: refilling for one that may be down would move the
-    /// backlog out of Redis's durability for nothing.
+    /// Only for a broker taking events: there is no point in reading ahead for one that may be
+    /// down.
     fn refill_wanted(&self, broker: Broker) -> bool {
         broker == Broker::Ready
-            && self.list_len > 0
+            && self.list_len > self.mirrored
             && self.in_flight + self.head.len() < self.refill_below
+    }
+
+    /// The cap is enforced while no copies are out: trimming must not cut the items they stand
+    /// for. Copies only exist while the broker takes events, and the list then shrinks.
+    fn over_cap(&self, fallback_size: i64) -> bool {
+        fallback_size > 0 && self.mirrored == 0 && self.list_len > fallback_size as u64
+    }
+
+    fn remove_confirmed(&mut self, store: &mut impl ListStore) -> Result<(), String> {
+        if self.to_remove > 0 {
+            // Only remove what we know is there: a list changed behind our back (LLEN is O(1))
+            // invalidates the copies, and the confirmed ones are simply sent again later.
+            let len = store.len()?;
+            if len != self.list_len {
+                self.set_list_len(len);
+                return Ok(());
+            }
+            store.remove_front(self.to_remove)?;
+            self.list_len = self.list_len.saturating_sub(self.to_remove);
+            self.mirrored = self.mirrored.saturating_sub(self.to_remove);
+            self.to_remove = 0;
+        }
+        Ok(())
     }
 
     fn spill_or_refill(
@@ -194,18 +254,26 @@ impl Outbox {
             let room = self
                 .capacity
                 .saturating_sub(self.in_flight + self.head.len());
-            let want = (self.refill_below * 2).min(room).min(input.slice.max(1));
-            let want = want.min(usize::try_from(self.list_len).unwrap_or(usize::MAX));
-            let items = store.pop_front(want)?;
+            let unread = usize::try_from(self.list_len - self.mirrored).unwrap_or(usize::MAX);
+            let want = (self.refill_below * 2)
+                .min(room)
+                .min(input.slice.max(1))
+                .min(unread);
+            let items = store.peek(self.mirrored, want)?;
             if items.len() < want {
-                // Shorter than we thought: someone trimmed or deleted it. Trust Redis.
-                self.list_len = store.len()?;
-            } else {
-                self.list_len -= items.len() as u64;
+                // Shorter than we thought: someone trimmed or deleted it. Trust Redis, and no
+                // longer the copies: removing "their" items could now delete others.
+                let len = store.len()?;
+                self.set_list_len(len);
+                return Ok(());
             }
             report.refilled += items.len() as u64;
-            self.head
-                .extend(items.iter().map(|i| Event::from_list_item(i)));
+            self.mirrored += items.len() as u64;
+            let epoch = self.epoch;
+            self.head.extend(items.iter().map(|i| Event {
+                list_copy: epoch,
+                ..Event::from_list_item(i)
+            }));
         }
         Ok(())
     }
@@ -232,6 +300,18 @@ impl Outbox {
         from_tail: usize,
         report: &mut TickReport,
     ) -> Result<(), String> {
+        // Copies at the back of the head are simply forgotten: their originals are in the list.
+        let mut from_head = from_head;
+        while from_head > 0 && self.head.back().is_some_and(|e| self.is_copy(e)) {
+            self.head.pop_back();
+            self.mirrored -= 1;
+            from_head -= 1;
+        }
+        // Events in front of copies still out cannot go before the list's front (those
+        // copies stand for it); by construction there are none, but never break the order.
+        if self.mirrored > 0 {
+            from_head = 0;
+        }
         if fallback_size < 0 {
             // No fallback list: what cannot wait in memory is dropped, and counted.
             self.head.truncate(self.head.len() - from_head);
@@ -268,7 +348,7 @@ impl Outbox {
         report: &mut TickReport,
     ) -> Result<(), String> {
         let cap = input.fallback_size;
-        if cap > 0 && self.list_len > cap as u64 {
+        if self.over_cap(cap) {
             store.keep_back(cap as u64)?;
             report.dropped += self.list_len - cap as u64;
             self.list_len = cap as u64;
@@ -280,7 +360,10 @@ impl Outbox {
     /// of one load of the module reach the next.
     pub fn hand_over(&mut self, to: &mut Outbox) {
         debug_assert_eq!(self.in_flight, 0);
-        to.head.extend(self.head.drain(..));
+        // Copies stay behind: their originals are still in the list.
+        let epoch = self.epoch;
+        to.head
+            .extend(self.head.drain(..).filter(|e| e.list_copy != epoch));
         to.tail.extend(self.tail.drain(..));
     }
 }
@@ -306,9 +389,19 @@ mod tests {
             self.0.extend(items.iter().cloned());
             Ok(())
         }
-        fn pop_front(&mut self, n: usize) -> Result<Vec<Vec<u8>>, String> {
-            let n = n.min(self.0.len());
-            Ok(self.0.drain(..n).collect())
+        fn peek(&mut self, start: u64, n: usize) -> Result<Vec<Vec<u8>>, String> {
+            Ok(self
+                .0
+                .iter()
+                .skip(start as usize)
+                .take(n)
+                .cloned()
+                .collect())
+        }
+        fn remove_front(&mut self, n: u64) -> Result<(), String> {
+            let n = (n as usize).min(self.0.len());
+            self.0.drain(..n);
+            Ok(())
         }
         fn keep_back(&mut self, n: u64) -> Result<(), String> {
             let drop = self.0.len().saturating_sub(n as usize);
@@ -328,6 +421,7 @@ mod tests {
             }),
             timestamp: 1_700_000_000,
             body: format!("0\nset\nk{seq}").into_bytes(),
+            list_copy: 0,
         }
     }
 
@@ -360,7 +454,7 @@ mod tests {
             if b.is_empty() && !o.has_work() {
                 break;
             }
-            o.confirmed(b.len());
+            o.confirmed(&b);
             out.extend(seqs(&b));
         }
         out
@@ -376,8 +470,63 @@ mod tests {
         (1..=5).for_each(|i| o.push(ev(i)));
         assert_eq!(seqs(&o.take_batch(3)), [1, 2, 3]);
         assert_eq!(o.in_flight(), 3);
-        o.confirmed(3);
+        o.confirmed(&[ev(1), ev(2), ev(3)]);
         assert_eq!(seqs(&o.take_batch(3)), [4, 5]);
+    }
+
+    #[test]
+    fn the_list_keeps_an_item_until_it_is_confirmed() {
+        let (mut o, mut s) = (Outbox::new(10, 4), VecStore::default());
+        (1..=5).for_each(|i| o.push(ev(i)));
+        o.tick(&mut s, AWAY);
+        assert_eq!(s.0.len(), 5);
+        o.tick(&mut s, BACK);
+        assert_eq!(
+            (s.0.len(), o.list_len()),
+            (5, 5),
+            "refilling copies, it does not pop"
+        );
+        let b = o.take_batch(3);
+        o.confirmed(&b[..2]);
+        o.give_back(b[2..].to_vec());
+        o.tick(&mut s, BACK);
+        assert_eq!(s.0.len(), 3, "only the confirmed ones left the list");
+        // The broker goes away: copies are forgotten, not written again.
+        o.tick(&mut s, AWAY);
+        assert_eq!((s.0.len(), o.memory_len()), (3, 0));
+        assert_eq!(drain(&mut o, &mut s, BACK), [3, 4, 5]);
+    }
+
+    #[test]
+    fn a_crash_while_draining_loses_nothing() {
+        let (mut o, mut s) = (Outbox::new(10, 4), VecStore::default());
+        (1..=5).for_each(|i| o.push(ev(i)));
+        o.tick(&mut s, AWAY);
+        o.tick(&mut s, BACK);
+        let b = o.take_batch(2);
+        o.confirmed(&b); // confirmed, but Redis dies before the list is trimmed
+        let mut after = Outbox::new(10, 4);
+        after.set_list_len(s.0.len() as u64);
+        assert_eq!(
+            drain(&mut after, &mut s, BACK),
+            [1, 2, 3, 4, 5],
+            "1 and 2 again: at least once"
+        );
+    }
+
+    #[test]
+    fn a_list_changed_behind_our_back_invalidates_the_copies() {
+        let (mut o, mut s) = (Outbox::new(10, 2), VecStore::default());
+        (1..=6).for_each(|i| o.push(ev(i)));
+        o.tick(&mut s, AWAY);
+        o.tick(&mut s, BACK); // copies of 1..=4
+        let b = o.take_batch(1);
+        s.0.drain(..5); // someone trims the list to [6]
+        o.tick(&mut s, BACK); // finds the list shorter than its copies
+        o.confirmed(&b); // a stale copy: must not remove 6
+        o.tick(&mut s, BACK);
+        assert_eq!(s.0.len(), 1);
+        assert!(drain(&mut o, &mut s, BACK).contains(&6));
     }
 
     #[test]
@@ -495,7 +644,12 @@ mod tests {
         Take(u8),
         Confirm,
         Fail,
-        Tick { broker: Broker, slice: u8 },
+        Tick {
+            broker: Broker,
+            slice: u8,
+        },
+        /// Redis dies: memory is gone, the list stays.
+        Crash,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -517,6 +671,65 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Redis may die at any moment: everything that reached the list and was not confirmed
+        /// is still there, so a restart delivers it; only events that never left memory can be
+        /// lost, and first deliveries keep their order across the crash.
+        #[test]
+        fn crashes_lose_only_what_never_reached_the_list(
+            ops in proptest::collection::vec(prop_oneof![9 => op(), 1 => Just(Op::Crash)], 1..250),
+            cap in 1usize..8,
+        ) {
+            let (mut o, mut s) = (Outbox::new(cap, 2), VecStore::default());
+            let mut next = 1u64;
+            let mut batches: VecDeque<Vec<Event>> = VecDeque::new();
+            let mut delivered: Vec<u64> = vec![];
+            let mut durable = std::collections::HashSet::new();
+            let mut lost = std::collections::HashSet::new();
+            let in_store = |s: &VecStore| -> std::collections::HashSet<u64> {
+                s.0.iter().filter_map(|i| Event::from_list_item(i).id).map(|id| id.seq).collect()
+            };
+            for op in ops {
+                match op {
+                    Op::Push(n) => for _ in 0..n { o.push(ev(next)); next += 1; },
+                    Op::Take(n) => { let b = o.take_batch(n as usize); if !b.is_empty() { batches.push_back(b); } }
+                    Op::Confirm => if let Some(b) = batches.pop_front() { o.confirmed(&b); delivered.extend(seqs(&b)); },
+                    Op::Fail => while let Some(b) = batches.pop_back() { o.give_back(b); },
+                    Op::Tick { broker, slice } => {
+                        let r = o.tick(&mut s, TickInput { broker, fallback_size: 0, slice: slice as usize });
+                        prop_assert!(r.error.is_none());
+                    }
+                    Op::Crash => {
+                        let stored = in_store(&s);
+                        let (head, tail) = (o.head.iter(), o.tail.iter());
+                        for e in batches.iter().flatten().chain(head).chain(tail) {
+                            let seq = e.id.unwrap().seq;
+                            if !stored.contains(&seq) {
+                                prop_assert!(!durable.contains(&seq), "event {} was in the list and is gone", seq);
+                                lost.insert(seq);
+                            }
+                        }
+                        batches.clear();
+                        o = Outbox::new(cap, 2);
+                        o.set_list_len(s.0.len() as u64);
+                    }
+                }
+                let stored = in_store(&s);
+                for seq in &durable {
+                    prop_assert!(stored.contains(seq) || delivered.contains(seq), "event {} left the list unconfirmed", seq);
+                }
+                durable.extend(stored);
+            }
+            while let Some(b) = batches.pop_back() { o.give_back(b); }
+            delivered.extend(drain(&mut o, &mut s, TickInput { broker: Broker::Ready, fallback_size: 0, slice: 5 }));
+            let mut seen = std::collections::HashSet::new();
+            let firsts: Vec<u64> = delivered.iter().copied().filter(|q| seen.insert(*q)).collect();
+            prop_assert!(firsts.windows(2).all(|w| w[0] < w[1]), "out of order: {:?}", firsts);
+            prop_assert_eq!(firsts.len() + lost.len(), (next - 1) as usize, "lost events");
+            prop_assert!(s.0.is_empty());
+        }
+
         /// Under any interleaving: first deliveries keep the order events were produced in,
         /// nothing is lost unless counted as dropped, and memory stays within capacity after
         /// each tick.
@@ -531,9 +744,10 @@ mod tests {
                 match op {
                     Op::Push(n) => for _ in 0..n { o.push(ev(next)); next += 1; },
                     Op::Take(n) => { let b = o.take_batch(n as usize); if !b.is_empty() { batches.push_back(b); } }
-                    Op::Confirm => if let Some(b) = batches.pop_front() { o.confirmed(b.len()); delivered.extend(seqs(&b)); },
+                    Op::Confirm => if let Some(b) = batches.pop_front() { o.confirmed(&b); delivered.extend(seqs(&b)); },
                     // A failure loses every batch in flight; they come back oldest first.
                     Op::Fail => while let Some(b) = batches.pop_back() { o.give_back(b); },
+                    Op::Crash => unreachable!("not generated here"),
                     Op::Tick { broker, slice } => {
                         let r = o.tick(&mut s, TickInput { broker, fallback_size: fallback, slice: slice as usize });
                         dropped += r.dropped;

@@ -265,7 +265,7 @@ impl Publisher {
             }
             let wants_refill = {
                 let mut outbox = shared.outbox.lock();
-                outbox.confirmed(confirmed);
+                outbox.confirmed(&batch[..confirmed]);
                 outbox.give_back(batch.into_iter().skip(confirmed).collect());
                 outbox.wants_tick(Broker::Ready, settings.fallback_size)
             };
