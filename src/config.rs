@@ -19,16 +19,13 @@ pub fn queue_capacity() -> usize {
     usize::try_from(QUEUE_CAPACITY.load(Relaxed)).unwrap_or(1)
 }
 
-/// Applies a new capacity at once; a queue now over it spills at the next event-loop step.
+/// The next event-loop step applies the new capacity (a queue now over it spills then).
 pub fn on_queue_capacity_changed(
     _ctx: &ConfigurationContext,
     _name: &str,
     _value: &'static AtomicI64,
 ) {
-    if let Some(m) = module::current() {
-        m.shared.outbox.lock().set_capacity(queue_capacity());
-        module::wake_main();
-    }
+    module::wake_main();
 }
 
 /// Registers the configs and applies what redis.conf or `MODULE LOADEX … CONFIG` set (at load).

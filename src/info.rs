@@ -22,10 +22,6 @@ extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
     };
     let shared = &m.shared;
     let settings = shared.settings();
-    let (memory, capacity, in_flight, list) = {
-        let o = shared.outbox.lock();
-        (o.memory_len(), o.capacity(), o.in_flight(), o.list_len())
-    };
     let s = &shared.stats;
     let counter = |c: &AtomicU64| c.load(Relaxed).to_string();
     let fields: Vec<(&str, String)> = vec![
@@ -51,10 +47,11 @@ extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
         ("events_refilled", counter(&s.refilled)),
         ("events_dropped", counter(&s.dropped)),
         ("connections", counter(&s.reconnects)),
-        ("queue_length", memory.to_string()),
-        ("queue_capacity", capacity.to_string()),
-        ("in_flight", in_flight.to_string()),
-        ("fallback_length", list.to_string()),
+        ("main_thread_step_max_us", counter(&s.step_max_us)),
+        ("queue_length", counter(&s.queue_length)),
+        ("queue_capacity", counter(&s.queue_capacity)),
+        ("in_flight", counter(&s.in_flight)),
+        ("fallback_length", counter(&s.fallback_length)),
         ("fallback_size", settings.fallback_size.to_string()),
         ("heap_bytes", crate::heap::current().to_string()),
         ("heap_peak_bytes", crate::heap::peak().to_string()),

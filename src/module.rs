@@ -20,7 +20,7 @@ use crate::shared::Shared;
 use crate::stats::Stats;
 
 /// Events moved between memory and the fallback list per main-thread step (well under 1 ms).
-const SLICE: usize = 2000;
+const SLICE: usize = 1000;
 
 pub struct Module {
     pub shared: Arc<Shared>,
@@ -34,8 +34,10 @@ pub struct Module {
     loading: AtomicBool,
     /// Set while the module itself writes the fallback list: those events are not forwarded.
     own_io: AtomicBool,
-    /// New events since the last event-loop step.
-    dirty: AtomicBool,
+    /// New events since the last event-loop step. Only the main thread touches it, so the
+    /// keyspace callback never waits for the publisher (which could be off the CPU while
+    /// holding the outbox).
+    inbox: Mutex<Vec<Event>>,
     /// The list's length must be read again (after loading, or a promotion).
     resync_list: AtomicBool,
 }
@@ -90,7 +92,7 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
         is_master: AtomicBool::new(!flags.contains(ContextFlags::SLAVE)),
         loading: AtomicBool::new(flags.contains(ContextFlags::LOADING)),
         own_io: AtomicBool::new(false),
-        dirty: AtomicBool::new(false),
+        inbox: Mutex::new(Vec::new()),
         resync_list: AtomicBool::new(true),
     });
     if !crate::info::register(ctx.ctx) {
@@ -149,7 +151,10 @@ impl Module {
     fn unload(&self) {
         self.stop_publisher();
         let mut stash = Outbox::new(1, 1);
-        self.shared.outbox.lock().hand_over(&mut stash);
+        let mut outbox = self.shared.outbox.lock();
+        self.move_inbox(&mut outbox);
+        outbox.hand_over(&mut stash);
+        drop(outbox);
         if stash.memory_len() > 0 {
             redis_log::notice(&format!(
                 "{} events in memory are kept for the next MODULE LOAD in this process",
@@ -162,6 +167,7 @@ impl Module {
     /// At shutdown (after Redis has written its AOF and RDB: the list can no longer change
     /// them), give the publisher a moment to get what is in memory confirmed.
     fn shutdown(&self) {
+        self.move_inbox(&mut self.shared.outbox.lock());
         let until = std::time::Instant::now() + SHUTDOWN_FLUSH;
         while std::time::Instant::now() < until && self.shared.link.broker() == Broker::Ready {
             let outbox = self.shared.outbox.lock();
@@ -187,19 +193,46 @@ impl Module {
         self.is_master.load(Relaxed) && !self.loading.load(Relaxed)
     }
 
-    /// One maintenance step on the main thread: wake the publisher for new events, spill or
-    /// refill one slice.
+    fn move_inbox(&self, outbox: &mut Outbox) {
+        for e in self.inbox.lock().drain(..) {
+            outbox.push(e);
+        }
+    }
+
+    /// One maintenance step on the main thread: hand new events to the outbox and wake the
+    /// publisher, spill or refill one slice. Never waits for the publisher: if it holds the
+    /// outbox right now, the step is retried at once from the next loop iteration.
     fn tick(&self, ctx: &Context, broker: Broker, slice: usize) {
         let shared = &*self.shared;
-        if self.dirty.swap(false, Relaxed) {
+        let Some(mut outbox) = shared.outbox.try_lock() else {
+            wake_main();
+            return;
+        };
+        let had_news = !self.inbox.lock().is_empty();
+        if had_news {
+            self.move_inbox(&mut outbox);
             shared.notify();
         }
+        outbox.set_capacity(crate::config::queue_capacity());
         let fallback_size = shared.settings().fallback_size;
-        let mut outbox = shared.outbox.lock();
         let resync = self.resync_list.swap(false, Relaxed);
-        if !resync && !outbox.wants_tick(broker, fallback_size) {
-            return;
+        if resync || outbox.wants_tick(broker, fallback_size) {
+            self.maintain(ctx, &mut outbox, broker, fallback_size, slice, resync);
         }
+        shared.stats.observe(&outbox);
+    }
+
+    fn maintain(
+        &self,
+        ctx: &Context,
+        outbox: &mut Outbox,
+        broker: Broker,
+        fallback_size: i64,
+        slice: usize,
+        resync: bool,
+    ) {
+        let shared = &*self.shared;
+        let cpu_before = thread_cpu_time();
         self.own_io.store(true, Relaxed);
         let mut list = RedisList::new(ctx, &self.fallback_key);
         if resync {
@@ -217,9 +250,9 @@ impl Module {
                 slice,
             },
         );
-        let has_work = outbox.has_work();
-        drop(outbox);
         self.own_io.store(false, Relaxed);
+        let took = thread_cpu_time().saturating_sub(cpu_before).as_micros() as u64;
+        shared.stats.step_max_us.fetch_max(took, Relaxed);
         Stats::add(&shared.stats.spilled, report.spilled);
         Stats::add(&shared.stats.refilled, report.refilled);
         Stats::add(&shared.stats.dropped, report.dropped);
@@ -229,7 +262,7 @@ impl Module {
             wake_main();
         }
         // The publisher cares when work appears (refill, a backlog found) or vanishes (drops).
-        if report.refilled > 0 || report.dropped > 0 || (resync && has_work) {
+        if report.refilled > 0 || report.dropped > 0 || (resync && outbox.has_work()) {
             shared.notify();
         }
     }
@@ -258,8 +291,7 @@ impl Module {
             body: event::body(db, event, key),
             list_copy: 0,
         };
-        shared.outbox.lock().push(event);
-        self.dirty.store(true, Relaxed);
+        self.inbox.lock().push(event);
     }
 }
 
@@ -267,6 +299,18 @@ impl Shared {
     fn settings_masks_match(&self, key: &[u8]) -> bool {
         self.settings().masks.matches(key)
     }
+}
+
+/// CPU time of the calling thread: what a step costs, without the time the scheduler gave the
+/// CPU to others.
+fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Runs a maintenance step soon, from any thread: a one-shot event-loop callback wakes Redis

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::outbox::Broker;
+use crate::outbox::{Broker, Outbox};
 
 #[derive(Default)]
 pub struct Stats {
@@ -22,9 +22,24 @@ pub struct Stats {
     pub refilled: AtomicU64,
     pub dropped: AtomicU64,
     pub reconnects: AtomicU64,
+    /// The longest maintenance step on the main thread, in microseconds of its CPU time.
+    pub step_max_us: AtomicU64,
+    // The outbox's sizes as of the last main-thread step, so that INFO never waits for it.
+    pub queue_length: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub fallback_length: AtomicU64,
+    pub queue_capacity: AtomicU64,
 }
 
 impl Stats {
+    /// Records the outbox's sizes for INFO.
+    pub fn observe(&self, outbox: &Outbox) {
+        self.queue_length.store(outbox.memory_len() as u64, Relaxed);
+        self.in_flight.store(outbox.in_flight() as u64, Relaxed);
+        self.fallback_length.store(outbox.list_len(), Relaxed);
+        self.queue_capacity.store(outbox.capacity() as u64, Relaxed);
+    }
+
     pub fn add(counter: &AtomicU64, n: u64) {
         if n > 0 {
             counter.fetch_add(n, Relaxed);

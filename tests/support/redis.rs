@@ -271,6 +271,86 @@ impl RedisServer {
     }
 }
 
+/// Inspection and replication helpers.
+impl RedisServer {
+    /// The value of `field` in `INFO <section>` (the text after `field:`), if present.
+    pub fn info_field(&self, section: &str, field: &str) -> Option<String> {
+        let info: String = ::redis::cmd("INFO")
+            .arg(section)
+            .query(&mut self.client())
+            .unwrap_or_else(|e| panic!("INFO {section} on port {} failed: {e}", self.port));
+        let prefix = format!("{field}:");
+        info.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .map(|value| value.trim().to_string())
+    }
+
+    /// The module's `INFO key_evt_amqp` field `key_evt_amqp_<name>`; panics (showing the
+    /// section) if it is missing.
+    pub fn module_info(&self, name: &str) -> String {
+        let field = format!("key_evt_amqp_{name}");
+        self.info_field("key_evt_amqp", &field).unwrap_or_else(|| {
+            let info: String = ::redis::cmd("INFO")
+                .arg("key_evt_amqp")
+                .query(&mut self.client())
+                .unwrap_or_default();
+            panic!(
+                "no {field} in INFO key_evt_amqp on port {}:\n{info}",
+                self.port
+            )
+        })
+    }
+
+    /// A numeric [`RedisServer::module_info`] field.
+    pub fn module_info_u64(&self, name: &str) -> u64 {
+        let value = self.module_info(name);
+        value
+            .parse()
+            .unwrap_or_else(|e| panic!("key_evt_amqp_{name} is {value:?}, not a number ({e})"))
+    }
+
+    /// The `run_id` of `INFO server` (40 hex digits): changes at every restart.
+    pub fn run_id(&self) -> String {
+        self.info_field("server", "run_id")
+            .unwrap_or_else(|| panic!("no run_id in INFO server on port {}", self.port))
+    }
+
+    /// `REPLICAOF 127.0.0.1 <master port>`, then waits until the initial sync is done
+    /// (`master_link_status:up`, not loading). Give the master `repl-diskless-sync-delay 0`
+    /// or the sync waits 5 s for more replicas.
+    pub fn replicate_from(&self, master: &RedisServer, timeout: Duration) {
+        ::redis::cmd("REPLICAOF")
+            .arg("127.0.0.1")
+            .arg(master.port())
+            .query::<()>(&mut self.client())
+            .unwrap_or_else(|e| panic!("REPLICAOF on port {} failed: {e}", self.port));
+        let synced = wait_until(timeout, || {
+            self.info_field("replication", "master_link_status")
+                .as_deref()
+                == Some("up")
+                && self.info_field("persistence", "loading").as_deref() == Some("0")
+        });
+        assert!(
+            synced,
+            "replica on port {} not in sync with the master on port {} within {timeout:?}; \
+             replica log tail:\n{}\nmaster log tail:\n{}",
+            self.port,
+            master.port(),
+            tail_lines(&self.log(), 30),
+            tail_lines(&master.log(), 30)
+        );
+    }
+
+    /// `REPLICAOF NO ONE`: promotes a replica to master.
+    pub fn promote(&self) {
+        ::redis::cmd("REPLICAOF")
+            .arg("NO")
+            .arg("ONE")
+            .query::<()>(&mut self.client())
+            .unwrap_or_else(|e| panic!("REPLICAOF NO ONE on port {} failed: {e}", self.port));
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill9();
