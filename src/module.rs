@@ -267,8 +267,9 @@ impl Module {
         }
     }
 
-    /// The keyspace callback's work: filter, encode, enqueue. No system call, no lock the
-    /// publisher holds for more than a few microseconds.
+    /// The keyspace callback's work: filter, encode, enqueue. No system call, and no lock
+    /// that another thread can hold (the inbox and the settings are written on this thread
+    /// only).
     fn on_event(&self, db: i64, event: &[u8], key: &[u8]) {
         if !self.is_master.load(Relaxed) || self.loading.load(Relaxed) || self.own_io.load(Relaxed)
         {
@@ -276,7 +277,7 @@ impl Module {
         }
         let shared = &*self.shared;
         Stats::add(&shared.stats.seen, 1);
-        if key == self.fallback_key.as_slice() || !shared.settings_masks_match(key) {
+        if key == self.fallback_key.as_slice() || !shared.masks_match(key) {
             return;
         }
         Stats::add(&shared.stats.matched, 1);
@@ -292,12 +293,6 @@ impl Module {
             list_copy: 0,
         };
         self.inbox.lock().push(event);
-    }
-}
-
-impl Shared {
-    fn settings_masks_match(&self, key: &[u8]) -> bool {
-        self.settings().masks.matches(key)
     }
 }
 
@@ -397,7 +392,9 @@ extern "C" fn on_keyspace_event(
     event: *const c_char,
     key: *mut raw::RedisModuleString,
 ) -> c_int {
-    let Some(module) = current() else {
+    // The read guard, not a clone of the Arc: nothing to count on this hot path.
+    let module = MODULE.read();
+    let Some(module) = module.as_ref() else {
         return raw::REDISMODULE_OK as c_int;
     };
     // SAFETY: Redis passes a live context, a NUL-terminated event name and the key's string for

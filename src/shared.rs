@@ -51,6 +51,11 @@ impl Shared {
         self.settings.read().clone()
     }
 
+    /// Whether a key matches the current masks (the keyspace callback's filter: no `Arc` clone).
+    pub fn masks_match(&self, key: &[u8]) -> bool {
+        self.settings.read().masks.matches(key)
+    }
+
     /// Replaces the settings as a whole: readers see the old or the new ones, never a mix.
     pub fn set_settings(&self, settings: Settings) {
         *self.settings.write() = Arc::new(settings);
