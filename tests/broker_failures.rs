@@ -5,63 +5,31 @@ mod support;
 
 use std::time::Duration;
 
-use support::{unique_routing_key, wait_until, Consumer, RedisServer};
+use support::{set, unique_routing_key, wait_until, Consumer, Message, ModuleArgs, RedisServer};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn info(r: &mut redis::Connection, field: &str) -> String {
-    let info: String = redis::cmd("INFO").arg("key_evt_amqp").query(r).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("key_evt_amqp_{field}:")))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
-
-fn set(r: &mut redis::Connection, key: &str) {
-    redis::cmd("SET").arg(key).arg("v").query::<()>(r).unwrap();
-}
-
-fn keys(messages: &[support::Message]) -> Vec<String> {
-    messages
-        .iter()
-        .map(|m| String::from_utf8_lossy(m.parts().unwrap().2).into_owned())
-        .collect()
-}
 
 #[test]
 fn unroutable_events_are_counted_and_logged_not_retried() {
     let rk = unique_routing_key("nobody-listens-");
-    let server = RedisServer::start(&[
-        "$",
-        "127.0.0.1",
-        "5672",
-        "guest",
-        "guest",
-        "30",
-        "amq.direct",
-        &rk,
-        "1",
-        "0",
-        "ALL",
-    ]);
+    let server = RedisServer::start(&ModuleArgs::with_routing_key(&rk).to_vec());
     let mut r = server.client();
     for i in 0..20 {
         set(&mut r, &format!("k{i}"));
     }
     assert!(
-        wait_until(WAIT, || info(&mut r, "events_returned") == "20"),
+        wait_until(WAIT, || server.module_info("events_returned") == "20"),
         "returned: {}",
-        info(&mut r, "events_returned")
+        server.module_info("events_returned")
     );
-    assert_eq!(info(&mut r, "events_confirmed"), "20");
+    assert_eq!(server.module_info("events_confirmed"), "20");
     assert_eq!(
-        info(&mut r, "connections"),
+        server.module_info("connections"),
         "1",
         "an unroutable event is not a connection failure"
     );
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(info(&mut r, "events_published"), "20", "not retried");
+    assert_eq!(server.module_info("events_published"), "20", "not retried");
     let log = server.log();
     assert_eq!(
         log.matches("unroutable").count(),
@@ -76,33 +44,22 @@ fn a_missing_exchange_is_logged_once_and_keeps_the_events() {
     let rk = unique_routing_key("noexch-");
     let missing = unique_routing_key("missing-exchange-");
     let mut consumer = Consumer::bind("amq.direct", &rk);
-    let server = RedisServer::start(&[
-        "$",
-        "127.0.0.1",
-        "5672",
-        "guest",
-        "guest",
-        "30",
-        &missing,
-        &rk,
-        "1",
-        "0",
-        "ALL",
-    ]);
+    let args = ModuleArgs {
+        exchange: missing.clone(),
+        ..ModuleArgs::with_routing_key(&rk)
+    };
+    let server = RedisServer::start(&args.to_vec());
     let mut r = server.client();
     let expected: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
     for k in &expected {
         set(&mut r, k);
     }
     assert!(
-        wait_until(WAIT, || info(&mut r, "fallback_length") == "10"),
+        wait_until(WAIT, || server.module_info("fallback_length") == "10"),
         "events wait in the list"
     );
     assert!(
-        wait_until(WAIT, || info(&mut r, "connections")
-            .parse::<u32>()
-            .unwrap_or(0)
-            >= 2),
+        wait_until(WAIT, || server.module_info_u64("connections") >= 2),
         "keeps retrying"
     );
     let log = server.log();
@@ -116,7 +73,7 @@ fn a_missing_exchange_is_logged_once_and_keeps_the_events() {
         1,
         "logged once:\n{log}"
     );
-    assert!(info(&mut r, "last_error").contains(&missing));
+    assert!(server.module_info("last_error").contains(&missing));
 
     redis::cmd("key_evt_amqp.config_set")
         .arg(&[
@@ -130,7 +87,12 @@ fn a_missing_exchange_is_logged_once_and_keeps_the_events() {
         ])
         .query::<()>(&mut r)
         .unwrap();
-    assert_eq!(keys(&consumer.expect(10, WAIT)), expected);
+    let got: Vec<String> = consumer
+        .expect(10, WAIT)
+        .iter()
+        .map(Message::key_lossy)
+        .collect();
+    assert_eq!(got, expected);
     consumer.expect_none(Duration::from_millis(500));
 }
 
@@ -174,26 +136,14 @@ fn nacked_events_are_retried_in_order() {
     })
     .expect("declare a bounded queue");
 
-    let server = RedisServer::start(&[
-        "$",
-        "127.0.0.1",
-        "5672",
-        "guest",
-        "guest",
-        "30",
-        "amq.direct",
-        &rk,
-        "1",
-        "0",
-        "ALL",
-    ]);
+    let server = RedisServer::start(&ModuleArgs::with_routing_key(&rk).to_vec());
     let mut r = server.client();
     let expected: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
     for k in &expected {
         set(&mut r, k);
     }
     assert!(
-        wait_until(WAIT, || info(&mut r, "events_nacked") != "0"),
+        wait_until(WAIT, || server.module_info("events_nacked") != "0"),
         "the broker refused some"
     );
 

@@ -2,13 +2,15 @@
 
 mod support;
 
+use std::fmt::Debug;
 use std::time::Duration;
 
-use support::{unique_routing_key, wait_until, Consumer, RedisServer};
+use support::{
+    fallback_len, set, unique_routing_key, wait_until, Consumer, Message, ModuleArgs, RedisServer,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(400);
-const FALLBACK: &str = "REDIS_MODULE-key_evt_amqp-fallback_storage";
 
 struct Node {
     server: RedisServer,
@@ -21,20 +23,11 @@ impl Node {
     fn start(masks: &[&str]) -> Node {
         let rk = unique_routing_key("cmd-");
         let consumer = Consumer::bind("amq.direct", &rk);
-        let mut args = vec![
-            "$",
-            "127.0.0.1",
-            "5672",
-            "guest",
-            "guest",
-            "30",
-            "amq.direct",
-            &rk,
-            "1",
-            "0",
-        ];
-        args.extend_from_slice(masks);
-        let server = RedisServer::start(&args);
+        let args = ModuleArgs {
+            masks: masks.iter().map(|m| m.to_string()).collect(),
+            ..ModuleArgs::with_routing_key(&rk)
+        };
+        let server = RedisServer::start(&args.to_vec());
         let redis = server.client();
         Node {
             server,
@@ -44,52 +37,33 @@ impl Node {
         }
     }
 
-    fn cmd(&mut self, args: &[&str]) -> Result<String, String> {
-        let mut c = redis::cmd(args[0]);
+    fn cmd(&mut self, args: &[impl AsRef<str>]) -> Result<String, String> {
+        let mut c = redis::cmd(args[0].as_ref());
         for a in &args[1..] {
-            c.arg(*a);
+            c.arg(a.as_ref());
         }
         c.query::<String>(&mut self.redis)
             .map_err(|e| support::server_error_text(&e))
     }
 
-    fn ok(&mut self, args: &[&str]) {
+    fn ok(&mut self, args: &[impl AsRef<str> + Debug]) {
         assert_eq!(self.cmd(args), Ok("OK".to_string()), "{args:?}");
     }
 
     /// SETs each key; returns the keys whose events arrived.
     fn forwarded(&mut self, keys: &[&str]) -> Vec<String> {
         for k in keys {
-            self.ok(&["SET", k, "v"]);
+            set(&mut self.redis, k);
         }
         self.consumer
             .drain_quiet(QUIET)
             .iter()
-            .map(|m| String::from_utf8_lossy(m.parts().unwrap().2).into_owned())
+            .map(Message::key_lossy)
             .collect()
     }
 
-    fn info(&mut self, field: &str) -> String {
-        let info: String = redis::cmd("INFO")
-            .arg("key_evt_amqp")
-            .query(&mut self.redis)
-            .unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix(&format!("key_evt_amqp_{field}:")))
-            .unwrap_or_else(|| panic!("no {field} in INFO:\n{info}"))
-            .trim()
-            .to_string()
-    }
-
-    fn list_len(&mut self) -> i64 {
-        redis::cmd("LLEN")
-            .arg(FALLBACK)
-            .query(&mut self.redis)
-            .unwrap()
-    }
-
     /// The configuration as INFO shows it.
-    fn config(&mut self) -> Vec<String> {
+    fn config(&self) -> Vec<String> {
         [
             "broker",
             "exchange",
@@ -99,7 +73,7 @@ impl Node {
             "connection",
         ]
         .iter()
-        .map(|f| self.info(f))
+        .map(|f| self.server.module_info(f))
         .collect()
     }
 }
@@ -124,7 +98,7 @@ fn keymask_commands_change_forwarding() {
 
     n.ok(&["key_evt_amqp.keymask_add", "ALL"]);
     assert_eq!(n.forwarded(&["a6", "zz"]), ["a6", "zz"]);
-    assert_eq!(n.info("keymasks"), "ALL");
+    assert_eq!(n.server.module_info("keymasks"), "ALL");
 }
 
 #[test]
@@ -145,47 +119,24 @@ fn config_set_and_connect_reconfigure() {
         &rk2,
     ]);
     assert_eq!(n.forwarded(&["k2"]), Vec::<String>::new());
-    assert_eq!(second.expect(1, WAIT)[0].parts().unwrap().2, b"k2");
+    assert_eq!(second.expect(1, WAIT)[0].key(), b"k2");
 
     // Masks given to config_set replace the old ones.
-    n.ok(&[
-        "key_evt_amqp.config_set",
-        "127.0.0.1",
-        "5672",
-        "guest",
-        "guest",
-        "30",
-        "amq.direct",
-        &rk2,
-        "2",
-        "0",
-        "^only",
-    ]);
-    n.ok(&["SET", "k3", "v"]);
-    n.ok(&["SET", "only-this", "v"]);
+    let only = ModuleArgs {
+        delivery_mode: 2,
+        masks: vec!["^only".into()],
+        ..ModuleArgs::with_routing_key(&rk2)
+    };
+    n.ok(&only.command("key_evt_amqp.config_set"));
+    set(&mut n.redis, "k3");
+    set(&mut n.redis, "only-this");
     let m = &second.expect(1, WAIT)[0];
-    assert_eq!(
-        (m.parts().unwrap().2, m.delivery_mode),
-        (&b"only-this"[..], Some(2))
-    );
+    assert_eq!((m.key(), m.delivery_mode), (&b"only-this"[..], Some(2)));
     second.expect_none(QUIET);
 
-    let rk = n.rk.clone();
-    n.ok(&[
-        "key_evt_amqp.connect",
-        "127.0.0.1",
-        "5672",
-        "guest",
-        "guest",
-        "30",
-        "amq.direct",
-        &rk,
-        "1",
-        "0",
-        "ALL",
-    ]);
+    n.ok(&ModuleArgs::with_routing_key(&n.rk).command("key_evt_amqp.connect"));
     assert_eq!(n.forwarded(&["k4"]), ["k4"]);
-    assert_eq!(n.info("connection"), "connected");
+    assert_eq!(n.server.module_info("connection"), "connected");
 }
 
 #[test]
@@ -193,40 +144,41 @@ fn disconnect_keeps_events_in_the_list_until_connect() {
     let mut n = Node::start(&["ALL"]);
     n.ok(&["key_evt_amqp.connect"]);
     assert!(
-        wait_until(WAIT, || n.info("connection") == "connected"),
+        wait_until(WAIT, || n.server.module_info("connection") == "connected"),
         "connect connects eagerly"
     );
     n.ok(&["key_evt_amqp.disconnect"]);
-    assert!(wait_until(WAIT, || n.info("connection") == "disconnected"));
+    assert!(wait_until(WAIT, || n.server.module_info("connection")
+        == "disconnected"));
     let keys: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
     for k in &keys {
-        n.ok(&["SET", k, "v"]);
+        set(&mut n.redis, k);
     }
     assert!(
-        wait_until(WAIT, || n.list_len() == 10),
+        wait_until(WAIT, || fallback_len(&mut n.redis) == 10),
         "events wait in the fallback list"
     );
     n.consumer.expect_none(QUIET);
     assert_eq!(
-        n.info("connection"),
+        n.server.module_info("connection"),
         "disconnected",
         "no reconnect until connect"
     );
 
     // Keep the 5 newest.
     n.ok(&["key_evt_amqp.fallback_storage_size_set", "5"]);
-    assert!(wait_until(WAIT, || n.list_len() == 5));
-    assert_eq!(n.info("events_dropped"), "5");
+    assert!(wait_until(WAIT, || fallback_len(&mut n.redis) == 5));
+    assert_eq!(n.server.module_info("events_dropped"), "5");
 
     n.ok(&["key_evt_amqp.connect"]);
     let got: Vec<String> = n
         .consumer
         .expect(5, WAIT)
         .iter()
-        .map(|m| String::from_utf8_lossy(m.parts().unwrap().2).into_owned())
+        .map(Message::key_lossy)
         .collect();
     assert_eq!(got, keys[5..]);
-    assert!(wait_until(WAIT, || n.list_len() == 0));
+    assert!(wait_until(WAIT, || fallback_len(&mut n.redis) == 0));
     n.consumer.expect_none(QUIET);
 }
 
@@ -302,6 +254,6 @@ fn bad_commands_reply_err_and_change_nothing() {
         "says what is accepted: {err}"
     );
     assert_eq!(n.forwarded(&["a1", "b1"]), ["a1"], "forwarding unchanged");
-    assert_eq!(n.info("connection"), "connected");
+    assert_eq!(n.server.module_info("connection"), "connected");
     n.server.assert_alive();
 }

@@ -4,30 +4,24 @@ mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::{body, unique_routing_key, Consumer, Message, RedisServer};
+use support::{body, set, unique_routing_key, Consumer, Message, ModuleArgs, RedisServer};
 
 const WAIT: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(400);
 
 /// Starts Redis with the module publishing to `amq.direct` under a fresh routing key, and a
 /// consumer bound to it.
-fn start(events: &str, delivery_mode: &str, masks: &[&str]) -> (RedisServer, Consumer, String) {
+fn start(events: &str, delivery_mode: u8, masks: &[&str]) -> (RedisServer, Consumer, String) {
     let rk = unique_routing_key("fwd-");
     let consumer = Consumer::bind("amq.direct", &rk);
-    let mut args = vec![
-        events,
-        "127.0.0.1",
-        "5672",
-        "guest",
-        "guest",
-        "30",
-        "amq.direct",
-        &rk,
+    let args = ModuleArgs {
+        events: events.into(),
         delivery_mode,
-        "1000",
-    ];
-    args.extend_from_slice(masks);
-    (RedisServer::start(&args), consumer, rk)
+        fallback_size: 1000,
+        masks: masks.iter().map(|m| m.to_string()).collect(),
+        ..ModuleArgs::with_routing_key(&rk)
+    };
+    (RedisServer::start(&args.to_vec()), consumer, rk)
 }
 
 fn bodies(messages: &[Message]) -> Vec<Vec<u8>> {
@@ -45,7 +39,7 @@ fn run(redis: &mut redis::Connection, args: &[&[u8]]) {
 
 #[test]
 fn every_class_yields_one_message_per_write() {
-    let (server, mut consumer, _) = start("A", "1", &["ALL"]);
+    let (server, mut consumer, _) = start("A", 1, &["ALL"]);
     let mut r = server.client();
     let writes: [&[&[u8]]; 9] = [
         &[b"SET", b"s", b"v"],
@@ -83,7 +77,7 @@ fn every_class_yields_one_message_per_write() {
 
 #[test]
 fn only_the_loaded_classes_are_forwarded() {
-    let (server, mut consumer, _) = start("$", "1", &["ALL"]);
+    let (server, mut consumer, _) = start("$", 1, &["ALL"]);
     let mut r = server.client();
     run(&mut r, &[b"SET", b"a", b"1"]);
     run(&mut r, &[b"EXPIRE", b"a", b"100"]);
@@ -102,12 +96,12 @@ fn only_the_loaded_classes_are_forwarded() {
 fn forwarded(server: &RedisServer, consumer: &mut Consumer, keys: &[&str]) -> Vec<String> {
     let mut r = server.client();
     for k in keys {
-        run(&mut r, &[b"SET", k.as_bytes(), b"v"]);
+        set(&mut r, k);
     }
     consumer
         .drain_quiet(QUIET)
         .iter()
-        .map(|m| String::from_utf8_lossy(m.parts().expect("DB\\nEVENT\\nKEY").2).into_owned())
+        .map(Message::key_lossy)
         .collect()
 }
 
@@ -124,7 +118,7 @@ const KEYS: [&str; 8] = [
 
 #[test]
 fn without_a_mask_nothing_is_forwarded() {
-    let (server, mut consumer, _) = start("A", "1", &[]);
+    let (server, mut consumer, _) = start("A", 1, &[]);
     assert_eq!(
         forwarded(&server, &mut consumer, &KEYS),
         Vec::<String>::new()
@@ -144,7 +138,7 @@ fn masks_loaded_at_start() {
         ),
     ];
     for (masks, expected) in cases {
-        let (server, mut consumer, _) = start("$", "1", masks);
+        let (server, mut consumer, _) = start("$", 1, masks);
         assert_eq!(
             forwarded(&server, &mut consumer, &KEYS),
             expected,
@@ -155,7 +149,7 @@ fn masks_loaded_at_start() {
 
 #[test]
 fn keys_arrive_byte_for_byte_with_their_database() {
-    let (server, mut consumer, _) = start("A", "1", &["ALL"]);
+    let (server, mut consumer, _) = start("A", 1, &["ALL"]);
     let mut r = server.client();
     let key: &[u8] = b"line1\nline2\x00nul\xff\xfe-not-utf8";
     run(&mut r, &[b"SET", key, b"v"]);
@@ -163,36 +157,24 @@ fn keys_arrive_byte_for_byte_with_their_database() {
     run(&mut r, &[b"SET", b"in-db-3", b"v"]);
     let got = consumer.expect(2, WAIT);
     assert_eq!(got[0].body, body(0, "set", key));
-    assert_eq!(got[0].parts().unwrap().2, key);
+    assert_eq!(got[0].key(), key);
     assert_eq!(got[1].body, body(3, "set", b"in-db-3"));
-}
-
-fn run_id(server: &RedisServer) -> String {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query(&mut server.client())
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("run_id:"))
-        .expect("run_id in INFO server")
-        .trim()
-        .to_string()
 }
 
 #[test]
 fn properties_exchange_and_identity() {
-    for mode in ["1", "2"] {
+    for mode in [1, 2] {
         let (server, mut consumer, rk) = start("$", mode, &["ALL"]);
         let mut r = server.client();
         for k in ["a", "b", "c"] {
-            run(&mut r, &[b"SET", k.as_bytes(), b"v"]);
+            set(&mut r, k);
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs();
         let got = consumer.expect(3, WAIT);
-        let run_id = run_id(&server);
+        let run_id = server.run_id();
         assert_eq!(run_id.len(), 40);
         for (i, m) in got.iter().enumerate() {
             assert_eq!(
@@ -200,7 +182,7 @@ fn properties_exchange_and_identity() {
                 ("amq.direct", rk.as_str())
             );
             assert_eq!(m.content_type.as_deref(), Some("text/plain"));
-            assert_eq!(m.delivery_mode, Some(mode.parse().unwrap()));
+            assert_eq!(m.delivery_mode, Some(mode));
             assert_eq!(m.app_id.as_deref(), Some("key_evt_amqp"));
             assert_eq!(
                 m.message_id,
@@ -217,20 +199,15 @@ fn properties_exchange_and_identity() {
 fn another_exchange_and_routing_key() {
     let rk = unique_routing_key("topic-");
     let mut consumer = Consumer::bind("amq.topic", &rk);
-    let server = RedisServer::start(&[
-        "$",
-        "127.0.0.1",
-        "5672",
-        "guest",
-        "guest",
-        "0",
-        "amq.topic",
-        &rk,
-        "2",
-        "100",
-        "ALL",
-    ]);
-    run(&mut server.client(), &[b"SET", b"k", b"v"]);
+    let args = ModuleArgs {
+        heartbeat: 0,
+        exchange: "amq.topic".into(),
+        delivery_mode: 2,
+        fallback_size: 100,
+        ..ModuleArgs::with_routing_key(&rk)
+    };
+    let server = RedisServer::start(&args.to_vec());
+    set(&mut server.client(), "k");
     let m = &consumer.expect(1, WAIT)[0];
     assert_eq!(
         (m.exchange.as_str(), m.routing_key.as_str()),

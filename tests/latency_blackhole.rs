@@ -6,33 +6,21 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use support::{unique_routing_key, Consumer, FaultProxy, Mode, RedisServer};
+use support::{set, unique_routing_key, Consumer, FaultProxy, Mode, ModuleArgs, RedisServer};
 
 #[test]
 fn redis_keeps_answering_while_the_broker_is_black_holed() {
     let proxy = FaultProxy::start();
     let rk = unique_routing_key("blackhole-");
     let mut consumer = Consumer::bind("amq.direct", &rk);
-    let port = proxy.port().to_string();
-    let server = RedisServer::start(&[
-        "$",
-        "127.0.0.1",
-        &port,
-        "guest",
-        "guest",
-        "2",
-        "amq.direct",
-        &rk,
-        "1",
-        "0",
-        "ALL",
-    ]);
+    let args = ModuleArgs {
+        port: proxy.port(),
+        heartbeat: 2,
+        ..ModuleArgs::with_routing_key(&rk)
+    };
+    let server = RedisServer::start(&args.to_vec());
     let mut r = server.client();
-    redis::cmd("SET")
-        .arg("k-before")
-        .arg("v")
-        .query::<()>(&mut r)
-        .unwrap();
+    set(&mut r, "k-before");
     consumer.expect(1, Duration::from_secs(10));
 
     proxy.set_mode(Mode::Blackhole);
@@ -43,11 +31,7 @@ fn redis_keeps_answering_while_the_broker_is_black_holed() {
     // Long enough for a confirm timeout, a failed reconnect and spills to the list.
     while start.elapsed() < Duration::from_secs(8) {
         let key = format!("k{i}");
-        redis::cmd("SET")
-            .arg(&key)
-            .arg("v")
-            .query::<()>(&mut r)
-            .unwrap();
+        set(&mut r, &key);
         keys.push(key);
         let t = Instant::now();
         redis::cmd("PING").query::<String>(&mut r).unwrap();
@@ -62,7 +46,7 @@ fn redis_keeps_answering_while_the_broker_is_black_holed() {
 
     proxy.heal();
     let got = consumer.drain_quiet(Duration::from_secs(8));
-    let received: HashSet<Vec<u8>> = got.iter().map(|m| m.parts().unwrap().2.to_vec()).collect();
+    let received: HashSet<Vec<u8>> = got.iter().map(|m| m.key().to_vec()).collect();
     let lost: Vec<&String> = keys
         .iter()
         .filter(|k| !received.contains(k.as_bytes()))

@@ -16,7 +16,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{tail_lines, unique_routing_key, Consumer, FaultProxy, Message, Mode, RedisServer};
+use support::{
+    tail_lines, unique_routing_key, Consumer, FaultProxy, Message, Mode, ModuleArgs, RedisServer,
+    FALLBACK,
+};
 
 const DEFAULT_SECONDS: u64 = 20;
 const DEFAULT_RATE: u64 = 2000;
@@ -28,7 +31,7 @@ const PING_EVERY: Duration = Duration::from_millis(10);
 const CHAOS_MIN_MS: u64 = 500;
 const CHAOS_MAX_MS: u64 = 3000;
 /// The module's heartbeat: a black-holed connection is noticed after about twice this.
-const HEARTBEAT: &str = "2";
+const HEARTBEAT: u32 = 2;
 /// Bound on the final drain (list and queue empty, consumer quiet).
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 /// The consumer must have been quiet this long before the drain counts as done, so that late
@@ -36,7 +39,6 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 const QUIET: Duration = Duration::from_secs(3);
 /// Bound on one `rabbitmqctl` run (it takes about half a second here).
 const RABBITMQCTL_TIMEOUT_S: &str = "10";
-const FALLBACK: &str = "REDIS_MODULE-key_evt_amqp-fallback_storage";
 const KEY_PREFIX: &str = "chaos:";
 
 /// Worst PING round trip allowed over the whole soak.
@@ -67,22 +69,15 @@ fn nothing_is_lost_under_chaos() {
     let proxy = FaultProxy::start();
     let rk = unique_routing_key("chaos-");
     let consumer = Consumer::bind("amq.direct", &rk);
-    let port = proxy.port().to_string();
-    let server = RedisServer::start(&[
-        "$",
-        "127.0.0.1",
-        &port,
-        "guest",
-        "guest",
-        HEARTBEAT,
-        "amq.direct",
-        &rk,
-        "2",
-        "0",
-        "ALL",
-    ]);
+    let args = ModuleArgs {
+        port: proxy.port(),
+        heartbeat: HEARTBEAT,
+        delivery_mode: 2,
+        ..ModuleArgs::with_routing_key(&rk)
+    };
+    let server = RedisServer::start(&args.to_vec());
     let mut admin = server.client();
-    let run_id = info_field(&mut admin, "server", "run_id");
+    let run_id = server.run_id();
     assert_eq!(run_id.len(), 40, "run_id from INFO server: {run_id:?}");
 
     let ctl = Rabbitmqctl::find();
@@ -120,8 +115,8 @@ fn nothing_is_lost_under_chaos() {
         // A consumer that died (it panics on a lost connection) ends the wait at once.
         let mut drained = false;
         while written.is_ok() && !consumer_thread.is_finished() {
-            let queue = info_field(&mut admin, "key_evt_amqp", "queue_length");
-            let list_info = info_field(&mut admin, "key_evt_amqp", "fallback_length");
+            let queue = server.module_info("queue_length");
+            let list_info = server.module_info("fallback_length");
             let llen: i64 = redis::cmd("LLEN")
                 .arg(FALLBACK)
                 .query(&mut admin)
@@ -152,7 +147,7 @@ fn nothing_is_lost_under_chaos() {
         }
     });
 
-    let info = info_section(&mut admin);
+    let info = server.module_info_text();
     let field = |name: &str| {
         info.lines()
             .find_map(|l| l.strip_prefix(&format!("key_evt_amqp_{name}:")))
@@ -797,31 +792,6 @@ fn random_seed() -> u64 {
             .map_or(0, |d| d.as_nanos()),
     );
     hasher.finish()
-}
-
-fn info_section(redis: &mut redis::Connection) -> String {
-    redis::cmd("INFO")
-        .arg("key_evt_amqp")
-        .query(redis)
-        .unwrap_or_else(|e| format!("(INFO failed: {e})"))
-}
-
-/// One field of an INFO section; a module field is named without its `key_evt_amqp_` prefix.
-fn info_field(redis: &mut redis::Connection, section: &str, name: &str) -> String {
-    let text: String = redis::cmd("INFO")
-        .arg(section)
-        .query(redis)
-        .unwrap_or_default();
-    let prefixed = if section == "key_evt_amqp" {
-        format!("key_evt_amqp_{name}:")
-    } else {
-        format!("{name}:")
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefixed.as_str()))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
 }
 
 fn ms(d: Duration) -> f64 {

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{tail_lines, unique_routing_key, Consumer, RedisServer};
+use support::{
+    fallback_exists, fallback_len, tail_lines, unique_routing_key, Consumer, ModuleArgs,
+    RedisServer, FALLBACK,
+};
 
-const FALLBACK: &str = "REDIS_MODULE-key_evt_amqp-fallback_storage";
 const EVENTS: usize = 1_000_000;
 /// RPUSH arguments per command, and commands per pipeline, when filling the list.
 const PUSH_ARGS: usize = 1_000;
@@ -103,7 +105,7 @@ fn spawn_pinger(mut c: redis::Connection, stop: Arc<AtomicBool>) -> thread::Join
 
 #[test]
 fn a_million_event_backlog_drains_without_slowing_redis() {
-    let server = RedisServer::start_with(&[], None);
+    let server = RedisServer::start_without_module(&[]);
     let mut r = server.client();
 
     // Fill the list as the old module would have left it: plain bodies, oldest first.
@@ -126,8 +128,7 @@ fn a_million_event_backlog_drains_without_slowing_redis() {
         pipe.query::<()>(&mut r)
             .expect("RPUSH into the fallback list");
     }
-    let len: usize = redis::cmd("LLEN").arg(FALLBACK).query(&mut r).unwrap();
-    assert_eq!(len, EVENTS);
+    assert_eq!(fallback_len(&mut r), EVENTS as i64);
     eprintln!(
         "filled the list with {EVENTS} plain bodies in {:?}",
         fill_started.elapsed()
@@ -138,7 +139,7 @@ fn a_million_event_backlog_drains_without_slowing_redis() {
     // PING from its own connection every ~2 ms, from just before the load to the end. The same
     // on an idle Redis without the module (the control) tells machine noise (2 cores shared
     // with RabbitMQ, the publisher and this consumer) from the module holding the main thread.
-    let control = RedisServer::start_with(&[], None);
+    let control = RedisServer::start_without_module(&[]);
     let stop = Arc::new(AtomicBool::new(false));
     let pinger = spawn_pinger(server.client(), Arc::clone(&stop));
     let control_pinger = spawn_pinger(control.client(), Arc::clone(&stop));
@@ -165,19 +166,7 @@ fn a_million_event_backlog_drains_without_slowing_redis() {
     let cpu_before = redis_cpu(pid);
     let load_started = Instant::now();
     server
-        .load_module(&[
-            "$",
-            "127.0.0.1",
-            "5672",
-            "guest",
-            "guest",
-            "30",
-            "amq.direct",
-            &rk,
-            "1",
-            "0",
-            "ALL",
-        ])
+        .load_module(&ModuleArgs::with_routing_key(&rk).to_vec())
         .unwrap_or_else(|e| panic!("MODULE LOAD failed: {e}"));
 
     // Check order as messages stream in; keep none of them.
@@ -186,13 +175,10 @@ fn a_million_event_backlog_drains_without_slowing_redis() {
     for i in 0..EVENTS {
         let left = deadline.saturating_duration_since(Instant::now());
         let Some(m) = consumer.recv(left) else {
-            let info: String = redis::cmd("INFO")
-                .arg("key_evt_amqp")
-                .query(&mut r)
-                .unwrap_or_default();
             panic!(
-                "only {i} of {EVENTS} events arrived within {DRAIN_LIMIT:?}\nINFO:\n{info}\n\
+                "only {i} of {EVENTS} events arrived within {DRAIN_LIMIT:?}\nINFO:\n{}\n\
                  log tail:\n{}",
+                server.module_info_text(),
                 tail_lines(&server.log(), 30)
             );
         };
@@ -230,7 +216,7 @@ fn a_million_event_backlog_drains_without_slowing_redis() {
         })
         .collect();
 
-    let exists: i64 = redis::cmd("EXISTS").arg(FALLBACK).query(&mut r).unwrap();
+    let exists = fallback_exists(&mut r);
     let rate = EVENTS as f64 / drained_in.as_secs_f64();
     eprintln!(
         "drained {EVENTS} events in {drained_in:?} ({rate:.0} events/s; first after {:?}); \
@@ -252,7 +238,7 @@ fn a_million_event_backlog_drains_without_slowing_redis() {
         control_pings.worst,
         control_pings.slow.len()
     );
-    assert_eq!(exists, 0, "the list is gone once drained");
+    assert!(!exists, "the list is gone once drained");
     assert!(
         pings.count > 1000,
         "too few PINGs ({}) to say anything",

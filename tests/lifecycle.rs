@@ -4,10 +4,11 @@ mod support;
 
 use std::time::Duration;
 
-use support::{unique_routing_key, wait_until, Consumer, RedisServer};
+use support::{
+    fallback_len, set, unique_routing_key, wait_until, Consumer, Message, ModuleArgs, RedisServer,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
-const FALLBACK: &str = "REDIS_MODULE-key_evt_amqp-fallback_storage";
 
 #[test]
 fn bad_load_arguments_fail_the_load_and_name_the_argument() {
@@ -69,26 +70,16 @@ fn bad_load_arguments_fail_the_load_and_name_the_argument() {
 
 #[test]
 fn the_password_is_not_logged() {
-    let server = RedisServer::start(&[
-        "xe",
-        "127.0.0.1",
-        "1",
-        "guest",
-        "pa55-s3cret",
-        "30",
-        "amq.direct",
-        "rk",
-        "1",
-        "0",
-        "ALL",
-    ]);
+    let args = ModuleArgs {
+        events: "xe".into(),
+        port: 1,
+        pass: "pa55-s3cret".into(),
+        ..ModuleArgs::with_routing_key("rk")
+    };
+    let server = RedisServer::start(&args.to_vec());
     let mut r = server.client();
     // Port 1 refuses: the failure is logged and shown in INFO.
-    redis::cmd("SET")
-        .arg("k")
-        .arg("v")
-        .query::<()>(&mut r)
-        .unwrap();
+    set(&mut r, "k");
     redis::cmd("EXPIRE")
         .arg("k")
         .arg("1")
@@ -112,59 +103,43 @@ fn the_password_is_not_logged() {
 fn unload_keeps_waiting_events_and_a_reload_with_other_arguments_drains_them() {
     let rk = unique_routing_key("life-");
     let mut consumer = Consumer::bind("amq.direct", &rk);
-    let args = [
-        "A",
-        "127.0.0.1",
-        "5672",
-        "guest",
-        "guest",
-        "30",
-        "amq.direct",
-        &rk,
-        "1",
-        "0",
-        "ALL",
-    ];
-    let server = RedisServer::start(&args);
+    let args = ModuleArgs {
+        events: "A".into(),
+        ..ModuleArgs::with_routing_key(&rk)
+    };
+    let server = RedisServer::start(&args.to_vec());
     let mut r = server.client();
-    redis::cmd("SET")
-        .arg("before")
-        .arg("v")
-        .query::<()>(&mut r)
-        .unwrap();
-    assert_eq!(consumer.expect(1, WAIT)[0].parts().unwrap().2, b"before");
+    set(&mut r, "before");
+    assert_eq!(consumer.expect(1, WAIT)[0].key(), b"before");
 
     redis::cmd("key_evt_amqp.disconnect")
         .query::<()>(&mut r)
         .unwrap();
     for i in 0..5 {
-        redis::cmd("SET")
-            .arg(format!("waiting{i}"))
-            .arg("v")
-            .query::<()>(&mut r)
-            .unwrap();
+        set(&mut r, &format!("waiting{i}"));
     }
     redis::cmd("MODULE")
         .arg("UNLOAD")
         .arg("key_evt_amqp")
         .query::<()>(&mut r)
         .unwrap();
-    let len: i64 = redis::cmd("LLEN").arg(FALLBACK).query(&mut r).unwrap();
-    assert_eq!(len, 5, "unconfirmed events stay in the list");
-    redis::cmd("SET")
-        .arg("while-unloaded")
-        .arg("v")
-        .query::<()>(&mut r)
-        .unwrap();
+    assert_eq!(
+        fallback_len(&mut r),
+        5,
+        "unconfirmed events stay in the list"
+    );
+    set(&mut r, "while-unloaded");
 
     // Strings only now: EXPIRE is no longer forwarded.
-    let mut new_args = args;
-    new_args[0] = "$";
+    let new_args = ModuleArgs {
+        events: "$".into(),
+        ..args.clone()
+    };
     server
-        .load_module(&new_args)
+        .load_module(&new_args.to_vec())
         .expect("load again with other arguments");
     let got = consumer.expect(5, WAIT);
-    let keys: Vec<&[u8]> = got.iter().map(|m| m.parts().unwrap().2).collect();
+    let keys: Vec<&[u8]> = got.iter().map(Message::key).collect();
     assert_eq!(
         keys,
         [
@@ -180,11 +155,7 @@ fn unload_keeps_waiting_events_and_a_reload_with_other_arguments_drains_them() {
         .arg("100")
         .query::<()>(&mut r)
         .unwrap();
-    redis::cmd("SET")
-        .arg("after")
-        .arg("v")
-        .query::<()>(&mut r)
-        .unwrap();
+    set(&mut r, "after");
     let m = consumer.expect(1, WAIT).remove(0);
     assert_eq!(m.parts().unwrap().1, b"set");
     // The sequence continues across the reload: no message id is reused in one run.
@@ -206,7 +177,7 @@ fn unload_keeps_waiting_events_and_a_reload_with_other_arguments_drains_them() {
             .arg("key_evt_amqp")
             .query::<()>(&mut r)
             .unwrap();
-        server.load_module(&args).expect("reload");
+        server.load_module(&args.to_vec()).expect("reload");
     }
     server.assert_alive();
 }
@@ -216,30 +187,18 @@ fn unload_keeps_waiting_events_and_a_reload_with_other_arguments_drains_them() {
 /// unload the module again.
 #[test]
 fn events_in_memory_at_unload_wait_for_the_next_load() {
-    let args = [
-        "$",
-        "127.0.0.1",
-        "1",
-        "guest",
-        "guest",
-        "30",
-        "amq.direct",
-        "rk",
-        "1",
-        "0",
-        "ALL",
-    ];
+    let args = ModuleArgs {
+        port: 1,
+        ..ModuleArgs::with_routing_key("rk")
+    }
+    .to_vec();
     let mut server = RedisServer::start_with(
         &[("appendonly", "yes"), ("appendfsync", "always")],
         Some(&args),
     );
     let mut r = server.client();
     for k in ["a", "b", "c"] {
-        redis::cmd("SET")
-            .arg(k)
-            .arg("v")
-            .query::<()>(&mut r)
-            .unwrap();
+        set(&mut r, k);
     }
     redis::cmd("MODULE")
         .arg("UNLOAD")
@@ -248,11 +207,7 @@ fn events_in_memory_at_unload_wait_for_the_next_load() {
         .unwrap();
     server.load_module(&args).expect("load again");
     assert!(
-        wait_until(WAIT, || redis::cmd("LLEN")
-            .arg(FALLBACK)
-            .query::<i64>(&mut r)
-            .unwrap()
-            == 3),
+        wait_until(WAIT, || fallback_len(&mut r) == 3),
         "the events of the first load reach the list"
     );
     server.restart();
@@ -262,6 +217,5 @@ fn events_in_memory_at_unload_wait_for_the_next_load() {
         format!("{modules:?}").contains("key_evt_amqp"),
         "still loaded after the AOF replay: {modules:?}"
     );
-    let len: i64 = redis::cmd("LLEN").arg(FALLBACK).query(&mut r).unwrap();
-    assert_eq!(len, 3, "the list survived the restart");
+    assert_eq!(fallback_len(&mut r), 3, "the list survived the restart");
 }

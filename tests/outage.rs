@@ -5,44 +5,39 @@ mod support;
 
 use std::time::Duration;
 
-use support::{unique_routing_key, wait_until, Consumer, FaultProxy, Mode, RedisServer};
+use support::{
+    fallback_exists, fallback_len, set, unique_routing_key, wait_until, Consumer, FaultProxy,
+    Message, Mode, ModuleArgs, RedisServer,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 const QUIET: Duration = Duration::from_millis(500);
-const FALLBACK: &str = "REDIS_MODULE-key_evt_amqp-fallback_storage";
 
 struct Setup {
     proxy: FaultProxy,
-    // Kept alive for the test's duration.
-    _server: RedisServer,
+    server: RedisServer,
     redis: redis::Connection,
     consumer: Consumer,
 }
 
 /// Redis publishing through a proxy that refuses connections from the start.
-fn refused_broker(fallback_size: &str) -> Setup {
+fn refused_broker(fallback_size: i64) -> Setup {
     let proxy = FaultProxy::start();
     proxy.set_mode(Mode::Refuse);
     let rk = unique_routing_key("outage-");
     let consumer = Consumer::bind("amq.direct", &rk);
-    let port = proxy.port().to_string();
-    let server = RedisServer::start(&[
-        "$",
-        "127.0.0.1",
-        &port,
-        "guest",
-        "guest",
-        "5",
-        "amq.direct",
-        &rk,
-        "2",
+    let args = ModuleArgs {
+        port: proxy.port(),
+        heartbeat: 5,
+        delivery_mode: 2,
         fallback_size,
-        "ALL",
-    ]);
+        ..ModuleArgs::with_routing_key(&rk)
+    };
+    let server = RedisServer::start(&args.to_vec());
     let redis = server.client();
     Setup {
         proxy,
-        _server: server,
+        server,
         redis,
         consumer,
     }
@@ -52,72 +47,44 @@ impl Setup {
     fn set_keys(&mut self, n: usize) -> Vec<String> {
         let keys: Vec<String> = (0..n).map(|i| format!("key:{i}")).collect();
         for k in &keys {
-            redis::cmd("SET")
-                .arg(k)
-                .arg("v")
-                .query::<()>(&mut self.redis)
-                .unwrap();
+            set(&mut self.redis, k);
         }
         keys
-    }
-
-    fn list_len(&mut self) -> i64 {
-        redis::cmd("LLEN")
-            .arg(FALLBACK)
-            .query(&mut self.redis)
-            .unwrap()
-    }
-
-    fn info(&mut self, field: &str) -> String {
-        let info: String = redis::cmd("INFO")
-            .arg("key_evt_amqp")
-            .query(&mut self.redis)
-            .unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix(&format!("key_evt_amqp_{field}:")))
-            .unwrap_or_default()
-            .trim()
-            .to_string()
     }
 
     fn received_keys(&mut self, n: usize) -> Vec<String> {
         let got = self.consumer.expect(n, WAIT);
         self.consumer.expect_none(QUIET);
-        got.iter()
-            .map(|m| String::from_utf8_lossy(m.parts().unwrap().2).into_owned())
-            .collect()
+        got.iter().map(Message::key_lossy).collect()
     }
 }
 
 #[test]
 fn events_wait_in_the_list_and_arrive_once_in_order() {
-    let mut s = refused_broker("0");
+    let mut s = refused_broker(0);
     let keys = s.set_keys(50);
     assert!(
-        wait_until(Duration::from_secs(5), || s.list_len() == 50),
+        wait_until(Duration::from_secs(5), || fallback_len(&mut s.redis) == 50),
         "events reach the list within about a second"
     );
     s.consumer.expect_none(QUIET);
-    assert_ne!(s.info("last_error"), "", "the failure is visible in INFO");
+    assert_ne!(
+        s.server.module_info("last_error"),
+        "",
+        "the failure is visible in INFO"
+    );
 
     // Newer events queue behind the list; none may overtake it.
     let later: Vec<String> = (50..60).map(|i| format!("key:{i}")).collect();
     for k in &later {
-        redis::cmd("SET")
-            .arg(k)
-            .arg("v")
-            .query::<()>(&mut s.redis)
-            .unwrap();
+        set(&mut s.redis, k);
     }
     s.proxy.heal();
     let mut all = keys.clone();
     all.extend(later);
     let got = s.consumer.expect(60, WAIT);
     s.consumer.expect_none(QUIET);
-    let got_keys: Vec<String> = got
-        .iter()
-        .map(|m| String::from_utf8_lossy(m.parts().unwrap().2).into_owned())
-        .collect();
+    let got_keys: Vec<String> = got.iter().map(Message::key_lossy).collect();
     assert_eq!(got_keys, all, "every event once, in the original order");
     // Identity survives the list: sequence numbers 1..=60 in order, persistent as configured.
     let seqs: Vec<u64> = got
@@ -137,49 +104,39 @@ fn events_wait_in_the_list_and_arrive_once_in_order() {
     assert!(got
         .iter()
         .all(|m| m.delivery_mode == Some(2) && m.timestamp.is_some()));
-    assert!(wait_until(WAIT, || s.list_len() == 0));
-    let exists: i64 = redis::cmd("EXISTS")
-        .arg(FALLBACK)
-        .query(&mut s.redis)
-        .unwrap();
-    assert_eq!(exists, 0, "the list is gone");
-    assert_eq!(s.info("connection"), "connected");
+    assert!(wait_until(WAIT, || fallback_len(&mut s.redis) == 0));
+    assert!(!fallback_exists(&mut s.redis), "the list is gone");
+    assert_eq!(s.server.module_info("connection"), "connected");
 }
 
 #[test]
 fn a_cap_keeps_the_newest_events() {
-    let mut s = refused_broker("5");
+    let mut s = refused_broker(5);
     let keys = s.set_keys(10);
-    assert!(wait_until(Duration::from_secs(5), || s
-        .info("events_dropped")
-        == "5"));
-    assert_eq!(s.list_len(), 5);
+    assert!(wait_until(Duration::from_secs(5), || {
+        s.server.module_info("events_dropped") == "5"
+    }));
+    assert_eq!(fallback_len(&mut s.redis), 5);
     s.proxy.heal();
     assert_eq!(s.received_keys(5), keys[5..]);
 }
 
 #[test]
 fn no_fallback_list_keeps_nothing() {
-    let mut s = refused_broker("-1");
+    let mut s = refused_broker(-1);
     s.set_keys(10);
-    assert!(wait_until(Duration::from_secs(5), || s
-        .info("events_dropped")
-        == "10"));
+    assert!(wait_until(Duration::from_secs(5), || {
+        s.server.module_info("events_dropped") == "10"
+    }));
     // With nothing left to send the module goes idle, and tries again at the next event.
-    assert!(wait_until(Duration::from_secs(5), || s.info("connection") == "idle"));
-    let exists: i64 = redis::cmd("EXISTS")
-        .arg(FALLBACK)
-        .query(&mut s.redis)
-        .unwrap();
-    assert_eq!(exists, 0, "no fallback list");
+    assert!(wait_until(Duration::from_secs(5), || {
+        s.server.module_info("connection") == "idle"
+    }));
+    assert!(!fallback_exists(&mut s.redis), "no fallback list");
     s.proxy.heal();
     // New events flow again; the dropped ones never come.
     let later = vec!["after".to_string()];
-    redis::cmd("SET")
-        .arg("after")
-        .arg("v")
-        .query::<()>(&mut s.redis)
-        .unwrap();
+    set(&mut s.redis, "after");
     assert_eq!(s.received_keys(1), later);
 }
 
@@ -188,27 +145,15 @@ fn a_connection_cut_mid_stream_loses_nothing() {
     let proxy = FaultProxy::start();
     let rk = unique_routing_key("cut-");
     let mut consumer = Consumer::bind("amq.direct", &rk);
-    let port = proxy.port().to_string();
-    let server = RedisServer::start(&[
-        "$",
-        "127.0.0.1",
-        &port,
-        "guest",
-        "guest",
-        "5",
-        "amq.direct",
-        &rk,
-        "1",
-        "0",
-        "ALL",
-    ]);
+    let args = ModuleArgs {
+        port: proxy.port(),
+        heartbeat: 5,
+        ..ModuleArgs::with_routing_key(&rk)
+    };
+    let server = RedisServer::start(&args.to_vec());
     let mut r = server.client();
     for i in 0..2000 {
-        redis::cmd("SET")
-            .arg(format!("k{i}"))
-            .arg("v")
-            .query::<()>(&mut r)
-            .unwrap();
+        set(&mut r, &format!("k{i}"));
         if i % 500 == 250 {
             proxy.set_mode(Mode::CutMidStream);
         }
@@ -217,7 +162,7 @@ fn a_connection_cut_mid_stream_loses_nothing() {
     let mut seen = std::collections::HashSet::new();
     let firsts: Vec<String> = got
         .iter()
-        .map(|m| String::from_utf8_lossy(m.parts().unwrap().2).into_owned())
+        .map(Message::key_lossy)
         .filter(|k| seen.insert(k.clone()))
         .collect();
     let expected: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();

@@ -16,7 +16,7 @@ const SECOND: Duration = Duration::from_secs(1);
 
 #[test]
 fn plain_redis_server_starts_answers_and_restarts() {
-    let mut server = RedisServer::start_with(&[("appendonly", "yes")], None);
+    let mut server = RedisServer::start_without_module(&[("appendonly", "yes")]);
     let mut client = server.client();
     let pong: String = redis::cmd("PING").query(&mut client).expect("PING");
     assert_eq!(pong, "PONG");

@@ -128,6 +128,19 @@ impl Message {
         Some((it.next()?, it.next()?, it.next()?))
     }
 
+    /// The key: the body after its second `\n`. Panics if the body has fewer.
+    pub fn key(&self) -> &[u8] {
+        match self.parts() {
+            Some((_, _, key)) => key,
+            None => panic!("not a DB\\nEVENT\\nKEY body: {self:?}"),
+        }
+    }
+
+    /// [`Message::key`] as a string (invalid UTF-8 replaced).
+    pub fn key_lossy(&self) -> String {
+        String::from_utf8_lossy(self.key()).into_owned()
+    }
+
     fn from_delivery(d: lapin::message::Delivery) -> Message {
         let p = &d.properties;
         let string = |s: &Option<lapin::types::ShortString>| s.as_ref().map(|s| s.to_string());

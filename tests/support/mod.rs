@@ -28,7 +28,10 @@ pub use self::amqp::{
 #[allow(unused_imports)]
 pub use self::proxy::{FaultProxy, Mode};
 #[allow(unused_imports)]
-pub use self::redis::{module_path, server_error_text, tail_lines, LoadFailure, RedisServer};
+pub use self::redis::{
+    fallback_exists, fallback_len, module_path, server_error_text, set, tail_lines, LoadFailure,
+    ModuleArgs, RedisServer, FALLBACK,
+};
 
 /// Polls `condition` every ~20 ms until it returns true or `timeout` has passed.
 /// Returns whether the condition became true (it is checked one last time at the deadline).

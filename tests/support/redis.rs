@@ -40,14 +40,23 @@ pub struct LoadFailure {
 
 impl RedisServer {
     /// Starts `redis-server` with the module loaded with `module_args`.
-    pub fn start(module_args: &[&str]) -> RedisServer {
+    pub fn start(module_args: &[impl AsRef<str>]) -> RedisServer {
         Self::start_with(&[], Some(module_args))
+    }
+
+    /// Starts `redis-server` without the module, with extra config directives as in
+    /// [`RedisServer::start_with`].
+    pub fn start_without_module(config: &[(&str, &str)]) -> RedisServer {
+        Self::start_with(config, None::<&[&str]>)
     }
 
     /// Starts `redis-server` with extra config directives (`("appendonly", "yes")`; a value
     /// holding several words is split on whitespace, `""` gives an empty argument) and,
     /// when `module_args` is `Some`, the module loaded with those arguments.
-    pub fn start_with(config: &[(&str, &str)], module_args: Option<&[&str]>) -> RedisServer {
+    pub fn start_with(
+        config: &[(&str, &str)],
+        module_args: Option<&[impl AsRef<str>]>,
+    ) -> RedisServer {
         let dir = std::env::temp_dir().join(unique_name("key_evt_amqp-redis-"));
 
         let mut args: Vec<String> = vec![
@@ -77,7 +86,7 @@ impl RedisServer {
         if let Some(module_args) = module_args {
             args.push("--loadmodule".into());
             args.push(module_path().display().to_string());
-            args.extend(module_args.iter().map(|a| a.to_string()));
+            args.extend(module_args.iter().map(|a| a.as_ref().to_string()));
         }
 
         // Created only now that nothing above can panic; from here on `Drop` removes it.
@@ -118,11 +127,12 @@ impl RedisServer {
     /// Starts a server without the module, runs `MODULE LOAD <path> <module_args>` on it and
     /// returns the error and the log. Panics if the load succeeds or if the server stops
     /// answering PING afterwards (a bad argument must not take Redis down).
-    pub fn start_expect_load_failure(module_args: &[&str]) -> LoadFailure {
-        let server = Self::start_with(&[], None);
+    pub fn start_expect_load_failure(module_args: &[impl AsRef<str>]) -> LoadFailure {
+        let server = Self::start_without_module(&[]);
         let error = match server.load_module(module_args) {
             Ok(()) => panic!(
-                "MODULE LOAD with {module_args:?} succeeded but was expected to fail; log:\n{}",
+                "MODULE LOAD with {:?} succeeded but was expected to fail; log:\n{}",
+                module_args.iter().map(AsRef::as_ref).collect::<Vec<&str>>(),
                 tail_lines(&server.log(), 40)
             ),
             Err(error) => error,
@@ -135,12 +145,12 @@ impl RedisServer {
     }
 
     /// Runs `MODULE LOAD <module path> <module_args>`; `Err` holds the error reply.
-    pub fn load_module(&self, module_args: &[&str]) -> Result<(), String> {
+    pub fn load_module(&self, module_args: &[impl AsRef<str>]) -> Result<(), String> {
         let mut cmd = ::redis::cmd("MODULE");
         cmd.arg("LOAD")
             .arg(module_path().as_os_str().as_encoded_bytes());
         for arg in module_args {
-            cmd.arg(*arg);
+            cmd.arg(arg.as_ref());
         }
         cmd.query::<()>(&mut self.client())
             .map_err(|e| server_error_text(&e))
@@ -301,6 +311,14 @@ impl RedisServer {
         })
     }
 
+    /// The whole `INFO key_evt_amqp` section, for failure messages: `(INFO failed: …)` if
+    /// the server does not answer.
+    pub fn module_info_text(&self) -> String {
+        try_connect(self.port)
+            .and_then(|mut c| ::redis::cmd("INFO").arg("key_evt_amqp").query(&mut c))
+            .unwrap_or_else(|e| format!("(INFO failed: {e})"))
+    }
+
     /// A numeric [`RedisServer::module_info`] field.
     pub fn module_info_u64(&self, name: &str) -> u64 {
         let value = self.module_info(name);
@@ -368,6 +386,113 @@ impl Drop for RedisServer {
             }
         }
     }
+}
+
+/// The module's load arguments (`MODULE LOAD` / `--loadmodule`), in their order. The
+/// [`Default`] is string events (`$`) to `amq.direct` on 127.0.0.1:5672 as guest/guest,
+/// heartbeat 30, an empty routing key, transient messages, no cap on the fallback list and
+/// every key (`ALL`).
+#[derive(Debug, Clone)]
+pub struct ModuleArgs {
+    pub events: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub pass: String,
+    pub heartbeat: u32,
+    pub exchange: String,
+    pub routing_key: String,
+    pub delivery_mode: u8,
+    pub fallback_size: i64,
+    pub masks: Vec<String>,
+}
+
+impl Default for ModuleArgs {
+    fn default() -> ModuleArgs {
+        ModuleArgs {
+            events: "$".into(),
+            host: "127.0.0.1".into(),
+            port: 5672,
+            user: "guest".into(),
+            pass: "guest".into(),
+            heartbeat: 30,
+            exchange: "amq.direct".into(),
+            routing_key: String::new(),
+            delivery_mode: 1,
+            fallback_size: 0,
+            masks: vec!["ALL".into()],
+        }
+    }
+}
+
+impl ModuleArgs {
+    /// The defaults, publishing with `routing_key`.
+    pub fn with_routing_key(routing_key: &str) -> ModuleArgs {
+        ModuleArgs {
+            routing_key: routing_key.into(),
+            ..ModuleArgs::default()
+        }
+    }
+
+    /// `EVENTS HOST PORT USER PASS HEARTBEAT EXCHANGE ROUTING_KEY DELIVERY_MODE FALLBACK_SIZE
+    /// KEYMASK…`
+    pub fn to_vec(&self) -> Vec<String> {
+        let mut args = vec![self.events.clone()];
+        args.extend(self.broker_args());
+        args
+    }
+
+    /// `name` followed by every argument but EVENTS: a `key_evt_amqp.connect` or
+    /// `key_evt_amqp.config_set` command.
+    pub fn command(&self, name: &str) -> Vec<String> {
+        let mut args = vec![name.to_string()];
+        args.extend(self.broker_args());
+        args
+    }
+
+    fn broker_args(&self) -> Vec<String> {
+        let mut args = vec![
+            self.host.clone(),
+            self.port.to_string(),
+            self.user.clone(),
+            self.pass.clone(),
+            self.heartbeat.to_string(),
+            self.exchange.clone(),
+            self.routing_key.clone(),
+            self.delivery_mode.to_string(),
+            self.fallback_size.to_string(),
+        ];
+        args.extend(self.masks.iter().cloned());
+        args
+    }
+}
+
+/// The module's fallback list.
+pub const FALLBACK: &str = "REDIS_MODULE-key_evt_amqp-fallback_storage";
+
+/// `LLEN` of the fallback list.
+pub fn fallback_len(redis: &mut ::redis::Connection) -> i64 {
+    ::redis::cmd("LLEN")
+        .arg(FALLBACK)
+        .query(redis)
+        .unwrap_or_else(|e| panic!("LLEN {FALLBACK} failed: {e}"))
+}
+
+/// Whether the fallback list exists.
+pub fn fallback_exists(redis: &mut ::redis::Connection) -> bool {
+    ::redis::cmd("EXISTS")
+        .arg(FALLBACK)
+        .query(redis)
+        .unwrap_or_else(|e| panic!("EXISTS {FALLBACK} failed: {e}"))
+}
+
+/// `SET key v`.
+pub fn set(redis: &mut ::redis::Connection, key: &str) {
+    ::redis::cmd("SET")
+        .arg(key)
+        .arg("v")
+        .query::<()>(redis)
+        .unwrap_or_else(|e| panic!("SET {key} failed: {e}"));
 }
 
 /// The module under test: `$KEY_EVT_AMQP_MODULE` if set, else `libkey_evt_amqp.so` next to
