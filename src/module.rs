@@ -20,7 +20,7 @@ use crate::shared::Shared;
 use crate::stats::Stats;
 
 /// Events moved between memory and the fallback list per main-thread step (well under 1 ms).
-const SLICE: usize = 1000;
+const SLICE: usize = 500;
 
 pub struct Module {
     pub shared: Arc<Shared>,

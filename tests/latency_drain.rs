@@ -251,7 +251,9 @@ fn a_million_event_backlog_drains_without_slowing_redis() {
         step_max < STEP_BOUND,
         "the module held the main thread for {step_max:?} in one step (bound {STEP_BOUND:?})"
     );
-    assert!(slowlog.is_empty(), "commands of 1 ms or more: {slowlog:?}");
+    // The slowlog (printed above) is not asserted: it times commands by the wall clock, and on
+    // this host the main thread is sometimes descheduled in the middle of one (seen: a
+    // 500-item LRANGE logged at 3.1 ms while the longest step took 435 µs of CPU).
     // What a client sees. On this 2-core host RabbitMQ, the consumer and the publisher keep
     // both cores busy during the drain, and the scheduler then delays any process now and
     // then: the idle control Redis above, without the module, shows the same outliers
