@@ -44,7 +44,6 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("kea-publisher".into())
         .spawn(move || {
-            yield_cpu_to_redis();
             Publisher {
                 shared,
                 connection_name,
@@ -54,31 +53,6 @@ pub fn spawn(
             }
             .run()
         })
-}
-
-/// Threads of ours and of the libraries we start (lapin's I/O loop, async-io's reactor, the
-/// executor). They run at a lower priority than Redis's own threads, so that on a busy host
-/// (RabbitMQ and Redis on the same few cores, a backlog draining) Redis gets the CPU first.
-const OUR_THREADS: [&str; 3] = ["kea-", "lapin-io-loop", "async-io"];
-const OUR_NICE: libc::c_int = 10;
-
-/// Lowers the priority of the calling thread and of every thread of ours in the process.
-fn yield_cpu_to_redis() {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return;
-    };
-    for task in tasks.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        let ours = OUR_THREADS.iter().any(|p| comm.trim_end().starts_with(p));
-        let tid = task
-            .file_name()
-            .to_str()
-            .and_then(|t| t.parse::<libc::id_t>().ok());
-        if let (true, Some(tid)) = (ours, tid) {
-            // SAFETY: setpriority on a thread id of this process; it only changes its nice value.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, OUR_NICE) };
-        }
-    }
 }
 
 /// lapin's tasks run on async-global-executor; one thread is plenty next to ours (2-core hosts).
@@ -137,8 +111,6 @@ impl Publisher {
             .and_then(|r| r)
             {
                 Ok((conn, channel)) => {
-                    // Each connection starts its own I/O thread.
-                    yield_cpu_to_redis();
                     Stats::add(&self.shared.stats.reconnects, 1);
                     self.shared.link.set(LinkState::Connected);
                     let end = self.serve(&settings, &channel, &conn, requests);
