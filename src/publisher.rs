@@ -32,6 +32,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 pub const APP_ID: &str = "key_evt_amqp";
+const FRAME_MAX: u32 = 16 * 1024;
 
 /// Starts the publisher thread.
 /// `connection_name` shows in RabbitMQ's management tools (we use the node's run id in it).
@@ -298,6 +299,9 @@ async fn connect(s: &Settings, name: &str) -> Result<(Connection, Channel), Stri
         vhost: "/".into(),
         query: AMQPQueryString {
             heartbeat: Some(s.heartbeat),
+            // lapin keeps 32 frames of buffer each way: 8 MB at RabbitMQ's default frame size
+            // of 128 KiB, 1 MB at 16 KiB. Events are small; a larger one spans more frames.
+            frame_max: Some(FRAME_MAX),
             ..AMQPQueryString::default()
         },
     };
