@@ -46,7 +46,7 @@ extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
         ("events_spilled", counter(&s.spilled)),
         ("events_refilled", counter(&s.refilled)),
         ("events_dropped", counter(&s.dropped)),
-        ("connections", counter(&s.reconnects)),
+        ("connections", counter(&s.connections)),
         ("main_thread_step_max_us", counter(&s.step_max_us)),
         ("queue_length", counter(&s.queue_length)),
         ("queue_capacity", counter(&s.queue_capacity)),

@@ -1,5 +1,5 @@
 //! The publisher thread: owns the AMQP connection, publishes batches with publisher confirms,
-//! and reconnects with capped exponential back-off. Every network wait has a deadline: lapin
+//! and connections with capped exponential back-off. Every network wait has a deadline: lapin
 //! alone can hang for good on a peer that accepts TCP and never answers (DESIGN section 5).
 
 use std::cell::Cell;
@@ -112,7 +112,7 @@ impl Publisher {
             .and_then(|r| r)
             {
                 Ok((conn, channel)) => {
-                    Stats::add(&self.shared.stats.reconnects, 1);
+                    Stats::add(&self.shared.stats.connections, 1);
                     self.shared.link.set(LinkState::Connected);
                     let end = self.serve(&settings, &channel, &conn, requests);
                     // Close politely, but never wait long for a peer that may be gone.

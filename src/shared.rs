@@ -1,7 +1,8 @@
 //! The state the Redis main thread and the publisher thread share.
 //!
-//! Locks here are held for microseconds: the keyspace callback pushes one event, the publisher
-//! takes or gives back a batch, the main thread's maintenance step moves one bounded slice.
+//! The outbox lock is held for microseconds by the publisher (take or give back a batch) and for
+//! one bounded slice by the main thread's maintenance step, which only ever try-locks it: the
+//! main thread never waits for the publisher.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;

@@ -21,7 +21,7 @@ pub struct Stats {
     pub spilled: AtomicU64,
     pub refilled: AtomicU64,
     pub dropped: AtomicU64,
-    pub reconnects: AtomicU64,
+    pub connections: AtomicU64,
     /// The longest maintenance step on the main thread, in microseconds of its CPU time.
     pub step_max_us: AtomicU64,
     // The outbox's sizes as of the last main-thread step, so that INFO never waits for it.
