@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
+use crate::acl;
 use crate::args::Settings;
 use crate::keymask::KeyMasks;
 use crate::module::{self, Module};
@@ -38,7 +39,8 @@ fn with_args(s: &Settings, args: &[&[u8]]) -> Result<Settings, String> {
 }
 
 /// `key_evt_amqp.config_set HOST [PORT … KEYMASK…]`
-pub fn config_set(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn config_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    acl::require_config_permission(ctx, "key_evt_amqp.config_set")?;
     let args = rest(&args);
     if args.is_empty() {
         return Err(RedisError::WrongArity);
@@ -47,7 +49,8 @@ pub fn config_set(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 /// `key_evt_amqp.connect [HOST …]`: reconfigure if asked, then (re)connect and stay connected.
-pub fn connect(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn connect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    acl::require_config_permission(ctx, "key_evt_amqp.connect")?;
     let args = rest(&args);
     if !args.is_empty() {
         update(|s| with_args(s, &args))?;
@@ -62,7 +65,8 @@ pub fn connect(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 /// `key_evt_amqp.disconnect`: close the connection, no reconnect until `connect`.
-pub fn disconnect(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn disconnect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    acl::require_config_permission(ctx, "key_evt_amqp.disconnect")?;
     if args.len() != 1 {
         return Err(RedisError::WrongArity);
     }
@@ -77,7 +81,8 @@ pub fn disconnect(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 /// `key_evt_amqp.fallback_storage_size_set N`
-pub fn fallback_storage_size_set(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn fallback_storage_size_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    acl::require_config_permission(ctx, "key_evt_amqp.fallback_storage_size_set")?;
     let args = rest(&args);
     let [n] = args.as_slice() else {
         return Err(RedisError::WrongArity);
@@ -102,7 +107,8 @@ pub fn fallback_storage_size_set(_ctx: &Context, args: Vec<RedisString>) -> Redi
 }
 
 /// `key_evt_amqp.keymask_clean`: forward nothing.
-pub fn keymask_clean(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn keymask_clean(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    acl::require_config_permission(ctx, "key_evt_amqp.keymask_clean")?;
     if args.len() != 1 {
         return Err(RedisError::WrongArity);
     }
@@ -115,7 +121,8 @@ pub fn keymask_clean(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 /// `key_evt_amqp.keymask_add MASK…` (the command name is not a mask, unlike in the old module).
-pub fn keymask_add(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn keymask_add(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    acl::require_config_permission(ctx, "key_evt_amqp.keymask_add")?;
     let masks = rest(&args);
     if masks.is_empty() {
         return Err(RedisError::WrongArity);
@@ -129,7 +136,8 @@ pub fn keymask_add(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 /// `key_evt_amqp.keymask_set MASK…`
-pub fn keymask_set(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn keymask_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    acl::require_config_permission(ctx, "key_evt_amqp.keymask_set")?;
     let masks = rest(&args);
     if masks.is_empty() {
         return Err(RedisError::WrongArity);

@@ -9,6 +9,7 @@ pub mod keymask;
 pub mod outbox;
 pub mod stats;
 
+mod acl;
 mod commands;
 mod config;
 mod fallback;

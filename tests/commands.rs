@@ -257,3 +257,66 @@ fn bad_commands_reply_err_and_change_nothing() {
     assert_eq!(n.server.module_info("connection"), "connected");
     n.server.assert_alive();
 }
+
+/// Configuring the module takes what configuring Redis takes: a user who may not run
+/// CONFIG SET (here `-@admin`) gets NOPERM and changes nothing; its writes are still forwarded.
+#[test]
+fn commands_need_the_permission_to_configure_redis() {
+    let mut n = Node::start(&["^a"]);
+    n.ok(&[
+        "ACL",
+        "SETUSER",
+        "app",
+        "on",
+        ">app-pass",
+        "~*",
+        "&*",
+        "+@all",
+        "-@admin",
+    ]);
+    n.ok(&[
+        "ACL",
+        "SETUSER",
+        "ops",
+        "on",
+        ">ops-pass",
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    let before = n.config();
+    let login = |user: &str| {
+        let url = format!("redis://{user}:{user}-pass@127.0.0.1:{}/", n.server.port());
+        redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .expect("log in as an ACL user")
+    };
+    let (mut app, mut ops) = (login("app"), login("ops"));
+    for args in [
+        &["key_evt_amqp.keymask_set", "ALL"][..],
+        &["key_evt_amqp.keymask_clean"],
+        &["key_evt_amqp.disconnect"],
+        &["key_evt_amqp.config_set", "127.0.0.1"],
+    ] {
+        let mut c = redis::cmd(args[0]);
+        for a in &args[1..] {
+            c.arg(*a);
+        }
+        let err = c.query::<String>(&mut app).expect_err("not allowed");
+        let text = support::server_error_text(&err);
+        assert!(
+            text.starts_with("NOPERM") && text.contains(args[0]),
+            "{args:?}: {text}"
+        );
+    }
+    assert_eq!(n.config(), before, "nothing changed");
+    set(&mut app, "a-from-app");
+    assert_eq!(n.forwarded(&[]), ["a-from-app"]);
+
+    let ok: String = redis::cmd("key_evt_amqp.keymask_set")
+        .arg("^b")
+        .query(&mut ops)
+        .expect("a user with @admin may configure");
+    assert_eq!(ok, "OK");
+    assert_eq!(n.forwarded(&["a1", "b1"]), ["b1"]);
+}
