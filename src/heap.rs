@@ -1,6 +1,10 @@
-//! Counts the bytes the module holds on the heap (all its threads), for INFO and benchmarks.
+//! The module's allocator: Redis's when running inside Redis, the system's otherwise (unit tests,
+//! benchmarks), with a count of the bytes held (all threads) for INFO and benchmarks.
 
-use std::alloc::{GlobalAlloc, Layout};
+use std::alloc::{GlobalAlloc, Layout, System};
+
+use redis_module::alloc::RedisAlloc;
+use redis_module::raw;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
@@ -43,6 +47,42 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
             grew(new_size);
         }
         p
+    }
+}
+
+/// Redis's allocator once `RedisModule_Init` has run (the first thing `RedisModule_OnLoad`
+/// does, before any allocation of ours), the system's in a process that never loads us into
+/// Redis. The choice never changes within a process, so every block is freed by the allocator
+/// that made it.
+pub struct RedisOrSystem;
+
+fn in_redis() -> bool {
+    // SAFETY: reads a function pointer Redis sets once, at load, before any allocation of ours.
+    unsafe { std::ptr::addr_of!(raw::RedisModule_Alloc).read().is_some() }
+}
+
+// SAFETY: forwards to one of two allocators, always the same one within a process.
+unsafe impl GlobalAlloc for RedisOrSystem {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as ours.
+        unsafe {
+            if in_redis() {
+                RedisAlloc.alloc(layout)
+            } else {
+                System.alloc(layout)
+            }
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours; the block came from the same allocator.
+        unsafe {
+            if in_redis() {
+                RedisAlloc.dealloc(ptr, layout)
+            } else {
+                System.dealloc(ptr, layout)
+            }
+        }
     }
 }
 

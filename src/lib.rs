@@ -22,18 +22,12 @@ mod shared;
 mod registration {
     use redis_module::{redis_module, Context, RedisString, Status};
 
-    use crate::heap::Counting;
+    use crate::heap::{Counting, RedisOrSystem};
     use crate::{commands, module};
 
-    // Redis's allocator aborts outside Redis: unit tests use the system one.
-    #[cfg(not(test))]
-    type Allocator = Counting<redis_module::alloc::RedisAlloc>;
-    #[cfg(not(test))]
-    const ALLOCATOR: Allocator = Counting(redis_module::alloc::RedisAlloc);
-    #[cfg(test)]
-    type Allocator = Counting<std::alloc::System>;
-    #[cfg(test)]
-    const ALLOCATOR: Allocator = Counting(std::alloc::System);
+    // Redis's allocator aborts outside Redis: unit tests and benchmarks get the system one.
+    type Allocator = Counting<RedisOrSystem>;
+    const ALLOCATOR: Allocator = Counting(RedisOrSystem);
 
     fn init(ctx: &Context, args: &[RedisString]) -> Status {
         module::init(ctx, args)

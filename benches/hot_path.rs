@@ -1,0 +1,82 @@
+//! What the keyspace callback and the publisher do per event, in ns: mask matching, encoding
+//! the body, the list envelope, and the outbox's push / take / confirm cycle.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use std::hint::black_box;
+
+use key_evt_amqp::event::{self, Event, EventId, RunId};
+use key_evt_amqp::keymask::KeyMasks;
+use key_evt_amqp::outbox::Outbox;
+
+const KEY: &[u8] = b"user:1234567:session:abcdef0123"; // 31 bytes, a typical key
+
+fn masks(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mask");
+    g.throughput(Throughput::Elements(1));
+    let sets: [(&str, Vec<&str>); 5] = [
+        ("ALL", vec!["ALL"]),
+        ("prefix ^user:.*$", vec!["^user:.*$"]),
+        ("contains .*session.*", vec![".*session.*"]),
+        ("no match ^nope$", vec!["^nope$"]),
+        ("three masks", vec!["^order:", "log$", ".*session.*"]),
+    ];
+    for (name, m) in sets {
+        let masks = KeyMasks::from_args(&m);
+        g.bench_function(name, |b| b.iter(|| masks.matches(black_box(KEY))));
+    }
+    g.finish();
+}
+
+fn sample() -> Event {
+    Event {
+        id: Some(EventId {
+            run_id: RunId([7; 20]),
+            seq: 123_456_789,
+        }),
+        timestamp: 1_795_000_000,
+        body: event::body(0, b"set", KEY),
+        list_copy: 0,
+    }
+}
+
+fn encoding(c: &mut Criterion) {
+    let mut g = c.benchmark_group("encode");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("body", |b| {
+        b.iter(|| event::body(black_box(0), black_box(b"set"), black_box(KEY)))
+    });
+    let e = sample();
+    let item = e.to_list_item();
+    g.bench_function("list item (spill)", |b| {
+        b.iter(|| black_box(&e).to_list_item())
+    });
+    g.bench_function("from list item (refill)", |b| {
+        b.iter(|| Event::from_list_item(black_box(&item)))
+    });
+    g.finish();
+}
+
+fn outbox(c: &mut Criterion) {
+    const N: usize = 1000;
+    let mut g = c.benchmark_group("outbox");
+    g.throughput(Throughput::Elements(N as u64));
+    // Per event: push (the callback), then taken in a batch and confirmed (the publisher).
+    g.bench_function("push, take, confirm (per 1000)", |b| {
+        b.iter_batched(
+            || (Outbox::new(100_000, 2000), vec![sample(); N]),
+            |(mut o, events)| {
+                for e in events {
+                    o.push(e);
+                }
+                let batch = o.take_batch(N);
+                o.confirmed(&batch);
+                batch
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, masks, encoding, outbox);
+criterion_main!(benches);
