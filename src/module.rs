@@ -17,7 +17,7 @@ use crate::outbox::{Broker, Outbox, TickInput};
 use crate::publisher;
 use crate::redis_log;
 use crate::shared::Shared;
-use crate::stats::Stats;
+use crate::stats::{MainThreadCounters, Stats};
 
 /// Events moved between memory and the fallback list per main-thread step (well under 1 ms).
 const SLICE: usize = 500;
@@ -276,11 +276,11 @@ impl Module {
             return;
         }
         let shared = &*self.shared;
-        Stats::add(&shared.stats.seen, 1);
+        MainThreadCounters::bump(&shared.stats.main.seen);
         if key == self.fallback_key.as_slice() || !shared.masks_match(key) {
             return;
         }
-        Stats::add(&shared.stats.matched, 1);
+        MainThreadCounters::bump(&shared.stats.main.matched);
         let event = Event {
             id: Some(EventId {
                 run_id: self.run_id,
