@@ -194,8 +194,13 @@ impl Module {
     }
 
     fn move_inbox(&self, outbox: &mut Outbox) {
-        for e in self.inbox.lock().drain(..) {
+        let mut inbox = self.inbox.lock();
+        for e in inbox.drain(..) {
             outbox.push(e);
+        }
+        // A burst (a pipeline, a big MULTI) grows it: do not keep that capacity.
+        if inbox.capacity() > 4096 {
+            inbox.shrink_to(1024);
         }
     }
 
@@ -219,6 +224,7 @@ impl Module {
         if resync || outbox.wants_tick(broker, fallback_size) {
             self.maintain(ctx, &mut outbox, broker, fallback_size, slice, resync);
         }
+        outbox.release_spare();
         shared.stats.observe(&outbox);
     }
 

@@ -201,6 +201,13 @@ impl Outbox {
         report
     }
 
+    /// Queues that once held a burst keep their capacity: give most of it back once they are
+    /// mostly empty, so memory returns to its idle size after an outage or a backlog.
+    pub fn release_spare(&mut self) {
+        release_spare(&mut self.head);
+        release_spare(&mut self.tail);
+    }
+
     /// Whether a [`Outbox::tick`] would have something to do.
     pub fn wants_tick(&self, broker: Broker, fallback_size: i64) -> bool {
         let spillable = !self.head.is_empty() || !self.tail.is_empty();
@@ -368,6 +375,13 @@ impl Outbox {
     }
 }
 
+fn release_spare<T>(queue: &mut VecDeque<T>) {
+    const KEEP: usize = 1024;
+    if queue.capacity() > 4 * KEEP.max(queue.len()) {
+        queue.shrink_to(KEEP.max(2 * queue.len()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,6 +476,26 @@ mod tests {
 
     fn drain(o: &mut Outbox, s: &mut VecStore, input: TickInput) -> Vec<u64> {
         drain_counting(o, s, input, &mut 0)
+    }
+
+    #[test]
+    fn memory_returns_after_a_burst() {
+        let (mut o, mut s) = (Outbox::new(100_000, 4), VecStore::default());
+        (1..=50_000).for_each(|i| o.push(ev(i)));
+        o.tick(
+            &mut s,
+            TickInput {
+                slice: 100_000,
+                ..AWAY
+            },
+        );
+        o.release_spare();
+        assert_eq!(o.memory_len(), 0);
+        assert!(
+            o.tail.capacity() <= 4096,
+            "capacity kept: {}",
+            o.tail.capacity()
+        );
     }
 
     #[test]
