@@ -94,6 +94,8 @@ for name in "${latency[@]}"; do
 done
 
 step smoke timeout 60 scripts/run.sh --demo --once
+# The benchmark's short version, so it never rots (it fails on errors, never on figures).
+step bench-quick timeout 120 scripts/bench.sh --quick
 
 summary
 [ "$failed" -eq 0 ]

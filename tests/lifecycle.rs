@@ -118,6 +118,10 @@ fn unload_keeps_waiting_events_and_a_reload_with_other_arguments_drains_them() {
     for i in 0..5 {
         set(&mut r, &format!("waiting{i}"));
     }
+    assert!(
+        wait_until(WAIT, || fallback_len(&mut r) == 5),
+        "while disconnected, events wait in the list"
+    );
     redis::cmd("MODULE")
         .arg("UNLOAD")
         .arg("key_evt_amqp")
@@ -126,7 +130,7 @@ fn unload_keeps_waiting_events_and_a_reload_with_other_arguments_drains_them() {
     assert_eq!(
         fallback_len(&mut r),
         5,
-        "unconfirmed events stay in the list"
+        "the unload leaves the list as it is"
     );
     set(&mut r, "while-unloaded");
 

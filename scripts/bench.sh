@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# End-to-end benchmarks of key_evt_amqp (issue 5): redis-benchmark with and without the module,
+# delivery rate against a raw lapin publisher, a black-holed broker, a backlog drain, memory.
+#
+#   scripts/bench.sh            full run (3 rounds, about 10 minutes): writes docs/bench/
+#                               results.md, results.json and chart.svg
+#   scripts/bench.sh --quick    small sizes, 1 round, under a minute: writes target/bench-quick/
+#                               (scripts/test.sh runs this one so the benchmark never rots; it
+#                               fails only on errors, never on the figures)
+#   scripts/bench.sh [--quick] --out DIR    write the results elsewhere
+#
+# Runs scripts/setup.sh first (packages, RabbitMQ on 127.0.0.1:5672, release build). The bench
+# starts its own redis-server processes on free ports (never 6379) and ends every process it
+# started, also on failure (they are killed with it: PR_SET_PDEATHSIG).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+exec cargo run --release --quiet --example bench -- "$@"
