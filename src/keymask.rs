@@ -412,24 +412,10 @@ impl KeyMasks {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// Arguments that rebuild this set with [`KeyMasks::from_args`] (for config replies and
-    /// cluster broadcasts).
-    pub fn to_args(&self) -> Vec<Vec<u8>> {
-        match self {
-            KeyMasks::None => Vec::new(),
-            KeyMasks::All => vec![b"ALL".to_vec()],
-            KeyMasks::Some(v) => v.iter().map(|m| m.as_bytes().to_vec()).collect(),
-        }
-    }
-
-    /// One printable line for logs and INFO: `none`, `ALL`, or the masks quoted and escaped,
-    /// separated by spaces (`"^user:.*$" "log$"`).
-    pub fn describe(&self) -> String {
-        self.to_string()
-    }
 }
 
+/// One printable line for logs and INFO: `none`, `ALL`, or the masks quoted and escaped,
+/// separated by spaces (`"^user:.*$" "log$"`).
 impl fmt::Display for KeyMasks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -709,8 +695,6 @@ mod tests {
 
         let s = KeyMasks::from_args(["^user:", "log$"]);
         assert!(s.matches(b"user:1") && s.matches(b"x:log") && !s.matches(b"x"));
-        assert_eq!(s.to_args(), vec![b"^user:".to_vec(), b"log$".to_vec()]);
-        assert_eq!(KeyMasks::from_args(s.to_args()), s);
     }
 
     #[test]
@@ -726,11 +710,11 @@ mod tests {
     }
 
     #[test]
-    fn describe_escapes() {
-        assert_eq!(KeyMasks::None.describe(), "none");
-        assert_eq!(KeyMasks::All.describe(), "ALL");
+    fn display_escapes() {
+        assert_eq!(KeyMasks::None.to_string(), "none");
+        assert_eq!(KeyMasks::All.to_string(), "ALL");
         let s = KeyMasks::from_args([&b"^user:.*$"[..], b"a\0\n\xff\"\\ b"]);
-        assert_eq!(s.describe(), r#""^user:.*$" "a\x00\x0a\xff\"\\ b""#);
+        assert_eq!(s.to_string(), r#""^user:.*$" "a\x00\x0a\xff\"\\ b""#);
         assert_eq!(format!("{:?}", KeyMask::new(b"\x01")), r#"KeyMask("\x01")"#);
     }
 
@@ -819,7 +803,7 @@ mod tests {
         ) {
             let masks = KeyMasks::from_args([&mask]);
             let _ = masks.matches(&key);
-            let _ = masks.describe();
+            let _ = masks.to_string();
         }
     }
 }
