@@ -7,8 +7,8 @@ use std::ffi::c_int;
 
 use redis_module::{raw, Context, RedisError, RedisString};
 
-/// `Ok` if the calling user may run `CONFIG SET`, or if there is no user (the AOF or the
-/// master's replication stream replaying a command).
+/// `Ok` if the calling user may run `CONFIG SET`. Not for commands from the master's
+/// replication stream or the AOF: Redis 7.0 crashes asking for the user of those clients.
 pub fn require_config_permission(ctx: &Context, command: &str) -> Result<(), RedisError> {
     // SAFETY: FFI calls with the command's context; every string and user we get is freed
     // before returning, and the argv array outlives the check.

@@ -16,6 +16,14 @@ pub fn register(ctx: *mut raw::RedisModuleCtx) -> bool {
     }
 }
 
+/// The list's name, or empty for a cluster node serving no slot (or busy: INFO never waits).
+fn fallback_key(m: &module::Module) -> String {
+    m.placement
+        .try_lock()
+        .and_then(|p| p.key().map(crate::event::escape))
+        .unwrap_or_default()
+}
+
 extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: i32) {
     let Some(m) = module::current() else {
         return;
@@ -45,6 +53,7 @@ extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
         ("events_nacked", counter(&s.nacked)),
         ("events_spilled", counter(&s.spilled)),
         ("events_refilled", counter(&s.refilled)),
+        ("events_adopted", counter(&s.adopted)),
         ("events_dropped", counter(&s.dropped)),
         ("connections", counter(&s.connections)),
         ("main_thread_step_max_us", counter(&s.step_max_us)),
@@ -53,6 +62,7 @@ extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
         ("in_flight", counter(&s.in_flight)),
         ("fallback_length", counter(&s.fallback_length)),
         ("fallback_size", settings.fallback_size.to_string()),
+        ("fallback_key", fallback_key(&m)),
         ("heap_bytes", crate::heap::current().to_string()),
         ("heap_peak_bytes", crate::heap::peak().to_string()),
     ];

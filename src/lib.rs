@@ -3,6 +3,7 @@
 //! This file only registers the module with Redis; see DESIGN.md for the architecture.
 
 pub mod args;
+pub mod cluster;
 pub mod event;
 pub mod heap;
 pub mod keymask;

@@ -12,7 +12,7 @@ use redis_module::{raw, Context, ContextFlags, RedisString, Status};
 
 use crate::args;
 use crate::event::{self, Event, EventId, RunId};
-use crate::fallback::{self, RedisList};
+use crate::fallback::{Placement, RedisList};
 use crate::outbox::{Broker, Outbox, TickInput};
 use crate::publisher;
 use crate::redis_log;
@@ -27,11 +27,14 @@ pub struct Module {
     publisher: Mutex<Option<JoinHandle<()>>>,
     pub run_id: RunId,
     pub events: i32,
-    pub fallback_key: Vec<u8>,
+    /// Where the fallback list lives (main thread only).
+    pub placement: Mutex<Placement>,
     // Main-thread state kept in atomics, updated by server events: the keyspace callback reads
-    // them instead of asking Redis for its context flags on every event.
-    is_master: AtomicBool,
+    // them instead of asking Redis for its context flags on every event. Whether this node is
+    // a master is in `shared.master`: the publisher reads it too.
     loading: AtomicBool,
+    /// Set when this node became a replica: the next step drops copies of the list's items.
+    demoted: AtomicBool,
     /// Set while the module itself writes the fallback list: those events are not forwarded.
     own_io: AtomicBool,
     /// New events since the last event-loop step. Only the main thread touches it, so the
@@ -83,14 +86,19 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
     let run_id = read_run_id(ctx).ok_or("cannot read run_id from INFO server")?;
     pin_library()?;
     let flags = ctx.get_flags();
+    let cluster = flags.contains(ContextFlags::CLUSTER);
+    let shared = Arc::new(Shared::new(settings.clone()));
+    shared
+        .master
+        .store(!flags.contains(ContextFlags::SLAVE), Relaxed);
     let module = Arc::new(Module {
-        shared: Arc::new(Shared::new(settings.clone())),
+        shared,
         publisher: Mutex::new(None),
         run_id,
         events,
-        fallback_key: fallback::DEFAULT_KEY.as_bytes().to_vec(),
-        is_master: AtomicBool::new(!flags.contains(ContextFlags::SLAVE)),
+        placement: Mutex::new(Placement::new(cluster)),
         loading: AtomicBool::new(flags.contains(ContextFlags::LOADING)),
+        demoted: AtomicBool::new(false),
         own_io: AtomicBool::new(false),
         inbox: Mutex::new(Vec::new()),
         resync_list: AtomicBool::new(true),
@@ -99,6 +107,9 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
         return Err("cannot register the INFO section".into());
     }
     subscribe(ctx, events)?;
+    if cluster {
+        crate::commands::listen_to_cluster(ctx);
+    }
     let name = format!("{} {}", publisher::APP_ID, run_id.to_hex());
     let handle = publisher::spawn(module.shared.clone(), name, wake_main)
         .map_err(|e| format!("cannot start the publisher thread: {e}"))?;
@@ -190,7 +201,7 @@ impl Module {
 
     /// Only a master that is not loading data publishes.
     pub fn publishes(&self) -> bool {
-        self.is_master.load(Relaxed) && !self.loading.load(Relaxed)
+        self.shared.master.load(Relaxed) && !self.loading.load(Relaxed)
     }
 
     fn move_inbox(&self, outbox: &mut Outbox) {
@@ -220,27 +231,70 @@ impl Module {
         }
         outbox.set_capacity(crate::config::queue_capacity());
         let fallback_size = shared.settings().fallback_size;
-        let resync = self.resync_list.swap(false, Relaxed);
-        if resync || outbox.wants_tick(broker, fallback_size) {
-            self.maintain(ctx, &mut outbox, broker, fallback_size, slice, resync);
+        let mut resync = self.resync_list.swap(false, Relaxed);
+        let mut placement = self.placement.lock();
+        resync |= self.place_list(ctx, &mut placement, &mut outbox, slice);
+        if let Some(key) = placement.key() {
+            if resync || outbox.wants_tick(broker, fallback_size) {
+                let input = TickInput {
+                    broker,
+                    fallback_size,
+                    slice,
+                };
+                if !self.maintain(ctx, key, &mut outbox, input, resync) {
+                    // A refused write: in a cluster the slot may have moved.
+                    placement.recheck();
+                }
+            }
         }
         outbox.release_spare();
         shared.stats.observe(&outbox);
     }
 
+    /// In a cluster, follows the slots this node serves (see [`Placement`]). Returns whether
+    /// the list's length must be read again.
+    fn place_list(
+        &self,
+        ctx: &Context,
+        placement: &mut Placement,
+        outbox: &mut Outbox,
+        slice: usize,
+    ) -> bool {
+        self.own_io.store(true, Relaxed);
+        let step = placement.step(ctx, slice);
+        self.own_io.store(false, Relaxed);
+        match step {
+            Ok(step) => {
+                if step.appended > 0 {
+                    outbox.list_appended(step.appended);
+                    Stats::add(&self.shared.stats.adopted, step.appended);
+                    self.shared.notify();
+                }
+                if step.more {
+                    wake_main();
+                }
+                step.moved_list
+            }
+            Err(e) => {
+                placement.log_error(&e);
+                false
+            }
+        }
+    }
+
+    /// Returns false when a list command failed (logged).
     fn maintain(
         &self,
         ctx: &Context,
+        key: &[u8],
         outbox: &mut Outbox,
-        broker: Broker,
-        fallback_size: i64,
-        slice: usize,
+        input: TickInput,
         resync: bool,
-    ) {
+    ) -> bool {
         let shared = &*self.shared;
         let cpu_before = thread_cpu_time();
         self.own_io.store(true, Relaxed);
-        let mut list = RedisList::new(ctx, &self.fallback_key);
+        let mut list = RedisList::new(ctx, key);
         if resync {
             use crate::outbox::ListStore;
             match list.len() {
@@ -248,14 +302,7 @@ impl Module {
                 Err(e) => redis_log::warning(&e),
             }
         }
-        let report = outbox.tick(
-            &mut list,
-            TickInput {
-                broker,
-                fallback_size,
-                slice,
-            },
-        );
+        let report = outbox.tick(&mut list, input);
         self.own_io.store(false, Relaxed);
         let took = thread_cpu_time().saturating_sub(cpu_before).as_micros() as u64;
         shared.stats.step_max_us.fetch_max(took, Relaxed);
@@ -264,6 +311,7 @@ impl Module {
         Stats::add(&shared.stats.dropped, report.dropped);
         if let Some(e) = &report.error {
             redis_log::warning(e);
+            return false;
         } else if report.more {
             wake_main();
         }
@@ -271,19 +319,19 @@ impl Module {
         if report.refilled > 0 || report.dropped > 0 || (resync && outbox.has_work()) {
             shared.notify();
         }
+        true
     }
 
     /// The keyspace callback's work: filter, encode, enqueue. No system call, and no lock
     /// that another thread can hold (the inbox and the settings are written on this thread
     /// only).
     fn on_event(&self, db: i64, event: &[u8], key: &[u8]) {
-        if !self.is_master.load(Relaxed) || self.loading.load(Relaxed) || self.own_io.load(Relaxed)
-        {
+        let shared = &*self.shared;
+        if !shared.master.load(Relaxed) || self.loading.load(Relaxed) || self.own_io.load(Relaxed) {
             return;
         }
-        let shared = &*self.shared;
         MainThreadCounters::bump(&shared.stats.main.seen);
-        if key == self.fallback_key.as_slice() || !shared.masks_match(key) {
+        if Placement::is_fallback_key(key) || !shared.masks_match(key) {
             return;
         }
         MainThreadCounters::bump(&shared.stats.main.matched);
@@ -427,8 +475,19 @@ extern "C" fn on_event_loop(
         return;
     }
     if let Some(m) = current() {
-        if m.is_master.load(Relaxed) && !m.loading.load(Relaxed) {
+        if m.loading.load(Relaxed) {
+            return;
+        }
+        if m.shared.master.load(Relaxed) {
             m.tick(&Context::new(ctx), m.shared.link.broker(), SLICE);
+        } else if m.demoted.load(Relaxed) {
+            match m.shared.outbox.try_lock() {
+                Some(mut outbox) => {
+                    outbox.forget_list();
+                    m.demoted.store(false, Relaxed);
+                }
+                None => wake_main(),
+            }
         }
     }
 }
@@ -441,8 +500,14 @@ extern "C" fn on_role_changed(
 ) {
     if let Some(m) = current() {
         let master = sub == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER;
-        m.is_master.store(master, Relaxed);
+        m.shared.master.store(master, Relaxed);
+        m.demoted.store(!master, Relaxed);
         m.resync_list.store(true, Relaxed);
+        // Look at the slots afresh: a promoted replica takes over its master's list, and any
+        // other list left in the slots it now serves.
+        m.placement.lock().reset();
+        m.shared.notify();
+        wake_main();
         redis_log::notice(if master {
             "this node is now a master: publishing"
         } else {

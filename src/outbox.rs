@@ -148,6 +148,22 @@ impl Outbox {
         self.forget_copies();
     }
 
+    /// Items were appended to the list by someone else (a backlog adopted from another list):
+    /// they come after everything already there.
+    pub fn list_appended(&mut self, n: u64) {
+        self.list_len += n;
+    }
+
+    /// The list is no longer ours (this node became a replica: its new master drains it).
+    /// Copies of its items are dropped from memory; what is in flight may still be confirmed
+    /// but no longer removes anything.
+    pub fn forget_list(&mut self) {
+        let epoch = self.epoch;
+        self.head.retain(|e| e.list_copy != epoch);
+        self.list_len = 0;
+        self.forget_copies();
+    }
+
     fn forget_copies(&mut self) {
         self.epoch = self.epoch.wrapping_add(1).max(1);
         self.mirrored = 0;
@@ -529,6 +545,34 @@ mod tests {
         o.tick(&mut s, AWAY);
         assert_eq!((s.0.len(), o.memory_len()), (3, 0));
         assert_eq!(drain(&mut o, &mut s, BACK), [3, 4, 5]);
+    }
+
+    #[test]
+    fn a_demoted_node_forgets_the_list_it_no_longer_owns() {
+        let (mut o, mut s) = (Outbox::new(10, 4), VecStore::default());
+        (1..=5).for_each(|i| o.push(ev(i)));
+        o.tick(&mut s, AWAY);
+        o.tick(&mut s, BACK);
+        let in_flight = o.take_batch(2);
+        o.push(ev(6));
+        o.forget_list();
+        // The new master drains 1..=5 from the list; only the new event is ours to send.
+        o.confirmed(&in_flight);
+        assert_eq!(o.list_len(), 0);
+        assert_eq!(drain(&mut o, &mut VecStore::default(), BACK), [6]);
+        assert_eq!(s.0.len(), 5, "the list is left to its new owner");
+    }
+
+    #[test]
+    fn items_appended_to_the_list_drain_after_it() {
+        let (mut o, mut s) = (Outbox::new(10, 4), VecStore::default());
+        (1..=3).for_each(|i| o.push(ev(i)));
+        o.tick(&mut s, AWAY);
+        s.0.extend([ev(100), ev(101)].iter().map(Event::to_list_item));
+        o.list_appended(2);
+        o.push(ev(4));
+        assert_eq!(drain(&mut o, &mut s, BACK), [1, 2, 3, 100, 101, 4]);
+        assert!(s.0.is_empty());
     }
 
     #[test]

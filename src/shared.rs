@@ -24,6 +24,8 @@ pub struct Shared {
     settings: RwLock<Arc<Settings>>,
     pub stats: Stats,
     pub link: Link,
+    /// This node is a master: only masters publish new events or hold an idle connection.
+    pub master: AtomicBool,
     /// Cleared by `disconnect`, set by `connect`.
     pub enabled: AtomicBool,
     /// Set by `connect`: hold a connection even with nothing to publish.
@@ -41,6 +43,7 @@ impl Shared {
             settings: RwLock::new(Arc::new(settings)),
             stats: Stats::default(),
             link: Link::default(),
+            master: AtomicBool::new(true),
             enabled: AtomicBool::new(true),
             eager: AtomicBool::new(false),
             reconnect_requests: AtomicU64::new(0),
@@ -67,11 +70,13 @@ impl Shared {
         self.stop.load(Relaxed)
     }
 
-    /// The publisher should hold a connection now.
+    /// The publisher should hold a connection now. A replica only connects to send what it
+    /// still holds from its time as a master.
     pub fn wants_connection(&self) -> bool {
         self.enabled.load(Relaxed)
             && !self.stopping()
-            && (self.eager.load(Relaxed) || self.outbox.lock().has_work())
+            && (self.eager.load(Relaxed) && self.master.load(Relaxed)
+                || self.outbox.lock().has_work())
     }
 
     /// Wakes the publisher if it waits.

@@ -36,6 +36,8 @@ pub struct Stats {
     pub returned: AtomicU64,
     pub spilled: AtomicU64,
     pub refilled: AtomicU64,
+    /// Moved into this node's list from a list left in a slot it took over (cluster).
+    pub adopted: AtomicU64,
     pub dropped: AtomicU64,
     pub connections: AtomicU64,
     /// The longest maintenance step on the main thread, in microseconds of its CPU time.
@@ -97,6 +99,8 @@ pub struct Link {
     /// Milliseconds since the batch in flight was sent, 0 when none is.
     batch_since: AtomicU64,
     last_error: Mutex<String>,
+    /// The broker in use or being tried, redacted (`amqps://user@host:port/vhost`).
+    endpoint: Mutex<String>,
 }
 
 /// Grace period before events waiting on an unusable broker go to the fallback list.
@@ -109,6 +113,7 @@ impl Default for Link {
             unusable_since: AtomicU64::new(0),
             batch_since: AtomicU64::new(0),
             last_error: Mutex::new(String::new()),
+            endpoint: Mutex::new(String::new()),
         }
     }
 }
@@ -151,6 +156,15 @@ impl Link {
 
     pub fn last_error(&self) -> String {
         self.last_error.lock().clone()
+    }
+
+    /// Records the broker in use or being tried (never with its password).
+    pub fn set_endpoint(&self, endpoint: String) {
+        *self.endpoint.lock() = endpoint;
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.endpoint.lock().clone()
     }
 
     pub fn batch_sent(&self, sent: bool) {

@@ -14,6 +14,7 @@
 // Private modules, everything re-exported below: a test doing `use support::*;` must not
 // get a `redis` module shadowing the `redis` crate.
 mod amqp;
+mod cluster;
 mod proxy;
 mod redis;
 
@@ -25,6 +26,8 @@ use std::time::{Duration, Instant};
 pub use self::amqp::{
     amqp_channel, amqp_connect, amqp_publish, amqp_url, body, unique_routing_key, Consumer, Message,
 };
+#[allow(unused_imports)]
+pub use self::cluster::{Cluster, NODES, NODE_TIMEOUT_MS, SLOT_RANGES};
 #[allow(unused_imports)]
 pub use self::proxy::{FaultProxy, Mode};
 #[allow(unused_imports)]

@@ -27,6 +27,8 @@ pub struct RedisServer {
     dir: PathBuf,
     /// Every argument after `--port <port>`; kept for [`RedisServer::restart`].
     args: Vec<String>,
+    /// The second port of [`RedisServer::start_with_extra_port`].
+    extra_port: Option<u16>,
 }
 
 /// What [`RedisServer::start_expect_load_failure`] observed.
@@ -57,6 +59,26 @@ impl RedisServer {
         config: &[(&str, &str)],
         module_args: Option<&[impl AsRef<str>]>,
     ) -> RedisServer {
+        Self::start_inner(config, None, module_args)
+    }
+
+    /// Like [`RedisServer::start_with`], for a server that listens on a second port set by
+    /// the config directive `port_directive` (`"cluster-port"`): that port is chosen like the
+    /// main one, and both are chosen again when either turns out to be taken. See
+    /// [`RedisServer::extra_port`].
+    pub fn start_with_extra_port(
+        config: &[(&str, &str)],
+        port_directive: &str,
+        module_args: Option<&[impl AsRef<str>]>,
+    ) -> RedisServer {
+        Self::start_inner(config, Some(port_directive), module_args)
+    }
+
+    fn start_inner(
+        config: &[(&str, &str)],
+        extra_port_directive: Option<&str>,
+        module_args: Option<&[impl AsRef<str>]>,
+    ) -> RedisServer {
         let dir = std::env::temp_dir().join(unique_name("key_evt_amqp-redis-"));
 
         let mut args: Vec<String> = vec![
@@ -83,6 +105,12 @@ impl RedisServer {
                 args.extend(value.split_whitespace().map(String::from));
             }
         }
+        // The value is filled in at each attempt below.
+        let extra_index = extra_port_directive.map(|directive| {
+            args.push(format!("--{directive}"));
+            args.push(String::new());
+            args.len() - 1
+        });
         if let Some(module_args) = module_args {
             args.push("--loadmodule".into());
             args.push(module_path().display().to_string());
@@ -97,11 +125,27 @@ impl RedisServer {
             port: 0,
             dir,
             args,
+            extra_port: None,
         };
         // A port that was free when we probed it may be taken by a parallel test before
         // redis binds it: detect that from the log and try another one.
         for attempt in 1..=PORT_ATTEMPTS {
-            server.port = free_port();
+            match extra_index {
+                None => server.port = free_port(),
+                Some(index) => {
+                    // Both listeners are held at once, so the two ports differ.
+                    let (main, extra) = (bind_local(), bind_local());
+                    let port_of = |l: &std::net::TcpListener| {
+                        l.local_addr()
+                            .expect("local address of a bound listener")
+                            .port()
+                    };
+                    server.port = port_of(&main);
+                    let extra_port = port_of(&extra);
+                    server.args[index] = extra_port.to_string();
+                    server.extra_port = Some(extra_port);
+                }
+            }
             match server.spawn_and_wait() {
                 Ok(()) => return server,
                 Err(log) if log.contains("Address already in use") && attempt < PORT_ATTEMPTS => {
@@ -174,6 +218,12 @@ impl RedisServer {
         self.port
     }
 
+    /// The second port of a server started with [`RedisServer::start_with_extra_port`]
+    /// (the cluster bus port), `None` for the others.
+    pub fn extra_port(&self) -> Option<u16> {
+        self.extra_port
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -192,6 +242,12 @@ impl RedisServer {
                 tail_lines(&self.log(), 40)
             )
         })
+    }
+
+    /// Like [`RedisServer::client`], but an error instead of a panic when the server does
+    /// not accept the connection (it was killed, or is starting).
+    pub fn try_client(&self) -> ::redis::RedisResult<::redis::Connection> {
+        try_connect(self.port)
     }
 
     /// The server log (`<dir>/redis.log`) followed by anything the process wrote to stderr
