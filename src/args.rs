@@ -5,6 +5,7 @@
 use std::fmt;
 
 use crate::keymask::KeyMasks;
+use crate::uri::{Endpoint, UriEndpoint};
 
 /// Event classes, as the bits Redis's module API uses (`REDISMODULE_NOTIFY_*`).
 pub mod class {
@@ -192,6 +193,47 @@ impl Settings {
             s.masks = KeyMasks::from_args(&args[ARG_NAMES.len()..]);
         }
         Ok(s)
+    }
+}
+
+/// Where the broker is: the positional arguments, unless named configs say otherwise.
+///
+/// Precedence: a named config that is set wins over its positional argument. When
+/// `key_evt_amqp.uri` lists URIs they replace HOST and PORT; what a URI leaves out comes from
+/// the positional arguments (USER, HEARTBEAT). A non-empty `key_evt_amqp.password` replaces
+/// PASS, for the positional broker as for every URI (a password written in a URI is moved to
+/// that config when the URI is set).
+impl Settings {
+    /// The one broker the positional arguments describe (plain AMQP, default vhost).
+    pub fn positional_endpoint(&self) -> Endpoint {
+        Endpoint {
+            tls: false,
+            host: self.host.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            password: self.password.clone(),
+            vhost: crate::uri::DEFAULT_VHOST.to_string(),
+            heartbeat: self.heartbeat,
+        }
+    }
+
+    /// The brokers to try, in order, given the URIs of `key_evt_amqp.uri` (empty: not set) and
+    /// the `key_evt_amqp.password` (empty: not set).
+    pub fn endpoints(&self, uris: &[UriEndpoint], password: &str) -> Vec<Endpoint> {
+        let password = if password.is_empty() {
+            self.password.as_str()
+        } else {
+            password
+        };
+        if uris.is_empty() {
+            return vec![Endpoint {
+                password: password.to_string(),
+                ..self.positional_endpoint()
+            }];
+        }
+        uris.iter()
+            .map(|u| u.resolve(&self.user, password, self.heartbeat))
+            .collect()
     }
 }
 
@@ -399,6 +441,31 @@ mod tests {
             .with_args(&["h", "1", "u", "p", "5", "e", "r", "2", "7", "^k"])
             .unwrap();
         assert!(!s.masks.is_all() && s.masks.matches(b"key"));
+    }
+
+    #[test]
+    fn named_configs_win_over_positional_arguments() {
+        let s = Settings::default()
+            .with_args(&["rabbit", "5673", "bob", "pw", "7"])
+            .unwrap();
+        let e = s.endpoints(&[], "");
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].to_string(), "amqp://bob@rabbit:5673/%2f");
+        assert_eq!((e[0].password.as_str(), e[0].heartbeat), ("pw", 7));
+        assert_eq!(s.endpoints(&[], "other")[0].password, "other");
+
+        let uris: Vec<UriEndpoint> =
+            crate::uri::parse_list("amqps://h1, amqp://alice@h2:1/v?heartbeat=3")
+                .unwrap()
+                .into_iter()
+                .map(|p| p.endpoint)
+                .collect();
+        let e = s.endpoints(&uris, "");
+        let shown: Vec<String> = e.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["amqps://bob@h1:5671/%2f", "amqp://alice@h2:1/v"]);
+        assert_eq!((e[0].heartbeat, e[1].heartbeat), (7, 3));
+        assert!(e.iter().all(|e| e.password == "pw"));
+        assert!(s.endpoints(&uris, "x").iter().all(|e| e.password == "x"));
     }
 
     proptest! {

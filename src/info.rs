@@ -34,7 +34,7 @@ extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
     let counter = |c: &AtomicU64| c.load(Relaxed).to_string();
     let fields: Vec<(&str, String)> = vec![
         ("connection", shared.link.state().name().into()),
-        ("broker", format!("{}:{}", settings.host, settings.port)),
+        ("broker", crate::publisher::describe_broker(shared)),
         ("last_error", shared.link.last_error()),
         (
             "publishing",

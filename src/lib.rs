@@ -9,6 +9,7 @@ pub mod heap;
 pub mod keymask;
 pub mod outbox;
 pub mod stats;
+pub mod uri;
 
 mod acl;
 mod commands;

@@ -118,10 +118,9 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
         stash.hand_over(&mut module.shared.outbox.lock());
     }
     redis_log::notice(&format!(
-        "loaded: event classes {}, broker {}:{}, exchange '{}', routing key '{}', masks {}",
+        "loaded: event classes {}, broker {}, exchange '{}', routing key '{}', masks {}",
         args::describe_events(events),
-        settings.host,
-        settings.port,
+        crate::config::describe_endpoints(&settings),
         settings.exchange,
         settings.routing_key,
         settings.masks

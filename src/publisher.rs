@@ -1,8 +1,13 @@
 //! The publisher thread: owns the AMQP connection, publishes batches with publisher confirms,
 //! and connections with capped exponential back-off. Every network wait has a deadline: lapin
 //! alone can hang for good on a peer that accepts TCP and never answers (DESIGN section 5).
+//!
+//! Several brokers (`key_evt_amqp.uri` lists them) are tried in order, each with its own
+//! deadline, before backing off; the publisher sticks to the one that works. `amqps://` uses
+//! our own rustls client configuration (a CA file, the system's CAs, or, for tests, no
+//! verification), handed to lapin through its custom-transport entry point.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
@@ -12,16 +17,21 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::tcp::{AMQPUriTcpExt, RustlsConnector, TLSConfig};
 use lapin::types::ShortString;
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 
 use crate::args::Settings;
+use crate::config::{self, TlsOptions};
 use crate::event::Event;
 use crate::outbox::Broker;
 use crate::redis_log;
 use crate::shared::{Shared, BATCH};
 use crate::stats::{LinkState, Stats};
+use crate::uri::Endpoint;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A batch not confirmed within this time means a dead or stuck connection.
@@ -51,6 +61,11 @@ pub fn spawn(
                 returned_logged_at: Cell::new(0),
                 healthy: Cell::new(false),
                 wake_main,
+                plan: RefCell::new(None),
+                current: Cell::new(0),
+                failover_logged: RefCell::new(Vec::new()),
+                connected_logged: RefCell::new(None),
+                link_log: LogBudget::new(crate::stats::now_ms()),
             }
             .run()
         })
@@ -78,6 +93,16 @@ struct Publisher {
     healthy: Cell<bool>,
     /// Asks the main thread for a maintenance step (refill) without waiting for its next tick.
     wake_main: fn(),
+    /// The brokers of the last connection round; per-broker state below refers to it.
+    plan: RefCell<Option<Plan>>,
+    /// Index of the broker tried first: the one that worked last.
+    current: Cell<usize>,
+    /// Per broker, the failure last logged for it (a failover is logged once per reason).
+    failover_logged: RefCell<Vec<Option<String>>>,
+    /// The broker last logged as connected (a switch to another one is logged again).
+    connected_logged: RefCell<Option<Endpoint>>,
+    /// Caps the connection lines when brokers flap.
+    link_log: LogBudget,
 }
 
 /// Why a session ended.
@@ -85,6 +110,56 @@ enum End {
     /// Stop, `disconnect`, `connect` or new connection settings: not an error.
     Asked,
     Failed(String),
+}
+
+/// A failure to log and show: what failed (`broker amqp://…` or `no broker reachable`) and why.
+struct Failure {
+    what: String,
+    error: String,
+}
+
+/// What a connection is made with: the brokers in order and the TLS options, from the
+/// settings and the named configs. Any change means a new connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Plan {
+    endpoints: Vec<Endpoint>,
+    tls: TlsOptions,
+}
+
+impl Plan {
+    fn of(settings: &Settings) -> Plan {
+        Plan {
+            endpoints: config::endpoints(settings),
+            tls: config::tls_options(),
+        }
+    }
+}
+
+/// Tells cheaply whether the [`Plan`] changed: only when the settings or the named configs
+/// changed is it built again and compared.
+struct PlanWatch {
+    settings: Arc<Settings>,
+    generation: u64,
+}
+
+impl PlanWatch {
+    fn new(shared: &Shared) -> PlanWatch {
+        PlanWatch {
+            generation: config::generation(),
+            settings: shared.settings(),
+        }
+    }
+
+    fn changed(&mut self, shared: &Shared, plan: &Plan) -> bool {
+        let settings = shared.settings();
+        let generation = config::generation();
+        if Arc::ptr_eq(&settings, &self.settings) && generation == self.generation {
+            return false;
+        }
+        self.settings = settings;
+        self.generation = generation;
+        Plan::of(&self.settings) != *plan
+    }
 }
 
 impl Publisher {
@@ -101,20 +176,16 @@ impl Publisher {
                 self.shared.wait(IDLE_WAIT);
                 continue;
             }
-            let settings = self.shared.settings();
+            let generation = config::generation();
+            let plan = Plan::of(&self.shared.settings());
+            self.adopt(&plan);
             self.shared.link.set(LinkState::Connecting);
             let requests = self.shared.reconnect_requests.load(Relaxed);
-            let failure = match block_on_deadline(
-                &self.shared,
-                CONNECT_TIMEOUT,
-                connect(&settings, &self.connection_name),
-            )
-            .and_then(|r| r)
-            {
-                Ok((conn, channel)) => {
+            let failure = match self.connect_any(&plan) {
+                Ok((conn, channel, endpoint)) => {
                     Stats::add(&self.shared.stats.connections, 1);
                     self.shared.link.set(LinkState::Connected);
-                    let end = self.serve(&settings, &channel, &conn, requests);
+                    let end = self.serve(&plan, &endpoint, &channel, &conn, requests);
                     // Close politely, but never wait long for a peer that may be gone.
                     let _ = block_on_deadline(&self.shared, CLOSE_TIMEOUT, async {
                         conn.close(200, "bye".into())
@@ -123,35 +194,138 @@ impl Publisher {
                     });
                     match end {
                         End::Asked => None,
-                        End::Failed(e) => Some(e),
+                        End::Failed(e) => Some(Failure {
+                            what: format!("broker {endpoint}"),
+                            error: scrub(&e, &endpoint.password),
+                        }),
                     }
                 }
-                Err(e) => Some(e),
+                Err(failure) => Some(failure),
             };
             if self.healthy.get() {
                 backoff = Backoff::default();
             }
-            if let Some(e) = failure.filter(|_| !self.shared.stopping()) {
-                self.fail(&settings, e);
-                self.pause(backoff.next_delay(), requests);
+            if let Some(failure) = failure.filter(|_| !self.shared.stopping()) {
+                self.fail(failure);
+                self.pause(backoff.next_delay(), requests, generation);
             }
         }
         self.shared.link.set(LinkState::Idle);
     }
 
-    /// The broker takes events (a batch was confirmed, or nothing waits): logs the recovery once.
-    fn healthy(&self, s: &Settings) {
+    /// Starts over with a new list of brokers (the first one first), or keeps the state of
+    /// the same list.
+    fn adopt(&self, plan: &Plan) {
+        let mut known = self.plan.borrow_mut();
+        if known.as_ref() != Some(plan) {
+            *known = Some(plan.clone());
+            self.current.set(0);
+            *self.failover_logged.borrow_mut() = vec![None; plan.endpoints.len()];
+        }
+    }
+
+    /// Connects to the first broker that answers, starting with the one that worked last.
+    fn connect_any(&self, plan: &Plan) -> Result<(Connection, Channel, Endpoint), Failure> {
+        let n = plan.endpoints.len();
+        let start = self.current.get().min(n.saturating_sub(1));
+        // Built once per round, and only when a broker needs it.
+        let tls = plan
+            .endpoints
+            .iter()
+            .any(|e| e.tls)
+            .then(|| tls_connector(&plan.tls));
+        let mut errors: Vec<(String, String)> = Vec::new();
+        for k in 0..n {
+            let i = (start + k) % n;
+            let Some(endpoint) = plan.endpoints.get(i) else {
+                break;
+            };
+            self.shared.link.set_endpoint(endpoint.to_string());
+            let attempt = match (&tls, endpoint.tls) {
+                (Some(Err(e)), true) => Err(e.clone()),
+                (tls, uses_tls) => {
+                    let connector = tls
+                        .as_ref()
+                        .and_then(|t| t.as_ref().ok())
+                        .filter(|_| uses_tls)
+                        .cloned();
+                    block_on_deadline(
+                        &self.shared,
+                        CONNECT_TIMEOUT,
+                        connect(endpoint, connector, &self.connection_name),
+                    )
+                    .and_then(|r| r)
+                }
+            };
+            match attempt {
+                Ok((conn, channel)) => {
+                    self.current.set(i);
+                    if let Some(logged) = self.failover_logged.borrow_mut().get_mut(i) {
+                        *logged = None;
+                    }
+                    return Ok((conn, channel, endpoint.clone()));
+                }
+                Err(e) => {
+                    let e = scrub(&e, &endpoint.password);
+                    if self.shared.stopping() {
+                        errors.push((endpoint.to_string(), e));
+                        break;
+                    }
+                    if k + 1 < n {
+                        let next = &plan.endpoints[(i + 1) % n];
+                        self.log_failover(i, endpoint, next, &e);
+                    }
+                    errors.push((endpoint.to_string(), e));
+                }
+            }
+        }
+        Err(match errors.as_slice() {
+            [(endpoint, error)] => Failure {
+                what: format!("broker {endpoint}"),
+                error: error.clone(),
+            },
+            _ => Failure {
+                what: "no broker reachable".into(),
+                error: errors
+                    .iter()
+                    .map(|(endpoint, error)| format!("{endpoint}: {error}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            },
+        })
+    }
+
+    /// Logs a failover once per broker and reason (not at every retry of an outage).
+    fn log_failover(&self, i: usize, from: &Endpoint, to: &Endpoint, error: &str) {
+        let mut logged = self.failover_logged.borrow_mut();
+        let Some(last) = logged.get_mut(i) else {
+            return;
+        };
+        if last.as_deref() != Some(error) {
+            *last = Some(error.to_string());
+            self.link_log
+                .warning(&format!("failing over from {from} to {to}: {error}"));
+        }
+    }
+
+    /// The broker takes events (a batch was confirmed, or nothing waits): logs the recovery
+    /// once, and a switch to another broker.
+    fn healthy(&self, endpoint: &Endpoint) {
         self.shared.link.mark_healthy();
-        if !self.healthy.replace(true) {
-            redis_log::notice(&format!("connected to broker {}:{}", s.host, s.port));
+        let was_healthy = self.healthy.replace(true);
+        if !was_healthy || self.connected_logged.borrow().as_ref() != Some(endpoint) {
+            self.link_log
+                .notice(&format!("connected to broker {endpoint}"));
             self.shared.link.set_error(String::new());
+            *self.connected_logged.borrow_mut() = Some(endpoint.clone());
         }
     }
 
     /// Waits out a back-off delay. New events do not cut it short (they would turn the back-off
-    /// into a busy loop during an outage); unloading, `connect`, new settings, and running out
-    /// of work do (the next event then gets a prompt attempt instead of a stale verdict).
-    fn pause(&self, delay: Duration, requests: u64) {
+    /// into a busy loop during an outage); unloading, `connect`, new settings or broker
+    /// configs, and running out of work do (the next event then gets a prompt attempt instead
+    /// of a stale verdict).
+    fn pause(&self, delay: Duration, requests: u64, generation: u64) {
         let until = std::time::Instant::now() + delay;
         let settings = self.shared.settings();
         loop {
@@ -160,6 +334,7 @@ impl Publisher {
                 || self.shared.stopping()
                 || self.shared.reconnect_requests.load(Relaxed) != requests
                 || !Arc::ptr_eq(&settings, &self.shared.settings())
+                || config::generation() != generation
                 || !self.shared.wants_connection()
             {
                 return;
@@ -186,13 +361,11 @@ impl Publisher {
 
     /// Records a failure; logs it when the broker stops taking events or the reason changes,
     /// so an outage makes one log line, not one per retry.
-    fn fail(&self, settings: &Settings, error: String) {
-        let error = scrub(&error, &settings.password);
-        if self.healthy.replace(false) || error != self.shared.link.last_error() {
-            redis_log::warning(&format!(
-                "broker {}:{}: {error}",
-                settings.host, settings.port
-            ));
+    fn fail(&self, failure: Failure) {
+        let Failure { what, error } = failure;
+        let was_healthy = self.healthy.replace(false);
+        if was_healthy || error != self.shared.link.last_error() {
+            self.link_log.warning(&format!("{what}: {error}"));
         }
         self.shared.link.set_error(error);
         self.shared.link.set(LinkState::Down);
@@ -201,18 +374,23 @@ impl Publisher {
     /// Publishes batches on one connection until it fails or is no longer wanted.
     fn serve(
         &self,
-        connected: &Settings,
+        plan: &Plan,
+        endpoint: &Endpoint,
         channel: &Channel,
         conn: &Connection,
         requests: u64,
     ) -> End {
         let shared = &*self.shared;
+        let mut watch = PlanWatch::new(shared);
+        if Plan::of(&watch.settings) != *plan {
+            return End::Asked;
+        }
         loop {
             let settings = shared.settings();
             if shared.stopping()
                 || !shared.enabled.load(Relaxed)
                 || shared.reconnect_requests.load(Relaxed) != requests
-                || !same_broker(connected, &settings)
+                || watch.changed(shared, plan)
             {
                 return End::Asked;
             }
@@ -227,7 +405,7 @@ impl Publisher {
                     shared.link.mark_healthy();
                     if !outbox.has_work() {
                         drop(outbox);
-                        self.healthy(&settings);
+                        self.healthy(endpoint);
                         outbox = shared.outbox.lock();
                     }
                     shared.wake.wait_for(&mut outbox, IDLE_WAIT);
@@ -259,7 +437,7 @@ impl Publisher {
             Stats::add(&stats.returned, progress.returned.get());
             Stats::add(&stats.nacked, u64::from(progress.nacked.get()));
             if failure.is_none() {
-                self.healthy(&settings);
+                self.healthy(endpoint);
             }
             if progress.returned.get() > 0 {
                 self.log_returned(&settings);
@@ -280,25 +458,26 @@ impl Publisher {
     }
 }
 
-fn same_broker(a: &Settings, b: &Settings) -> bool {
-    (&a.host, a.port, &a.user, &a.password, a.heartbeat)
-        == (&b.host, b.port, &b.user, &b.password, b.heartbeat)
-}
-
-async fn connect(s: &Settings, name: &str) -> Result<(Connection, Channel), String> {
+/// Connects to one broker (plain TCP, or TLS with `tls`), opens a channel, enables confirms.
+async fn connect(
+    endpoint: &Endpoint,
+    tls: Option<RustlsConnector>,
+    name: &str,
+) -> Result<(Connection, Channel), String> {
     let uri = AMQPUri {
+        // The transport below adds TLS itself: lapin's own would use its own CA store.
         scheme: AMQPScheme::AMQP,
         authority: AMQPAuthority {
             userinfo: AMQPUserInfo {
-                username: s.user.clone(),
-                password: s.password.clone(),
+                username: endpoint.user.clone(),
+                password: endpoint.password.clone(),
             },
-            host: s.host.clone(),
-            port: s.port,
+            host: endpoint.host.clone(),
+            port: endpoint.port,
         },
-        vhost: "/".into(),
+        vhost: endpoint.vhost.clone(),
         query: AMQPQueryString {
-            heartbeat: Some(s.heartbeat),
+            heartbeat: Some(endpoint.heartbeat),
             // lapin keeps 32 frames of buffer each way: 8 MB at RabbitMQ's default frame size
             // of 128 KiB, 1 MB at 16 KiB. Events are small; a larger one spans more frames.
             frame_max: Some(FRAME_MAX),
@@ -306,9 +485,45 @@ async fn connect(s: &Settings, name: &str) -> Result<(Connection, Channel), Stri
         },
     };
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    let conn = Connection::connect_uri(uri, props)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let runtime = lapin::runtime::default_runtime().map_err(|e| format!("connect: {e}"))?;
+    let host = endpoint.host.clone();
+    let conn = Connection::connector(
+        uri,
+        runtime,
+        async move |uri, runtime| {
+            let transport = async {
+                let stream = uri
+                    .connect_with_config_async(TLSConfig::default(), &runtime)
+                    .await?;
+                match &tls {
+                    None => Ok(stream),
+                    Some(connector) => stream
+                        .into_rustls(connector, &host)
+                        .await
+                        .map_err(|e| std::io::Error::new(e.kind(), format!("TLS handshake: {e}"))),
+                }
+            };
+            // This runs on lapin's I/O thread, which our deadline around the whole connect
+            // does not stop: a peer that accepts TCP and never answers the TLS handshake would
+            // hold that thread for good.
+            let deadline = async {
+                async_io::Timer::after(CONNECT_TIMEOUT).await;
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no TCP/TLS connection within {} ms",
+                        CONNECT_TIMEOUT.as_millis()
+                    ),
+                ))
+            };
+            futures_lite::future::or(transport, deadline)
+                .await
+                .map_err(lapin::Error::from)
+        },
+        props,
+    )
+    .await
+    .map_err(|e| format!("connect: {e}"))?;
     let channel = conn
         .create_channel()
         .await
@@ -318,6 +533,182 @@ async fn connect(s: &Settings, name: &str) -> Result<(Connection, Channel), Stri
         .await
         .map_err(|e| format!("enable publisher confirms: {e}"))?;
     Ok((conn, channel))
+}
+
+/// The CA certificates of a PEM file, as a root store.
+pub fn load_ca_roots(path: &str) -> Result<rustls::RootCertStore, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err("no PEM certificate in it".into());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| format!("unusable CA certificate: {e}"))?;
+    }
+    Ok(roots)
+}
+
+/// The rustls client configuration for `amqps://` brokers.
+fn tls_connector(options: &TlsOptions) -> Result<RustlsConnector, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let config = if options.skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_no_client_auth()
+    } else if options.ca_file.is_empty() {
+        let mut roots = rustls::RootCertStore::empty();
+        let (added, _) =
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        if added == 0 {
+            return Err(format!(
+                "TLS setup: no CA certificate in the system's store; set {}",
+                config::CA_FILE_OPTION
+            ));
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        let roots = load_ca_roots(&options.ca_file).map_err(|e| {
+            format!(
+                "TLS setup: {} '{}': {e}",
+                config::CA_FILE_OPTION,
+                options.ca_file
+            )
+        })?;
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(RustlsConnector::from(Arc::new(config)))
+}
+
+/// `key_evt_amqp.tls_skip_verify`: accepts any certificate, but still checks that the
+/// handshake is signed by the key of the certificate presented.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// What INFO shows as the broker: the one in use or being tried, else the first one to try.
+pub fn describe_broker(shared: &Shared) -> String {
+    let in_use = match shared.link.state() {
+        LinkState::Connecting | LinkState::Connected | LinkState::Down => shared.link.endpoint(),
+        LinkState::Idle | LinkState::Disabled => String::new(),
+    };
+    if !in_use.is_empty() {
+        return in_use;
+    }
+    config::endpoints(&shared.settings())
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default()
+}
+
+/// Connection lines (connected, failing over, failed) are logged once per transition; this
+/// caps them further when brokers flap: a burst of [`LogBudget::BURST`], then one line every
+/// [`LogBudget::EVERY_MS`]. A line that follows suppressed ones says how many.
+struct LogBudget {
+    tokens: Cell<u64>,
+    refilled_at: Cell<u64>,
+    suppressed: Cell<u64>,
+}
+
+impl LogBudget {
+    const BURST: u64 = 10;
+    const EVERY_MS: u64 = 6_000;
+
+    fn new(now_ms: u64) -> LogBudget {
+        LogBudget {
+            tokens: Cell::new(Self::BURST),
+            refilled_at: Cell::new(now_ms),
+            suppressed: Cell::new(0),
+        }
+    }
+
+    /// Whether a line may be logged at `now_ms`; `Some(n)`: yes, after `n` suppressed ones.
+    fn take(&self, now_ms: u64) -> Option<u64> {
+        let earned = now_ms.saturating_sub(self.refilled_at.get()) / Self::EVERY_MS;
+        if earned > 0 {
+            self.tokens
+                .set((self.tokens.get() + earned).min(Self::BURST));
+            self.refilled_at
+                .set(self.refilled_at.get() + earned * Self::EVERY_MS);
+        }
+        if self.tokens.get() == 0 {
+            self.suppressed.set(self.suppressed.get() + 1);
+            return None;
+        }
+        self.tokens.set(self.tokens.get() - 1);
+        Some(self.suppressed.replace(0))
+    }
+
+    fn line(&self, msg: &str) -> Option<String> {
+        self.take(crate::stats::now_ms()).map(|n| match n {
+            0 => msg.to_string(),
+            n => format!("{msg} ({n} connection messages suppressed before this one)"),
+        })
+    }
+
+    fn warning(&self, msg: &str) {
+        if let Some(line) = self.line(msg) {
+            redis_log::warning(&line);
+        }
+    }
+
+    fn notice(&self, msg: &str) {
+        if let Some(line) = self.line(msg) {
+            redis_log::notice(&line);
+        }
+    }
 }
 
 /// What a batch achieved so far: kept up to date while it runs, so that a timeout still knows
@@ -491,6 +882,43 @@ mod tests {
     fn passwords_are_scrubbed() {
         assert_eq!(scrub("amqp://u:s3cret@h", "s3cret"), "amqp://u:<hidden>@h");
         assert_eq!(scrub("refused", ""), "refused");
+    }
+
+    #[test]
+    fn connection_lines_are_capped_when_brokers_flap() {
+        let budget = LogBudget::new(1_000);
+        for _ in 0..LogBudget::BURST {
+            assert_eq!(budget.take(1_000), Some(0));
+        }
+        assert_eq!(budget.take(1_001), None);
+        assert_eq!(budget.take(1_002), None);
+        // One more line per period; it says how many were left out.
+        assert_eq!(budget.take(1_000 + LogBudget::EVERY_MS), Some(2));
+        assert_eq!(budget.take(1_000 + LogBudget::EVERY_MS), None);
+        // A long quiet time gives the whole burst back, no more.
+        let later = 1_000 + 100 * LogBudget::EVERY_MS;
+        for _ in 0..LogBudget::BURST {
+            assert!(budget.take(later).is_some());
+        }
+        assert_eq!(budget.take(later), None);
+    }
+
+    #[test]
+    fn tls_configurations() {
+        let options = TlsOptions {
+            ca_file: String::new(),
+            skip_verify: true,
+        };
+        assert!(tls_connector(&options).is_ok());
+        let options = TlsOptions {
+            ca_file: "/nonexistent/ca.pem".into(),
+            skip_verify: false,
+        };
+        let e = tls_connector(&options).unwrap_err();
+        assert!(
+            e.contains("key_evt_amqp.tls_ca_file '/nonexistent/ca.pem'"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -144,7 +144,11 @@ fn a_command_on_one_node_applies_on_every_node() {
     assert!(err.to_string().contains("PORT"), "{err}");
     std::thread::sleep(Duration::from_millis(500));
     for n in cluster.nodes() {
-        assert_eq!(info(n, "broker"), "127.0.0.1:5672");
+        assert!(
+            info(n, "broker").contains("127.0.0.1:5672"),
+            "{}",
+            info(n, "broker")
+        );
         assert_eq!(info(n, "keymasks"), "\"wanted:*\"");
     }
 }

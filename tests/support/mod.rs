@@ -17,6 +17,7 @@ mod amqp;
 mod cluster;
 mod proxy;
 mod redis;
+mod tls;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -35,6 +36,8 @@ pub use self::redis::{
     fallback_exists, fallback_len, module_path, server_error_text, set, tail_lines, LoadFailure,
     ModuleArgs, RedisServer, FALLBACK,
 };
+#[allow(unused_imports)]
+pub use self::tls::{TestCa, TlsTerminator};
 
 /// Polls `condition` every ~20 ms until it returns true or `timeout` has passed.
 /// Returns whether the condition became true (it is checked one last time at the deadline).
