@@ -152,45 +152,109 @@ impl Settings {
     pub fn with_args<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<Settings, ArgError> {
         let mut s = self.clone();
         for (i, arg) in args.iter().take(ARG_NAMES.len()).enumerate() {
-            let v = arg.as_ref();
-            match i {
-                0 => s.host = parse_host(v)?,
-                1 => s.port = parse_int(v, "PORT", 1, 65535, "an integer from 1 to 65535")? as u16,
-                2 => s.user = parse_text(v, "USER", "a UTF-8 user name")?,
-                // Never echo the password, not even in an error.
-                3 => {
-                    s.password = String::from_utf8(v.to_vec())
-                        .map_err(|_| ArgError::hidden("PASS", "a UTF-8 password"))?
-                }
-                4 => {
-                    s.heartbeat = parse_int(
-                        v,
-                        "HEARTBEAT",
-                        0,
-                        65535,
-                        "seconds from 0 to 65535 (0 disables heartbeats)",
-                    )? as u16
-                }
-                5 => s.exchange = parse_name(v, "EXCHANGE")?,
-                6 => s.routing_key = parse_name(v, "ROUTING_KEY")?,
-                7 => {
-                    s.delivery_mode =
-                        parse_int(v, "DELIVERY_MODE", 1, 2, "1 (transient) or 2 (persistent)")?
-                            as u8
-                }
-                _ => {
-                    s.fallback_size = parse_int(
-                        v,
-                        "FALLBACK_SIZE",
-                        i64::MIN,
-                        i64::MAX,
-                        "an integer: >0 keep at most N events, 0 unlimited, <0 no fallback list",
-                    )?
-                }
-            }
+            s.set_arg(i, arg.as_ref())?;
         }
         if args.len() > ARG_NAMES.len() {
             s.masks = KeyMasks::from_args(&args[ARG_NAMES.len()..]);
+        }
+        Ok(s)
+    }
+
+    /// Sets positional argument `i` (0 = HOST … 8 = FALLBACK_SIZE).
+    fn set_arg(&mut self, i: usize, v: &[u8]) -> Result<(), ArgError> {
+        match i {
+            0 => self.host = parse_host(v)?,
+            1 => self.port = parse_int(v, "PORT", 1, 65535, "an integer from 1 to 65535")? as u16,
+            2 => self.user = parse_text(v, "USER", "a UTF-8 user name")?,
+            // Never echo the password, not even in an error.
+            3 => {
+                self.password = String::from_utf8(v.to_vec())
+                    .map_err(|_| ArgError::hidden("PASS", "a UTF-8 password"))?
+            }
+            4 => {
+                self.heartbeat = parse_int(
+                    v,
+                    "HEARTBEAT",
+                    0,
+                    65535,
+                    "seconds from 0 to 65535 (0 disables heartbeats)",
+                )? as u16
+            }
+            5 => self.exchange = parse_name(v, "EXCHANGE")?,
+            6 => self.routing_key = parse_name(v, "ROUTING_KEY")?,
+            7 => {
+                self.delivery_mode =
+                    parse_int(v, "DELIVERY_MODE", 1, 2, "1 (transient) or 2 (persistent)")? as u8
+            }
+            _ => {
+                self.fallback_size = parse_int(
+                    v,
+                    "FALLBACK_SIZE",
+                    i64::MIN,
+                    i64::MAX,
+                    "an integer: >0 keep at most N events, 0 unlimited, <0 no fallback list",
+                )?
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The module configs that mirror the load arguments (`key_evt_amqp.<name>`), with the
+/// positional argument each stands for (`None`: the key masks, all arguments after
+/// FALLBACK_SIZE). The password has its own config, kept out of `CONFIG GET` (see config.rs).
+pub const OPTIONS: [(&str, Option<usize>); 9] = [
+    ("key_evt_amqp.host", Some(0)),
+    ("key_evt_amqp.port", Some(1)),
+    ("key_evt_amqp.user", Some(2)),
+    ("key_evt_amqp.heartbeat", Some(4)),
+    ("key_evt_amqp.exchange", Some(5)),
+    ("key_evt_amqp.routing_key", Some(6)),
+    ("key_evt_amqp.delivery_mode", Some(7)),
+    ("key_evt_amqp.fallback_size", Some(8)),
+    ("key_evt_amqp.keymasks", None),
+];
+
+impl Settings {
+    /// The value of option `name` (one of [`OPTIONS`]) as `CONFIG GET` shows it. Key masks are
+    /// separated by spaces (`ALL` for every key, empty for none).
+    pub fn option(&self, name: &str) -> Option<String> {
+        Some(match name.strip_prefix("key_evt_amqp.")? {
+            "host" => self.host.clone(),
+            "port" => self.port.to_string(),
+            "user" => self.user.clone(),
+            "heartbeat" => self.heartbeat.to_string(),
+            "exchange" => self.exchange.clone(),
+            "routing_key" => self.routing_key.clone(),
+            "delivery_mode" => self.delivery_mode.to_string(),
+            "fallback_size" => self.fallback_size.to_string(),
+            "keymasks" => match &self.masks {
+                KeyMasks::None => String::new(),
+                KeyMasks::All => "ALL".into(),
+                KeyMasks::Some(v) => v
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            },
+            _ => return None,
+        })
+    }
+
+    /// A copy with option `name` set to `value`, validated as the load argument it mirrors;
+    /// the error names the option.
+    pub fn with_option(&self, name: &'static str, value: &[u8]) -> Result<Settings, ArgError> {
+        let mut s = self.clone();
+        match OPTIONS.iter().find(|(n, _)| *n == name) {
+            Some((_, Some(i))) => s.set_arg(*i, value).map_err(|e| ArgError { name, ..e })?,
+            Some((_, None)) => {
+                s.masks = KeyMasks::from_args(
+                    value
+                        .split(|b| b.is_ascii_whitespace())
+                        .filter(|m| !m.is_empty()),
+                )
+            }
+            None => return Err(ArgError::new(name, value, "a key_evt_amqp option")),
         }
         Ok(s)
     }
@@ -328,6 +392,57 @@ impl fmt::Display for ArgError {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn options_read_back_what_they_set() {
+        let s = Settings::default();
+        for (name, value) in [
+            ("key_evt_amqp.host", "rabbit.example"),
+            ("key_evt_amqp.port", "5671"),
+            ("key_evt_amqp.user", "app"),
+            ("key_evt_amqp.heartbeat", "0"),
+            ("key_evt_amqp.exchange", "events"),
+            ("key_evt_amqp.routing_key", ""),
+            ("key_evt_amqp.delivery_mode", "2"),
+            ("key_evt_amqp.fallback_size", "-1"),
+            ("key_evt_amqp.keymasks", "user:* order:?"),
+            ("key_evt_amqp.keymasks", "ALL"),
+            ("key_evt_amqp.keymasks", ""),
+        ] {
+            let changed = s.with_option(name, value.as_bytes()).unwrap();
+            assert_eq!(changed.option(name).as_deref(), Some(value), "{name}");
+        }
+        assert_eq!(
+            s.with_option("key_evt_amqp.keymasks", b"  a  b ")
+                .unwrap()
+                .masks,
+            KeyMasks::from_args(["a", "b"])
+        );
+        assert_eq!(
+            s.option("key_evt_amqp.password"),
+            None,
+            "never through this path"
+        );
+    }
+
+    #[test]
+    fn a_bad_option_names_the_option_and_what_is_accepted() {
+        let s = Settings::default();
+        let e = s.with_option("key_evt_amqp.port", b"abc").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid key_evt_amqp.port 'abc': expected an integer from 1 to 65535"
+        );
+        let e = s
+            .with_option("key_evt_amqp.delivery_mode", b"3")
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("invalid key_evt_amqp.delivery_mode '3'"),
+            "{e}"
+        );
+        assert!(s.with_option("key_evt_amqp.host", b"").is_err());
+    }
 
     #[test]
     fn defaults_without_arguments() {

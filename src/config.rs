@@ -3,13 +3,20 @@
 //!
 //! | config | default | |
 //! |--------|---------|-|
+//! | `key_evt_amqp.host`, `port`, `user`, `heartbeat`, `exchange`, `routing_key`, `delivery_mode`, `fallback_size`, `keymasks` | the load arguments | the positional load arguments, by name (`keymasks`: masks separated by spaces) |
+//! | `key_evt_amqp.events` | the load argument | event classes; fixed once loaded (Redis refuses `CONFIG SET` of it) |
 //! | `key_evt_amqp.queue_capacity` | 100000 | events held in memory before they spill |
 //! | `key_evt_amqp.uri` | empty | `amqp://` / `amqps://` URIs, comma-separated, tried in order |
 //! | `key_evt_amqp.password` | empty | the broker password (hidden, see below) |
 //! | `key_evt_amqp.tls_ca_file` | empty | PEM CA bundle for `amqps://`; empty: the system's CAs |
 //! | `key_evt_amqp.tls_skip_verify` | no | do not verify the broker's certificate (tests only) |
 //!
-//! Precedence (see [`Settings::endpoints`]): a URI list, when set, replaces HOST and PORT;
+//! The options that mirror the load arguments show the values in force (`CONFIG GET`), which
+//! the commands change too; so `CONFIG REWRITE` saves what runs. Precedence at load: a config
+//! given in redis.conf or `MODULE LOADEX … CONFIG` wins over the positional argument; one not
+//! given (Redis then applies its default, the empty string) leaves the positional value.
+//!
+//! Broker precedence (see [`Settings::endpoints`]): a URI list, when set, replaces HOST and PORT;
 //! what a URI leaves out (user, heartbeat) comes from the positional arguments; a non-empty
 //! password config replaces PASS. An empty URI config goes back to the positional broker.
 //!
@@ -33,14 +40,14 @@
 
 use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU64, Ordering, Ordering::Relaxed};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use redis_module::configuration::{
     register_bool_configuration, register_i64_configuration, register_string_configuration,
     ConfigurationContext, ConfigurationFlags, ConfigurationValue,
 };
 use redis_module::{raw, Context, RedisError, RedisString};
 
-use crate::args::Settings;
+use crate::args::{self, Settings, OPTIONS};
 use crate::module;
 use crate::redis_log;
 use crate::uri::{self, Endpoint, UriEndpoint};
@@ -301,8 +308,133 @@ impl ConfigurationValue<bool> for SkipVerifyConfig {
     }
 }
 
-/// Registers the configs and applies what redis.conf or `MODULE LOADEX … CONFIG` set (at load).
-pub fn register(ctx: &Context) -> Result<(), String> {
+/// The event classes and settings from the load arguments while `MODULE LOAD` applies the
+/// configs, before the module exists.
+static AT_LOAD: Mutex<Option<(i32, Settings)>> = Mutex::new(None);
+
+/// A config mirroring a load argument (see [`OPTIONS`]).
+struct SettingConfig {
+    name: &'static str,
+    returned: Returned,
+}
+
+const fn setting(i: usize) -> SettingConfig {
+    SettingConfig {
+        name: OPTIONS[i].0,
+        returned: Returned::new(),
+    }
+}
+
+static SETTING_CONFIGS: [SettingConfig; OPTIONS.len()] = [
+    setting(0),
+    setting(1),
+    setting(2),
+    setting(3),
+    setting(4),
+    setting(5),
+    setting(6),
+    setting(7),
+    setting(8),
+];
+
+/// The settings in force: the running module's, or those being loaded.
+fn current_settings() -> Option<Settings> {
+    match module::current() {
+        Some(m) => Some((*m.shared.settings()).clone()),
+        None => AT_LOAD.lock().as_ref().map(|(_, s)| s.clone()),
+    }
+}
+
+impl ConfigurationValue<RedisString> for SettingConfig {
+    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
+        let value = current_settings()
+            .and_then(|s| s.option(self.name))
+            .unwrap_or_default();
+        self.returned.hand_out(&value)
+    }
+
+    fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
+        let value = val.as_slice();
+        let invalid = |e: args::ArgError| RedisError::String(e.to_string());
+        if let Some((_, at_load)) = AT_LOAD.lock().as_mut() {
+            // Not given at load: Redis applies the default (empty); the positional value stays.
+            if !value.is_empty() {
+                *at_load = at_load.with_option(self.name, value).map_err(invalid)?;
+            }
+            return Ok(());
+        }
+        let m = module::current().ok_or(RedisError::Str("key_evt_amqp is not loaded"))?;
+        let new = m
+            .shared
+            .settings()
+            .with_option(self.name, value)
+            .map_err(invalid)?;
+        m.shared.set_settings(new);
+        // A new fallback size or masks apply from the next event-loop step.
+        module::wake_main();
+        Ok(())
+    }
+}
+
+/// `key_evt_amqp.events`: immutable, so only redis.conf or `MODULE LOADEX … CONFIG` set it.
+struct EventsConfig(Returned);
+
+static EVENTS: EventsConfig = EventsConfig(Returned::new());
+
+impl ConfigurationValue<RedisString> for EventsConfig {
+    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
+        let events = match module::current() {
+            Some(m) => m.events,
+            None => AT_LOAD.lock().as_ref().map_or(0, |(e, _)| *e),
+        };
+        self.0.hand_out(&args::describe_events(events))
+    }
+
+    fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
+        let mut at_load = AT_LOAD.lock();
+        let Some((events, _)) = at_load.as_mut() else {
+            return Err(RedisError::Str(
+                "key_evt_amqp.events is fixed once the module is loaded (MODULE UNLOAD, then MODULE LOADEX … CONFIG key_evt_amqp.events …)",
+            ));
+        };
+        if !val.as_slice().is_empty() {
+            *events = args::parse_events(val.as_slice()).map_err(|e| {
+                RedisError::String(
+                    args::ArgError {
+                        name: "key_evt_amqp.events",
+                        ..e
+                    }
+                    .to_string(),
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Registers the configs and applies what redis.conf or `MODULE LOADEX … CONFIG` set (at load)
+/// over the load arguments; returns the event classes and settings to start with.
+pub fn register(ctx: &Context, events: i32, settings: Settings) -> Result<(i32, Settings), String> {
+    *AT_LOAD.lock() = Some((events, settings));
+    let loaded = register_and_load(ctx);
+    let at_load = AT_LOAD.lock().take();
+    loaded?;
+    at_load.ok_or_else(|| "the load arguments vanished while loading configs".into())
+}
+
+fn register_and_load(ctx: &Context) -> Result<(), String> {
+    register_string_configuration(
+        ctx,
+        "events",
+        &EVENTS,
+        "",
+        ConfigurationFlags::IMMUTABLE,
+        None,
+    );
+    for option in &SETTING_CONFIGS {
+        let name = option.name.trim_start_matches("key_evt_amqp.");
+        register_string_configuration(ctx, name, option, "", ConfigurationFlags::DEFAULT, None);
+    }
     register_i64_configuration(
         ctx,
         "queue_capacity",

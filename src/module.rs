@@ -82,7 +82,7 @@ pub fn init(ctx: &Context, argv: &[RedisString]) -> Status {
 fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
     let args: Vec<&[u8]> = argv.iter().map(RedisString::as_slice).collect();
     let (events, settings) = args::parse_load_args(&args).map_err(|e| e.to_string())?;
-    crate::config::register(ctx)?;
+    let (events, settings) = crate::config::register(ctx, events, settings)?;
     let run_id = read_run_id(ctx).ok_or("cannot read run_id from INFO server")?;
     pin_library()?;
     let flags = ctx.get_flags();
