@@ -70,6 +70,8 @@ fn an_outage_moves_spilled_fallback_refilled_and_connections() {
     let mut redis = server.client();
     set(&mut redis, "k:0");
     consumer.expect(1, WAIT);
+    // Confirmed before the cut: otherwise it is sent again (and counted) after it.
+    assert!(wait_until(WAIT, || field(&server, "events_confirmed") == 1));
     assert_eq!(field(&server, "connections"), 1);
 
     proxy.set_mode(Mode::Refuse);
