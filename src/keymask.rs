@@ -14,8 +14,9 @@
 //!
 //! Unlike Pike's C code, keys and masks are byte slices: NUL, `\n` and 0xff are ordinary bytes.
 //! Nothing recurses: a mask without `*` (after dropping `*` tokens that cannot change the answer)
-//! is compared in place, others run as an automaton over a bitset of mask positions, in
-//! O(mask × key) time, constant stack, and without allocation for masks of up to 255 tokens.
+//! is compared in place (as plain bytes when it has no `.` either), others run as an automaton
+//! over a bitset of mask positions, in O(mask × key) time, constant stack, and without
+//! allocation for masks of up to 255 tokens.
 
 use std::fmt;
 
@@ -32,6 +33,8 @@ pub struct KeyMask {
 
 #[derive(Clone, PartialEq, Eq)]
 enum Engine {
+    /// No `*` and no `.`: plain bytes (equality, prefix, suffix or substring).
+    Literal(Vec<u8>),
     /// No `*`: a fixed-length pattern compared in place (`None` is `.`).
     Fixed(Vec<Option<u8>>),
     /// Up to 63 tokens: shift-and on one word. Bit i = "token i is next", bit `len` = matched.
@@ -138,11 +141,24 @@ impl KeyMask {
     }
 
     /// Whether the mask matches `key` (anywhere, unless anchored).
+    ///
+    /// Inlined into the keyspace callback, where the literal case is done without a call; the
+    /// automata, which need many registers, stay out of line.
+    #[inline]
     pub fn matches(&self, key: &[u8]) -> bool {
         if key.len() < self.min_len {
             return false;
         }
         match &self.engine {
+            Engine::Literal(lit) => self.literal(lit, key),
+            _ => self.run_engine(key),
+        }
+    }
+
+    #[inline(never)]
+    fn run_engine(&self, key: &[u8]) -> bool {
+        match &self.engine {
+            Engine::Literal(lit) => self.literal(lit, key),
             Engine::Fixed(pat) => self.fixed(pat, key),
             Engine::Small { accepts, star, len } => self.small(accepts, *star, *len, key),
             Engine::Large(tokens) => {
@@ -155,6 +171,20 @@ impl KeyMask {
                     self.large(tokens, key, &mut vec![0u64; words])
                 }
             }
+        }
+    }
+
+    /// The usual masks (`^prefix`, `suffix$`, `word`) end up here: this runs in the keyspace
+    /// callback for every event, so it compares bytes as slices, and a search looks for the
+    /// needle's first and last bytes, eight positions at a time, before comparing (see
+    /// docs/profiles/README.md).
+    #[inline]
+    fn literal(&self, lit: &[u8], key: &[u8]) -> bool {
+        match (self.anchored_start, self.anchored_end) {
+            (true, true) => key == lit,
+            (true, false) => key.starts_with(lit),
+            (false, true) => key.ends_with(lit),
+            (false, false) => contains(key, lit),
         }
     }
 
@@ -228,6 +258,13 @@ impl KeyMask {
 
 impl Engine {
     fn new(tokens: Vec<Token>) -> Engine {
+        if let Some(lit) = tokens
+            .iter()
+            .map(|t| if t.star { None } else { t.byte })
+            .collect::<Option<Vec<u8>>>()
+        {
+            return Engine::Literal(lit);
+        }
         if tokens.iter().all(|t| !t.star) {
             return Engine::Fixed(tokens.iter().map(|t| t.byte).collect());
         }
@@ -256,6 +293,44 @@ impl Engine {
 
 fn atom(c: u8) -> Option<u8> {
     (c != b'.').then_some(c)
+}
+
+/// Whether `needle` occurs in `hay`. Candidates are the starts where the needle's first and last
+/// bytes both are, found eight starts at a time (SWAR: a zero byte in
+/// `(hay[at..] ^ first) | (hay[at + len - 1..] ^ last)` marks one), then compared in full.
+#[inline(never)]
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let (Some(&first), Some(&last)) = (needle.first(), needle.last()) else {
+        return true;
+    };
+    let Some(starts) = (hay.len() + 1).checked_sub(needle.len()) else {
+        return false;
+    };
+    let tail = needle.len() - 1;
+    let is_at = |at: usize| hay.get(at..at + needle.len()) == Some(needle);
+    let word = |at: usize| {
+        hay.get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let (firsts, lasts) = (ONES * u64::from(first), ONES * u64::from(last));
+    let mut at = 0;
+    while at + 8 <= starts {
+        let x = (word(at) ^ firsts) | (word(at + tail) ^ lasts);
+        // High bit set in each zero byte of x (and maybe in bytes above one: checked anyway).
+        let mut zeros = x.wrapping_sub(ONES) & !x & HIGHS;
+        while zeros != 0 {
+            if is_at(at + zeros.trailing_zeros() as usize / 8) {
+                return true;
+            }
+            zeros &= zeros - 1;
+        }
+        at += 8;
+    }
+    (at..starts)
+        .any(|at| hay.get(at) == Some(&first) && hay.get(at + tail) == Some(&last) && is_at(at))
 }
 
 fn fixed_eq(pat: &[Option<u8>], s: &[u8]) -> bool {
@@ -386,7 +461,8 @@ impl KeyMasks {
         }
     }
 
-    /// Whether an event on `key` is forwarded.
+    /// Whether an event on `key` is forwarded. Inlined into the keyspace callback.
+    #[inline]
     pub fn matches(&self, key: &[u8]) -> bool {
         match self {
             KeyMasks::None => false,
@@ -628,6 +704,7 @@ mod tests {
     #[test]
     fn engines() {
         let engine = |mask: &[u8]| match KeyMask::new(mask).engine {
+            Engine::Literal(_) => "literal",
             Engine::Fixed(_) => "fixed",
             Engine::Small { .. } => "small",
             Engine::Large(_) => "large",
@@ -638,10 +715,12 @@ mod tests {
             b"log$",
             b"a*b*",
             b"^.*$",
-            b"^a.b",
+            b"nomatch:*",
         ] {
-            assert_eq!(engine(mask), "fixed", "{mask:?}");
+            assert_eq!(engine(mask), "literal", "{mask:?}");
         }
+        assert_eq!(engine(b"^a.b"), "fixed");
+        assert_eq!(engine(b"a.$"), "fixed");
         assert_eq!(engine(b"^a*b"), "small");
         assert_eq!(engine(b"a.*b"), "small");
         assert_eq!(
@@ -746,6 +825,11 @@ mod tests {
         ]
     }
 
+    /// Bytes at the edges of the SWAR zero-byte test.
+    fn edge_byte() -> impl Strategy<Value = u8> {
+        prop_oneof![Just(0u8), Just(1), Just(0x7f), Just(0x80), Just(0xff)]
+    }
+
     fn small_mask() -> impl Strategy<Value = Vec<u8>> {
         prop::collection::vec(mask_byte(), 0..10)
     }
@@ -783,6 +867,35 @@ mod tests {
     }
 
     proptest! {
+        /// Literal masks (no `.` or `*`) over a two-letter alphabet: many partial matches, so
+        /// the substring search must restart right after each failed candidate.
+        #[test]
+        fn literal_masks_agree_with_pike(
+            start in any::<bool>(),
+            end in any::<bool>(),
+            lit in prop::collection::vec(prop_oneof![Just(b'a'), Just(b'b')], 0..6),
+            key in prop::collection::vec(prop_oneof![Just(b'a'), Just(b'b')], 0..16),
+            pad in prop_oneof![Just(0usize), 0usize..150],
+        ) {
+            // Padding makes keys of many eight-start words.
+            let key = [&b"a".repeat(pad)[..], &key].concat();
+            let caret: &[u8] = if start { b"^" } else { b"" };
+            let dollar: &[u8] = if end { b"$" } else { b"" };
+            let mask = [caret, &lit, dollar].concat();
+            prop_assert_eq!(m(&mask, &key), reference(&mask, &key));
+        }
+
+        /// The substring search against the obvious one, on bytes that stress the SWAR
+        /// zero-byte test (0x00, 0x01, 0x7f, 0x80, 0xff: borrows and high bits).
+        #[test]
+        fn substring_search_agrees_with_windows(
+            needle in prop::collection::vec(edge_byte(), 1..5),
+            hay in prop::collection::vec(edge_byte(), 0..40),
+        ) {
+            let expected = hay.windows(needle.len()).any(|w| w == needle.as_slice());
+            prop_assert_eq!(contains(&hay, &needle), expected);
+        }
+
         #[test]
         fn agrees_with_pike_on_long_masks(
             mask in small_mask(),

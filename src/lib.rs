@@ -20,6 +20,7 @@ mod module;
 mod publisher;
 mod redis_log;
 mod shared;
+mod throttle;
 
 mod registration {
     use redis_module::{redis_module, Context, RedisString, Status};

@@ -18,6 +18,7 @@ use crate::publisher;
 use crate::redis_log;
 use crate::shared::Shared;
 use crate::stats::{MainThreadCounters, Stats};
+use crate::throttle::Throttle;
 
 /// Events moved between memory and the fallback list per main-thread step (well under 1 ms).
 const SLICE: usize = 500;
@@ -43,6 +44,8 @@ pub struct Module {
     inbox: Mutex<Vec<Event>>,
     /// The list's length must be read again (after loading, or a promotion).
     resync_list: AtomicBool,
+    /// Drops are logged when they start, then summed at most every 10 s (main thread).
+    drops: Mutex<Throttle>,
 }
 
 static MODULE: RwLock<Option<Arc<Module>>> = RwLock::new(None);
@@ -102,6 +105,7 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
         own_io: AtomicBool::new(false),
         inbox: Mutex::new(Vec::new()),
         resync_list: AtomicBool::new(true),
+        drops: Mutex::new(Throttle::new(std::time::Duration::from_secs(10))),
     });
     if !crate::info::register(ctx.ctx) {
         return Err("cannot register the INFO section".into());
@@ -248,6 +252,7 @@ impl Module {
         }
         outbox.release_spare();
         shared.stats.observe(&outbox);
+        self.log_drops(0, fallback_size);
     }
 
     /// In a cluster, follows the slots this node serves (see [`Placement`]). Returns whether
@@ -308,6 +313,7 @@ impl Module {
         Stats::add(&shared.stats.spilled, report.spilled);
         Stats::add(&shared.stats.refilled, report.refilled);
         Stats::add(&shared.stats.dropped, report.dropped);
+        self.log_drops(report.dropped, input.fallback_size);
         if let Some(e) = &report.error {
             redis_log::warning(e);
             return false;
@@ -321,10 +327,31 @@ impl Module {
         true
     }
 
-    /// The keyspace callback's work: filter, encode, enqueue. No system call, and no lock
-    /// that another thread can hold (the inbox and the settings are written on this thread
-    /// only).
-    fn on_event(&self, db: i64, event: &[u8], key: &[u8]) {
+    fn log_drops(&self, dropped: u64, fallback_size: i64) {
+        let mut drops = self.drops.lock();
+        if dropped == 0 && drops.idle() {
+            return;
+        }
+        if let Some(n) = drops.note(dropped, std::time::Instant::now()) {
+            redis_log::warning(&if fallback_size < 0 {
+                format!(
+                    "dropped {n} events: the broker cannot take them and there is no fallback \
+                     list (FALLBACK_SIZE {fallback_size}); further drops are summed every 10 s"
+                )
+            } else {
+                format!(
+                    "dropped {n} events, the oldest: the fallback list is capped at \
+                     FALLBACK_SIZE {fallback_size}; further drops are summed every 10 s"
+                )
+            });
+        }
+    }
+
+    /// The keyspace callback's work: filter, encode, enqueue. No lock that another thread can
+    /// hold (the inbox and the settings are written on this thread only). The database and
+    /// the event name are only fetched (`details`) for a key that is forwarded: most events
+    /// of a filtering node stop at the mask. Costs per event are in docs/profiles/README.md.
+    fn on_event<'a>(&self, key: &[u8], details: impl FnOnce() -> (i64, &'a [u8])) {
         let shared = &*self.shared;
         if !shared.master.load(Relaxed) || self.loading.load(Relaxed) || self.own_io.load(Relaxed) {
             return;
@@ -334,14 +361,25 @@ impl Module {
             return;
         }
         MainThreadCounters::bump(&shared.stats.main.matched);
+        let (db, event) = details();
+        // Only this callback moves the sequence, and Redis runs it on one thread at a time
+        // (the main thread, or one holding the GIL): no locked read-modify-write needed.
+        let seq = SEQ.load(Relaxed) + 1;
+        SEQ.store(seq, Relaxed);
+        // Whole seconds, as `time(2)` gives them: libc's vDSO reads the kernel's coarse clock,
+        // without the clock read and conversions of `SystemTime::now`.
+        // SAFETY: `time` with a null pointer only returns the value.
+        let now = unsafe { libc::time(std::ptr::null_mut()) };
+        // The coarse clock lags the precise one by at most a tick.
+        debug_assert!(SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .is_ok_and(|d| d.as_secs().abs_diff(now as u64) <= 1));
         let event = Event {
             id: Some(EventId {
                 run_id: self.run_id,
-                seq: SEQ.fetch_add(1, Relaxed) + 1,
+                seq,
             }),
-            timestamp: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            timestamp: u64::try_from(now).unwrap_or(0),
             body: event::body(db, event, key),
             list_copy: 0,
         };
@@ -445,23 +483,36 @@ extern "C" fn on_keyspace_event(
     event: *const c_char,
     key: *mut raw::RedisModuleString,
 ) -> c_int {
+    const OK: c_int = raw::REDISMODULE_OK as c_int;
     // The read guard, not a clone of the Arc: nothing to count on this hot path.
     let module = MODULE.read();
     let Some(module) = module.as_ref() else {
-        return raw::REDISMODULE_OK as c_int;
+        return OK;
     };
-    // SAFETY: Redis passes a live context, a NUL-terminated event name and the key's string for
-    // the duration of this call.
-    let (db, event, key) = unsafe {
-        let db = raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx));
-        (
-            i64::from(db),
-            CStr::from_ptr(event).to_bytes(),
-            RedisString::string_as_slice(key),
-        )
+    // SAFETY: Redis passes the key's string, alive for the duration of this call; the API
+    // pointer is set at load.
+    let key = unsafe {
+        let Some(ptr_len) = raw::RedisModule_StringPtrLen else {
+            return OK;
+        };
+        let mut len = 0;
+        let ptr = ptr_len(key, &mut len);
+        if ptr.is_null() {
+            return OK;
+        }
+        std::slice::from_raw_parts(ptr.cast::<u8>(), len)
     };
-    module.on_event(db, event, key);
-    raw::REDISMODULE_OK as c_int
+    module.on_event(key, || {
+        // SAFETY: Redis passes a live context and a NUL-terminated event name for the duration
+        // of this call.
+        unsafe {
+            (
+                i64::from(raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx))),
+                CStr::from_ptr(event).to_bytes(),
+            )
+        }
+    });
+    OK
 }
 
 extern "C" fn on_event_loop(

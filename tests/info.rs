@@ -120,6 +120,15 @@ fn the_cap_moves_dropped() {
         server.module_info_text()
     );
     assert_eq!(field(&server, "fallback_length"), 4);
+    // Logged when drops start, then summed at most every 10 s: never a line per event.
+    let drop_lines = || server.log().matches("events, the oldest").count();
+    assert_eq!(drop_lines(), 1, "{}", server.log());
+    assert!(server.log().contains("capped at FALLBACK_SIZE 4"));
+    for i in 10..20 {
+        set(&mut redis, &format!("k:{i}"));
+    }
+    assert!(wait_until(WAIT, || field(&server, "events_dropped") == 16));
+    assert_eq!(drop_lines(), 1, "the next burst waits for the summary");
 
     let () = redis::cmd("CONFIG")
         .arg("SET")
