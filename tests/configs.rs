@@ -208,3 +208,126 @@ fn configs_at_load_win_over_positional_arguments() {
     assert_eq!(keys(&positional.expect(1, WAIT)), ["only:1"]);
     positional.expect_none(QUIET);
 }
+
+/// A redis-server started from a config file (`CONFIG REWRITE` needs one); killed on drop.
+struct FromFile {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl FromFile {
+    fn start(dir: &std::path::Path, conf: &std::path::Path) -> FromFile {
+        let port = std::fs::read_to_string(conf)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("port "))
+            .and_then(|p| p.trim().parse().ok())
+            .expect("a port line");
+        let child = std::process::Command::new("redis-server")
+            .arg(conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (run scripts/setup.sh)");
+        let server = FromFile {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        };
+        assert!(
+            support::wait_until(WAIT, || server.client().is_ok()),
+            "redis-server from {} did not answer",
+            conf.display()
+        );
+        server
+    }
+
+    fn client(&self) -> redis::RedisResult<redis::Connection> {
+        let mut c =
+            redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?.get_connection()?;
+        redis::cmd("PING").query::<String>(&mut c)?;
+        Ok(c)
+    }
+
+    fn config(&self, name: &str) -> String {
+        let map: HashMap<String, String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query(&mut self.client().unwrap())
+            .unwrap();
+        map.get(name).cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for FromFile {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "redis log:\n{}",
+                std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+            );
+        }
+    }
+}
+
+#[test]
+fn config_rewrite_saves_what_runs_and_a_restart_starts_from_it() {
+    let dir = std::env::temp_dir().join(format!("kea-rewrite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.join("redis.conf");
+    let args = ModuleArgs::with_routing_key("rewrite-test")
+        .to_vec()
+        .join(" ");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\nlogfile redis.log\nsave \"\"\n\
+             loadmodule {} {args}\n",
+            dir.display(),
+            module_path().display()
+        ),
+    )
+    .unwrap();
+
+    let server = FromFile::start(&dir, &conf);
+    let mut c = server.client().unwrap();
+    for (name, value) in [
+        ("key_evt_amqp.exchange", "amq.topic"),
+        ("key_evt_amqp.keymasks", "user:* order:"),
+        ("key_evt_amqp.password", "Rewrite-Secret"),
+    ] {
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut c)
+            .unwrap();
+    }
+    let () = redis::cmd("CONFIG").arg("REWRITE").query(&mut c).unwrap();
+    let written = std::fs::read_to_string(&conf).unwrap();
+    assert!(
+        written.contains("key_evt_amqp.exchange \"amq.topic\"")
+            || written.contains("key_evt_amqp.exchange amq.topic"),
+        "{written}"
+    );
+    assert!(
+        written.contains("key_evt_amqp.password"),
+        "the password is saved to reconnect after a restart"
+    );
+    drop(c);
+    drop(server);
+
+    let server = FromFile::start(&dir, &conf);
+    assert_eq!(server.config("key_evt_amqp.exchange"), "amq.topic");
+    assert_eq!(server.config("key_evt_amqp.keymasks"), "user:* order:");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
