@@ -51,10 +51,12 @@ pub fn spawn(
     connection_name: String,
     wake_main: fn(),
 ) -> std::io::Result<JoinHandle<()>> {
-    init_executor();
     std::thread::Builder::new()
         .name("kea-publisher".into())
         .spawn(move || {
+            // Before the executor starts: lapin's threads are created from here and inherit it.
+            lower_priority();
+            init_executor();
             Publisher {
                 shared,
                 connection_name,
@@ -69,6 +71,15 @@ pub fn spawn(
             }
             .run()
         })
+}
+
+/// The publisher and the threads it starts (lapin's executor, I/O loop and reactor inherit a
+/// thread's nice value) run at nice 10: on a busy host Redis's main thread gets the CPU first.
+fn lower_priority() {
+    // SAFETY: setpriority on this thread's own id; a failure leaves the priority unchanged.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+    }
 }
 
 /// lapin's tasks run on async-global-executor; one thread is plenty next to ours (2-core hosts).
