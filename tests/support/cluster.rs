@@ -289,19 +289,10 @@ impl Cluster {
         })
     }
 
-    /// The hash slot of `key` (CRC16 of the key, or of its `{hash tag}`, modulo 16384), as
-    /// `CLUSTER KEYSLOT` computes it.
+    /// The hash slot of `key`: the module's own computation (`key_evt_amqp::cluster::key_slot`),
+    /// which the support selftest checks against `CLUSTER KEYSLOT`.
     pub fn slot(key: &[u8]) -> u16 {
-        let hashed = key
-            .iter()
-            .position(|&b| b == b'{')
-            .and_then(|open| {
-                let rest = &key[open + 1..];
-                let close = rest.iter().position(|&b| b == b'}')?;
-                (close > 0).then(|| &rest[..close])
-            })
-            .unwrap_or(key);
-        crc16(hashed) % SLOTS
+        key_evt_amqp::cluster::key_slot(key)
     }
 
     /// The live master that owns `key`'s slot now: the one that claims it in its own
@@ -735,20 +726,4 @@ fn parse_node_line(line: &str) -> Option<NodeLine> {
         connected: fields[7] == "connected",
         slots,
     })
-}
-
-/// CRC16-CCITT (XMODEM): polynomial 0x1021, initial value 0, as in Redis's `crc16.c`.
-fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &byte in data {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
 }
