@@ -125,18 +125,7 @@ extern "C" fn on_cluster_message(
     // The arguments are not logged: they may hold the password.
     match apply(&argv[1..]) {
         Ok(_) => redis_log::notice(&format!("{name} applied, from cluster node {sender}")),
-        Err(e) => redis_log::warning(&format!(
-            "{name} from cluster node {sender} refused: {}",
-            error_text(&e)
-        )),
-    }
-}
-
-fn error_text(e: &RedisError) -> String {
-    match e {
-        RedisError::String(s) => s.clone(),
-        RedisError::Str(s) => (*s).to_string(),
-        other => format!("{other:?}"),
+        Err(e) => redis_log::warning(&format!("{name} from cluster node {sender} refused: {e}")),
     }
 }
 
