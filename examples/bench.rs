@@ -326,7 +326,8 @@ fn self_cpu() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-const PUBLISHER_THREADS: &[&str] = &["kea-publisher", "kea-executor", "lapin-io-loop", "async-io"];
+/// The module's only thread of its own: it connects, publishes and reads confirms.
+const PUBLISHER_THREADS: &[&str] = &["kea-publisher"];
 
 // ------------------------------------------------------------------ consumer (child process)
 
@@ -870,7 +871,7 @@ fn m2(s: &Sizes, rep: &mut Report) -> Res<()> {
     rep.line("| publisher | events/s | ratio to raw lapin | CPU µs per confirmed event |");
     rep.line("|-----------|---------:|-------------------:|---------------------------:|");
     rep.line(&format!(
-        "| module (threads kea-publisher, kea-executor, lapin-io-loop, async-io) | {} | {} | {} |",
+        "| module (thread kea-publisher) | {} | {} | {} |",
         f(mr, 0),
         f(mr / rr, 3),
         f(median(&mod_cpu), 2)

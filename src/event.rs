@@ -38,7 +38,21 @@ pub struct EventId {
 impl EventId {
     /// The AMQP `message_id`: `<run_id>-<seq>`.
     pub fn message_id(&self) -> String {
-        format!("{}-{}", self.run_id.to_hex(), self.seq)
+        let mut out = Vec::with_capacity(61);
+        self.write_message_id(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Appends the `message_id` to `out` (the publisher writes it straight into its frames).
+    pub fn write_message_id(&self, out: &mut Vec<u8>) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for b in self.run_id.0 {
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 15)]);
+        }
+        out.push(b'-');
+        let mut digits = [0u8; 20];
+        out.extend_from_slice(decimal(self.seq, &mut digits));
     }
 }
 

@@ -12,6 +12,8 @@ pub mod stats;
 pub mod uri;
 
 mod acl;
+mod amqp;
+mod amqp_wire;
 mod commands;
 mod config;
 mod fallback;

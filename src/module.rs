@@ -411,8 +411,8 @@ pub fn wake_main() {
     }
 }
 
-/// Keeps this library mapped after MODULE UNLOAD: lapin's executor and reactor threads are
-/// process-wide and outlive the module, so unmapping their code would crash Redis.
+/// Keeps this library mapped after MODULE UNLOAD: Redis 7.0 keeps our cluster message receiver
+/// (it cannot delete one), and [`SEQ`] must go on across a reload under the same run id.
 fn pin_library() -> Result<(), String> {
     // SAFETY: dladdr/dlopen with a pointer into this library and the path the loader reports.
     unsafe {

@@ -1,29 +1,23 @@
-//! The publisher thread: owns the AMQP connection, publishes batches with publisher confirms,
-//! and connections with capped exponential back-off. Every network wait has a deadline: lapin
-//! alone can hang for good on a peer that accepts TCP and never answers (DESIGN section 5).
+//! The publisher thread: owns the AMQP connection (`amqp.rs`), publishes batches with
+//! publisher confirms, and reconnects with capped exponential back-off. Every network wait
+//! has a deadline, and none is longer than a slice that notices an unload.
 //!
 //! Several brokers (`key_evt_amqp.uri` lists them) are tried in order, each with its own
 //! deadline, before backing off; the publisher sticks to the one that works. `amqps://` uses
 //! our own rustls client configuration (a CA file, the system's CAs, or, for tests, no
-//! verification), handed to lapin through its custom-transport entry point.
+//! verification).
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::tcp::{AMQPUriTcpExt, RustlsConnector, TLSConfig};
-use lapin::types::ShortString;
-use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
+use crate::amqp::{Confirms, Connection};
+use crate::amqp_wire::{self as wire, Properties};
 use crate::args::Settings;
 use crate::config::{self, TlsOptions};
 use crate::event::Event;
@@ -33,6 +27,7 @@ use crate::shared::{Shared, BATCH};
 use crate::stats::{LinkState, Stats};
 use crate::uri::Endpoint;
 
+/// For the TCP connection, the TLS handshake, the login, the channel and confirm mode together.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A batch not confirmed within this time means a dead or stuck connection.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,7 +37,6 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 pub const APP_ID: &str = "key_evt_amqp";
-const FRAME_MAX: u32 = 16 * 1024;
 
 /// Starts the publisher thread.
 /// `connection_name` shows in RabbitMQ's management tools (we use the node's run id in it).
@@ -54,9 +48,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("kea-publisher".into())
         .spawn(move || {
-            // Before the executor starts: lapin's threads are created from here and inherit it.
             lower_priority();
-            init_executor();
             Publisher {
                 shared,
                 connection_name,
@@ -73,26 +65,12 @@ pub fn spawn(
         })
 }
 
-/// The publisher and the threads it starts (lapin's executor, I/O loop and reactor inherit a
-/// thread's nice value) run at nice 10: on a busy host Redis's main thread gets the CPU first.
+/// The publisher runs at nice 10: on a busy host Redis's main thread gets the CPU first.
 fn lower_priority() {
     // SAFETY: setpriority on this thread's own id; a failure leaves the priority unchanged.
     unsafe {
         libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
     }
-}
-
-/// lapin's tasks run on async-global-executor; one thread is plenty next to ours (2-core hosts).
-fn init_executor() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        async_global_executor::init_with_config(
-            async_global_executor::GlobalExecutorConfig::default()
-                .with_min_threads(1)
-                .with_max_threads(1)
-                .with_thread_name_fn(|| "kea-executor".into()),
-        )
-    });
 }
 
 struct Publisher {
@@ -193,16 +171,12 @@ impl Publisher {
             self.shared.link.set(LinkState::Connecting);
             let requests = self.shared.reconnect_requests.load(Relaxed);
             let failure = match self.connect_any(&plan) {
-                Ok((conn, channel, endpoint)) => {
+                Ok((mut conn, endpoint)) => {
                     Stats::add(&self.shared.stats.connections, 1);
                     self.shared.link.set(LinkState::Connected);
-                    let end = self.serve(&plan, &endpoint, &channel, &conn, requests);
+                    let end = self.serve(&plan, &endpoint, &mut conn, requests);
                     // Close politely, but never wait long for a peer that may be gone.
-                    let _ = block_on_deadline(&self.shared, CLOSE_TIMEOUT, async {
-                        conn.close(200, "bye".into())
-                            .await
-                            .map_err(|e| e.to_string())
-                    });
+                    conn.close(CLOSE_TIMEOUT, &|| self.shared.stopping());
                     match end {
                         End::Asked => None,
                         End::Failed(e) => Some(Failure {
@@ -236,7 +210,7 @@ impl Publisher {
     }
 
     /// Connects to the first broker that answers, starting with the one that worked last.
-    fn connect_any(&self, plan: &Plan) -> Result<(Connection, Channel, Endpoint), Failure> {
+    fn connect_any(&self, plan: &Plan) -> Result<(Connection, Endpoint), Failure> {
         let n = plan.endpoints.len();
         let start = self.current.get().min(n.saturating_sub(1));
         // Built once per round, and only when a broker needs it.
@@ -244,7 +218,7 @@ impl Publisher {
             .endpoints
             .iter()
             .any(|e| e.tls)
-            .then(|| tls_connector(&plan.tls));
+            .then(|| tls_config(&plan.tls));
         let mut errors: Vec<(String, String)> = Vec::new();
         for k in 0..n {
             let i = (start + k) % n;
@@ -255,26 +229,27 @@ impl Publisher {
             let attempt = match (&tls, endpoint.tls) {
                 (Some(Err(e)), true) => Err(e.clone()),
                 (tls, uses_tls) => {
-                    let connector = tls
+                    let config = tls
                         .as_ref()
                         .and_then(|t| t.as_ref().ok())
-                        .filter(|_| uses_tls)
-                        .cloned();
-                    block_on_deadline(
-                        &self.shared,
+                        .filter(|_| uses_tls);
+                    Connection::open(
+                        endpoint,
+                        config,
+                        &self.connection_name,
                         CONNECT_TIMEOUT,
-                        connect(endpoint, connector, &self.connection_name),
+                        &|| self.shared.stopping(),
                     )
-                    .and_then(|r| r)
+                    .map_err(|e| format!("connect: {e}"))
                 }
             };
             match attempt {
-                Ok((conn, channel)) => {
+                Ok(conn) => {
                     self.current.set(i);
                     if let Some(logged) = self.failover_logged.borrow_mut().get_mut(i) {
                         *logged = None;
                     }
-                    return Ok((conn, channel, endpoint.clone()));
+                    return Ok((conn, endpoint.clone()));
                 }
                 Err(e) => {
                     let e = scrub(&e, &endpoint.password);
@@ -383,14 +358,7 @@ impl Publisher {
     }
 
     /// Publishes batches on one connection until it fails or is no longer wanted.
-    fn serve(
-        &self,
-        plan: &Plan,
-        endpoint: &Endpoint,
-        channel: &Channel,
-        conn: &Connection,
-        requests: u64,
-    ) -> End {
+    fn serve(&self, plan: &Plan, endpoint: &Endpoint, conn: &mut Connection, requests: u64) -> End {
         let shared = &*self.shared;
         let mut watch = PlanWatch::new(shared);
         if Plan::of(&watch.settings) != *plan {
@@ -405,52 +373,61 @@ impl Publisher {
             {
                 return End::Asked;
             }
-            if !conn.status().connected() || !channel.status().connected() {
-                return End::Failed("connection lost".into());
-            }
             let batch = {
                 let mut outbox = shared.outbox.lock();
                 if !outbox.has_ready() {
                     // Connected and not stalled: nothing to send, or a refill is on its way
                     // (which needs the broker not to be considered away).
                     shared.link.mark_healthy();
-                    if !outbox.has_work() {
-                        drop(outbox);
+                    let idle = !outbox.has_work();
+                    drop(outbox);
+                    if idle {
                         self.healthy(endpoint);
-                        outbox = shared.outbox.lock();
                     }
-                    shared.wake.wait_for(&mut outbox, IDLE_WAIT);
+                    // Heartbeats and what the broker sent, without holding the outbox.
+                    if let Err(e) = conn.keep_alive() {
+                        return End::Failed(e);
+                    }
+                    outbox = shared.outbox.lock();
+                    if !outbox.has_ready() && !shared.stopping() {
+                        shared.wake.wait_for(&mut outbox, IDLE_WAIT);
+                    }
                     continue;
                 }
                 outbox.take_batch(BATCH)
             };
             shared.link.batch_sent(true);
-            let progress = Progress::default();
-            let result = block_on_deadline(
-                shared,
+            let mut confirms = Confirms::default();
+            let result = conn.publish_batch(
+                batch.len(),
+                |out, frame_max| encode(out, frame_max, &settings, &batch),
                 CONFIRM_TIMEOUT,
-                publish(channel, &settings, &batch, &progress),
+                &|| shared.stopping(),
+                &mut confirms,
             );
             shared.link.batch_sent(false);
-            let confirmed = progress.confirmed.get();
+            let confirmed = confirms.acked_prefix();
             let failure = match result {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e),
-                Err(e) => Some(format!(
-                    "no confirm for {} of {} events: {e}",
-                    batch.len() - confirmed,
-                    batch.len()
+                Err(e) if e.starts_with("channel closed") => Some(format!(
+                    "publish to exchange '{}' with routing key '{}': {e}",
+                    settings.exchange, settings.routing_key
                 )),
+                Err(e) => Some(e),
+                Ok(()) if confirms.nacked() => Some(format!(
+                    "exchange '{}' refused (nack) an event; it will be retried",
+                    settings.exchange
+                )),
+                Ok(()) => None,
             };
             let stats = &shared.stats;
-            Stats::add(&stats.published, progress.sent.get() as u64);
+            Stats::add(&stats.published, batch.len() as u64);
             Stats::add(&stats.confirmed, confirmed as u64);
-            Stats::add(&stats.returned, progress.returned.get());
-            Stats::add(&stats.nacked, u64::from(progress.nacked.get()));
+            Stats::add(&stats.returned, confirms.returned);
+            Stats::add(&stats.nacked, u64::from(confirms.nacked()));
             if failure.is_none() {
                 self.healthy(endpoint);
             }
-            if progress.returned.get() > 0 {
+            if confirms.returned > 0 {
                 self.log_returned(&settings);
             }
             let wants_refill = {
@@ -467,83 +444,6 @@ impl Publisher {
             }
         }
     }
-}
-
-/// Connects to one broker (plain TCP, or TLS with `tls`), opens a channel, enables confirms.
-async fn connect(
-    endpoint: &Endpoint,
-    tls: Option<RustlsConnector>,
-    name: &str,
-) -> Result<(Connection, Channel), String> {
-    let uri = AMQPUri {
-        // The transport below adds TLS itself: lapin's own would use its own CA store.
-        scheme: AMQPScheme::AMQP,
-        authority: AMQPAuthority {
-            userinfo: AMQPUserInfo {
-                username: endpoint.user.clone(),
-                password: endpoint.password.clone(),
-            },
-            host: endpoint.host.clone(),
-            port: endpoint.port,
-        },
-        vhost: endpoint.vhost.clone(),
-        query: AMQPQueryString {
-            heartbeat: Some(endpoint.heartbeat),
-            // lapin keeps 32 frames of buffer each way: 8 MB at RabbitMQ's default frame size
-            // of 128 KiB, 1 MB at 16 KiB. Events are small; a larger one spans more frames.
-            frame_max: Some(FRAME_MAX),
-            ..AMQPQueryString::default()
-        },
-    };
-    let props = ConnectionProperties::default().with_connection_name(name.into());
-    let runtime = lapin::runtime::default_runtime().map_err(|e| format!("connect: {e}"))?;
-    let host = endpoint.host.clone();
-    let conn = Connection::connector(
-        uri,
-        runtime,
-        async move |uri, runtime| {
-            let transport = async {
-                let stream = uri
-                    .connect_with_config_async(TLSConfig::default(), &runtime)
-                    .await?;
-                match &tls {
-                    None => Ok(stream),
-                    Some(connector) => stream
-                        .into_rustls(connector, &host)
-                        .await
-                        .map_err(|e| std::io::Error::new(e.kind(), format!("TLS handshake: {e}"))),
-                }
-            };
-            // This runs on lapin's I/O thread, which our deadline around the whole connect
-            // does not stop: a peer that accepts TCP and never answers the TLS handshake would
-            // hold that thread for good.
-            let deadline = async {
-                async_io::Timer::after(CONNECT_TIMEOUT).await;
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "no TCP/TLS connection within {} ms",
-                        CONNECT_TIMEOUT.as_millis()
-                    ),
-                ))
-            };
-            futures_lite::future::or(transport, deadline)
-                .await
-                .map_err(lapin::Error::from)
-        },
-        props,
-    )
-    .await
-    .map_err(|e| format!("connect: {e}"))?;
-    let channel = conn
-        .create_channel()
-        .await
-        .map_err(|e| format!("open channel: {e}"))?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(|e| format!("enable publisher confirms: {e}"))?;
-    Ok((conn, channel))
 }
 
 /// The CA certificates of a PEM file, as a root store.
@@ -565,7 +465,7 @@ pub fn load_ca_roots(path: &str) -> Result<rustls::RootCertStore, String> {
 }
 
 /// The rustls client configuration for `amqps://` brokers.
-fn tls_connector(options: &TlsOptions) -> Result<RustlsConnector, String> {
+fn tls_config(options: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -596,7 +496,7 @@ fn tls_connector(options: &TlsOptions) -> Result<RustlsConnector, String> {
         })?;
         builder.with_root_certificates(roots).with_no_client_auth()
     };
-    Ok(RustlsConnector::from(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 /// `key_evt_amqp.tls_skip_verify`: accepts any certificate, but still checks that the
@@ -722,125 +622,32 @@ impl LogBudget {
     }
 }
 
-/// What a batch achieved so far: kept up to date while it runs, so that a timeout still knows
-/// which events were confirmed.
-#[derive(Default)]
-struct Progress {
-    sent: Cell<usize>,
-    /// Confirmed events, a prefix of the batch.
-    confirmed: Cell<usize>,
-    /// Of those, returned as unroutable (confirmed all the same: retrying cannot route them).
-    returned: Cell<u64>,
-    nacked: Cell<bool>,
-}
-
-/// Publishes a batch (mandatory, so unroutable events are reported) and waits for its confirms,
-/// in order, stopping at the first failure.
-async fn publish(
-    channel: &Channel,
-    s: &Settings,
-    batch: &[Event],
-    progress: &Progress,
-) -> Result<(), String> {
-    let exchange: ShortString = s.exchange.as_str().into();
-    let routing_key: ShortString = s.routing_key.as_str().into();
-    let options = BasicPublishOptions {
-        mandatory: true,
-        ..BasicPublishOptions::default()
-    };
-    let failed = |e: lapin::Error| {
-        format!(
-            "publish to exchange '{}' with routing key '{}': {e}",
-            s.exchange, s.routing_key
-        )
-    };
-    // Every publish is issued before any confirm is awaited, so lapin writes them together.
-    let sends = batch.iter().map(|e| {
-        channel.basic_publish(
-            exchange.clone(),
-            routing_key.clone(),
-            options,
+/// Writes a batch of publishes: mandatory, so unroutable events are reported (returned).
+fn encode(out: &mut Vec<u8>, frame_max: u32, s: &Settings, batch: &[Event]) {
+    let mut message_id = Vec::with_capacity(64);
+    for e in batch {
+        message_id.clear();
+        if let Some(id) = e.id {
+            id.write_message_id(&mut message_id);
+        }
+        let props = Properties {
+            content_type: "text/plain",
+            delivery_mode: s.delivery_mode,
+            message_id: e.id.is_some().then_some(message_id.as_slice()),
+            timestamp: (e.timestamp > 0).then_some(e.timestamp),
+            app_id: APP_ID,
+        };
+        wire::publish(
+            out,
+            crate::amqp::CHANNEL,
+            frame_max,
+            &s.exchange,
+            &s.routing_key,
+            true,
+            &props,
             &e.body,
-            properties(e, s.delivery_mode),
-        )
-    });
-    let sent = join_all(sends.collect()).await;
-    progress.sent.set(sent.iter().filter(|r| r.is_ok()).count());
-    for (i, confirm) in sent.into_iter().enumerate() {
-        match confirm.map_err(failed)?.await.map_err(failed)? {
-            Confirmation::Ack(returned) => {
-                if returned.is_some() {
-                    progress.returned.set(progress.returned.get() + 1);
-                }
-            }
-            Confirmation::NotRequested => {}
-            Confirmation::Nack(_) => {
-                progress.nacked.set(true);
-                return Err(format!(
-                    "exchange '{}' refused (nack) an event; it will be retried",
-                    s.exchange
-                ));
-            }
-        }
-        progress.confirmed.set(i + 1);
+        );
     }
-    Ok(())
-}
-
-fn properties(e: &Event, delivery_mode: u8) -> BasicProperties {
-    let mut p = BasicProperties::default()
-        .with_content_type("text/plain".into())
-        .with_delivery_mode(delivery_mode)
-        .with_app_id(APP_ID.into());
-    if let Some(id) = e.id {
-        p = p.with_message_id(id.message_id().into());
-    }
-    if e.timestamp > 0 {
-        p = p.with_timestamp(e.timestamp);
-    }
-    p
-}
-
-/// Polls every future to completion, all of them from the first poll on.
-async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut done: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
-    std::future::poll_fn(move |cx| {
-        let mut all = true;
-        for (fut, out) in pending.iter_mut().zip(done.iter_mut()) {
-            if out.is_none() {
-                match fut.as_mut().poll(cx) {
-                    Poll::Ready(v) => *out = Some(v),
-                    Poll::Pending => all = false,
-                }
-            }
-        }
-        if all {
-            Poll::Ready(done.iter_mut().filter_map(Option::take).collect())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await
-}
-
-/// Runs `fut` on this thread, giving up after `limit` or as soon as the module is stopping.
-fn block_on_deadline<T>(
-    shared: &Shared,
-    limit: Duration,
-    fut: impl Future<Output = T>,
-) -> Result<T, String> {
-    const STEP: Duration = Duration::from_millis(20);
-    async_global_executor::block_on(futures_lite::future::or(async { Ok(fut.await) }, async {
-        let start = std::time::Instant::now();
-        while start.elapsed() < limit {
-            if shared.stopping() {
-                return Err("module unloading".to_string());
-            }
-            async_io::Timer::after(STEP.min(limit)).await;
-        }
-        Err(format!("timed out after {} ms", limit.as_millis()))
-    }))
 }
 
 /// Removes the password from a message that may quote it (a URI in an error, say).
@@ -920,26 +727,15 @@ mod tests {
             ca_file: String::new(),
             skip_verify: true,
         };
-        assert!(tls_connector(&options).is_ok());
+        assert!(tls_config(&options).is_ok());
         let options = TlsOptions {
             ca_file: "/nonexistent/ca.pem".into(),
             skip_verify: false,
         };
-        let e = tls_connector(&options).unwrap_err();
+        let e = tls_config(&options).unwrap_err();
         assert!(
             e.contains("key_evt_amqp.tls_ca_file '/nonexistent/ca.pem'"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn a_deadline_ends_a_future_that_never_completes() {
-        let shared = Shared::new(Settings::default());
-        let r = block_on_deadline(
-            &shared,
-            Duration::from_millis(50),
-            std::future::pending::<()>(),
-        );
-        assert!(r.unwrap_err().contains("timed out"));
     }
 }

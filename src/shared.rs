@@ -14,7 +14,7 @@ use crate::args::Settings;
 use crate::outbox::Outbox;
 use crate::stats::{Link, Stats};
 
-/// Events published per batch: enough to amortise lapin's per-publish cost (DESIGN section 5).
+/// Events published per batch: written in one go, their confirms read together.
 pub const BATCH: usize = 1000;
 
 pub struct Shared {

@@ -2,7 +2,7 @@
 //! tried in order (several addresses of one RabbitMQ cluster).
 //!
 //! Pure parsing: text in, [`UriEndpoint`]s or a [`UriError`] out. Nothing here knows Redis or
-//! lapin. The grammar is RabbitMQ's URI spec (`amqp[s]://[user[:password]@]host[:port][/vhost]
+//! the network. The grammar is RabbitMQ's URI spec (`amqp[s]://[user[:password]@]host[:port][/vhost]
 //! [?heartbeat=N]`) with these choices:
 //! - The port defaults to 5672 for `amqp`, 5671 for `amqps`.
 //! - No path or an empty one means the default vhost `/` (the spec reads `amqp://h/` as the
