@@ -81,6 +81,8 @@ pub struct Confirms {
     state: Vec<u8>,
     first_tag: u64,
     settled: usize,
+    /// Messages handed to the socket: all of the batch, or none when the write failed.
+    pub written: usize,
     /// Unroutable messages the broker returned (they are acked all the same).
     pub returned: u64,
 }
@@ -91,6 +93,7 @@ impl Confirms {
             state: vec![0; n],
             first_tag,
             settled: 0,
+            written: 0,
             returned: 0,
         }
     }
@@ -264,11 +267,9 @@ impl Connection {
         *confirms = Confirms::new(self.next_tag, n);
         self.next_tag += n as u64;
         encode(&mut self.out, self.frame_max);
-        let sent = self.send(deadline, cancel);
+        self.send(deadline, cancel)?;
+        confirms.written = n;
         while confirms.waiting() > 0 {
-            if let Err(e) = &sent {
-                return Err(e.clone());
-            }
             if let Some(method) = self.next_method()? {
                 match method {
                     Method::BasicAck { tag, multiple } => confirms.settle(tag, multiple, 1),
@@ -291,7 +292,7 @@ impl Connection {
             }
             self.wait_for_input(deadline, cancel)?;
         }
-        sent
+        Ok(())
     }
 
     /// Between batches: answers what the broker sent (heartbeats, a close) and keeps the
@@ -505,11 +506,11 @@ fn tcp_connect(
             Ok(stream) => return Ok(stream),
             Err(e) if e.kind() == ErrorKind::TimedOut => {
                 error = format!(
-                    "no TCP connection to {addr} within {} ms",
+                    "{addr}: no TCP connection within {} ms",
                     timeout.as_millis()
                 )
             }
-            Err(e) => error = format!("connect to {addr}: {e}"),
+            Err(e) => error = format!("{addr}: {e}"),
         }
         if cancel() || Instant::now() >= deadline {
             break;

@@ -420,7 +420,7 @@ impl Publisher {
                 Ok(()) => None,
             };
             let stats = &shared.stats;
-            Stats::add(&stats.published, batch.len() as u64);
+            Stats::add(&stats.published, confirms.written as u64);
             Stats::add(&stats.confirmed, confirmed as u64);
             Stats::add(&stats.returned, confirms.returned);
             Stats::add(&stats.nacked, u64::from(confirms.nacked()));
