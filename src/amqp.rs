@@ -22,7 +22,11 @@ const SLICE: Duration = Duration::from_millis(20);
 const FRAME_MAX: u32 = 128 * 1024;
 /// Our only channel.
 pub const CHANNEL: u16 = 1;
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read per call, through a buffer on the stack: the input buffer only holds what is not
+/// parsed yet (usually nothing), so an idle connection keeps no large buffer.
+const READ_CHUNK: usize = 16 * 1024;
+/// An idle connection gives back a write buffer grown larger than this by a batch.
+const OUT_KEEP: usize = 16 * 1024;
 
 /// Tells a wait to give up: the module is unloading.
 pub type Cancel<'a> = &'a dyn Fn() -> bool;
@@ -169,7 +173,7 @@ impl Connection {
         let now = Instant::now();
         let mut conn = Connection {
             io,
-            input: Vec::with_capacity(READ_CHUNK),
+            input: Vec::new(),
             consumed: 0,
             out: Vec::with_capacity(4096),
             frame_max: FRAME_MAX,
@@ -298,6 +302,9 @@ impl Connection {
     /// Between batches: answers what the broker sent (heartbeats, a close) and keeps the
     /// heartbeat going, without waiting. An error means the connection is gone.
     pub fn keep_alive(&mut self) -> Result<(), String> {
+        if self.out.capacity() > OUT_KEEP {
+            self.out = Vec::new();
+        }
         self.fill(Duration::from_millis(1))?;
         while self.next_method()?.is_some() {}
         self.heartbeat_due()
@@ -408,13 +415,8 @@ impl Connection {
 
     /// Reads what arrives within `wait` into the input buffer.
     fn fill(&mut self, wait: Duration) -> Result<(), String> {
-        if self.consumed == self.input.len() {
-            self.input.clear();
-            self.consumed = 0;
-        } else if self.consumed > READ_CHUNK {
-            self.input.drain(..self.consumed);
-            self.consumed = 0;
-        }
+        self.input.drain(..self.consumed);
+        self.consumed = 0;
         if wait != self.read_timeout {
             self.io
                 .tcp()
@@ -422,25 +424,17 @@ impl Connection {
                 .map_err(|e| format!("socket setup: {e}"))?;
             self.read_timeout = wait;
         }
-        let start = self.input.len();
-        self.input.resize(start + READ_CHUNK, 0);
-        let result = self.io.read(&mut self.input[start..]);
-        let got = match result {
-            Ok(n) => n,
-            Err(ref e) if is_timeout(e) => 0,
-            Err(e) => {
-                self.input.truncate(start);
-                return Err(format!("connection lost: {e}"));
+        let mut chunk = [0u8; READ_CHUNK];
+        match self.io.read(&mut chunk) {
+            Ok(0) => Err("connection closed by the broker".into()),
+            Ok(n) => {
+                self.input.extend_from_slice(&chunk[..n]);
+                self.last_read = Instant::now();
+                Ok(())
             }
-        };
-        self.input.truncate(start + got);
-        if matches!(result, Ok(0)) {
-            return Err("connection closed by the broker".into());
+            Err(e) if is_timeout(&e) => Ok(()),
+            Err(e) => Err(format!("connection lost: {e}")),
         }
-        if got > 0 {
-            self.last_read = Instant::now();
-        }
-        Ok(())
     }
 
     /// Writes out everything queued in `out` by `deadline`.

@@ -218,8 +218,14 @@ impl Outbox {
     }
 
     /// Queues that once held a burst keep their capacity: give most of it back once they are
-    /// mostly empty, so memory returns to its idle size after an outage or a backlog.
+    /// mostly empty, and all of it once nothing waits (not even in flight), so memory returns
+    /// to its idle size after an outage or a backlog without reallocating while events flow.
     pub fn release_spare(&mut self) {
+        if !self.has_work() && self.in_flight == 0 {
+            self.head.shrink_to_fit();
+            self.tail.shrink_to_fit();
+            return;
+        }
         release_spare(&mut self.head);
         release_spare(&mut self.tail);
     }
@@ -512,6 +518,10 @@ mod tests {
             "capacity kept: {}",
             o.tail.capacity()
         );
+        // Once the list is drained and nothing is in flight, nothing of the burst is kept.
+        o.set_list_len(0);
+        o.release_spare();
+        assert_eq!((o.head.capacity(), o.tail.capacity()), (0, 0));
     }
 
     #[test]
