@@ -4,7 +4,9 @@ mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::{body, set, unique_routing_key, Consumer, Message, ModuleArgs, RedisServer};
+use support::{
+    body, set, unique_routing_key, wait_until, Consumer, Message, ModuleArgs, RedisServer,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(400);
@@ -159,6 +161,38 @@ fn keys_arrive_byte_for_byte_with_their_database() {
     assert_eq!(got[0].body, body(0, "set", key));
     assert_eq!(got[0].key(), key);
     assert_eq!(got[1].body, body(3, "set", b"in-db-3"));
+}
+
+#[test]
+fn keys_larger_than_a_frame_arrive_whole_and_in_order() {
+    // RabbitMQ's frame_max is 128 KiB: these bodies span one, two and nine frames, and the
+    // small ones around them share a batch with them.
+    let (server, mut consumer, _) = start("A", 1, &["ALL"]);
+    let mut r = server.client();
+    let keys: Vec<Vec<u8>> = [10, 131_072, 1_000, 1_100_000, 5]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| (0..len).map(|j| b'a' + ((i + j) % 26) as u8).collect())
+        .collect();
+    let mut pipe = redis::pipe();
+    for k in &keys {
+        pipe.cmd("SET").arg(k.as_slice()).arg("v").ignore();
+    }
+    pipe.query::<()>(&mut r).expect("pipelined SETs");
+    let got = consumer.expect(keys.len(), WAIT);
+    let expected: Vec<Vec<u8>> = keys.iter().map(|k| body(0, "set", k)).collect();
+    assert!(
+        bodies(&got) == expected,
+        "body lengths {:?}",
+        got.iter().map(|m| m.body.len()).collect::<Vec<_>>()
+    );
+    // The confirms can reach the module just after the messages reach the consumer.
+    assert!(
+        wait_until(WAIT, || server.module_info_u64("events_confirmed")
+            == keys.len() as u64),
+        "confirmed: {}",
+        server.module_info_u64("events_confirmed")
+    );
 }
 
 #[test]
