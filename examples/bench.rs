@@ -326,6 +326,63 @@ fn self_cpu() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// CPU seconds of every process named `comm` (RabbitMQ's Erlang VM: `beam.smp`).
+fn processes_cpu(comm: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+        .map(|pid| threads_cpu(pid, &[""]))
+        .sum()
+}
+
+/// CPU seconds of the children this process has waited for (redis-benchmark runs).
+fn children_cpu() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Where the machine's CPU went during one redis-benchmark run, in CPU seconds.
+#[derive(Clone, Copy, Default)]
+struct CpuSplit {
+    wall: f64,
+    redis: f64,
+    publisher: f64,
+    benchmark: f64,
+    rabbitmq: f64,
+    consumer: f64,
+}
+
+impl CpuSplit {
+    fn now(redis: u32, consumer: u32) -> CpuSplit {
+        CpuSplit {
+            wall: 0.0,
+            redis: threads_cpu(redis, &[""]),
+            publisher: threads_cpu(redis, PUBLISHER_THREADS),
+            benchmark: children_cpu(),
+            rabbitmq: processes_cpu("beam.smp"),
+            consumer: threads_cpu(consumer, &[""]),
+        }
+    }
+
+    fn since(self, before: CpuSplit, wall: f64) -> CpuSplit {
+        CpuSplit {
+            wall,
+            redis: self.redis - before.redis,
+            publisher: self.publisher - before.publisher,
+            benchmark: self.benchmark - before.benchmark,
+            rabbitmq: self.rabbitmq - before.rabbitmq,
+            consumer: self.consumer - before.consumer,
+        }
+    }
+}
+
 /// The module's only thread of its own: it connects, publishes and reads confirms.
 const PUBLISHER_THREADS: &[&str] = &["kea-publisher"];
 
@@ -636,11 +693,17 @@ fn m1(s: &Sizes, rep: &mut Report) -> Res<()> {
     // (pipeline, variant, test) → samples of [rps, p50, p99]; (pipeline, variant) → usec_per_call
     let mut samples: BTreeMap<(u32, usize, &str), Vec<[f64; 3]>> = BTreeMap::new();
     let mut upc: BTreeMap<(u32, usize), Vec<f64>> = BTreeMap::new();
+    let mut cpu: BTreeMap<(u32, usize), Vec<CpuSplit>> = BTreeMap::new();
+    let consumer_pid = consumer.child.id();
     for round in 0..s.rounds {
         for pipeline in [1u32, 16] {
             for (v, server) in servers.iter().enumerate() {
                 server.cmd(&["CONFIG", "RESETSTAT"])?;
+                let (before, started) = (CpuSplit::now(server.pid(), consumer_pid), Instant::now());
                 let rows = run_redis_benchmark(server.port, s.bench_n, pipeline)?;
+                let split = CpuSplit::now(server.pid(), consumer_pid)
+                    .since(before, started.elapsed().as_secs_f64());
+                cpu.entry((pipeline, v)).or_default().push(split);
                 upc.entry((pipeline, v))
                     .or_default()
                     .push(usec_per_call(server, "set")?);
@@ -731,6 +794,39 @@ fn m1(s: &Sizes, rep: &mut Report) -> Res<()> {
                     m / base,
                 ));
             }
+        }
+    }
+    rep.line("");
+    rep.line("Where the 2 cores went during the runs (CPU seconds over wall seconds, so 2.00 is the whole machine; median over rounds, the three tests together; the consumer is this bench's counting lapin consumer):");
+    rep.line("");
+    rep.line("| -P | variant | redis-server | of which kea-publisher | redis-benchmark | RabbitMQ | consumer | total |");
+    rep.line("|---:|---------|-------------:|-----------------------:|----------------:|---------:|---------:|------:|");
+    for pipeline in [1u32, 16] {
+        for (v, name) in VARIANTS.iter().enumerate() {
+            let runs = cpu.get(&(pipeline, v)).map_or(&[][..], |r| r);
+            let cores = |part: fn(&CpuSplit) -> f64| {
+                median(&runs.iter().map(|r| part(r) / r.wall).collect::<Vec<_>>())
+            };
+            let parts = [
+                cores(|r| r.redis),
+                cores(|r| r.publisher),
+                cores(|r| r.benchmark),
+                cores(|r| r.rabbitmq),
+                cores(|r| r.consumer),
+            ];
+            let total = parts[0] + parts[2] + parts[3] + parts[4];
+            rep.line(&format!(
+                "| {pipeline} | {name} | {} | {} | {} | {} | {} | {} |",
+                f(parts[0], 2),
+                f(parts[1], 2),
+                f(parts[2], 2),
+                f(parts[3], 2),
+                f(parts[4], 2),
+                f(total, 2)
+            ));
+            let key = format!("P{pipeline}_{}", ["none", "nomatch", "all"][v]);
+            rep.put("1_cpu_cores", &format!("{key}_redis"), parts[0]);
+            rep.put("1_cpu_cores", &format!("{key}_rabbitmq"), parts[3]);
         }
     }
     drop(consumer);
