@@ -53,6 +53,9 @@ static MODULE: RwLock<Option<Arc<Module>>> = RwLock::new(None);
 /// Events in memory at MODULE UNLOAD, for the next load in this process.
 static STASH: Mutex<Option<Outbox>> = Mutex::new(None);
 
+/// Events the inbox keeps room for once the outbox is idle.
+const INBOX_IDLE: usize = 64;
+
 /// How long a shutdown waits for the broker to confirm what is in memory.
 const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -251,6 +254,13 @@ impl Module {
             }
         }
         outbox.release_spare();
+        if outbox.is_idle() {
+            // After a burst, keep only what a trickle of events needs (no allocation per step).
+            let mut inbox = self.inbox.lock();
+            if inbox.is_empty() && inbox.capacity() > INBOX_IDLE {
+                inbox.shrink_to(INBOX_IDLE);
+            }
+        }
         shared.stats.observe(&outbox);
         self.log_drops(0, fallback_size);
     }

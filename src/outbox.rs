@@ -136,6 +136,11 @@ impl Outbox {
         self.memory_len() > 0 || self.list_len > 0
     }
 
+    /// Nothing waits and nothing is in flight.
+    pub fn is_idle(&self) -> bool {
+        !self.has_work() && self.in_flight == 0
+    }
+
     /// Something the publisher can take right now.
     pub fn has_ready(&self) -> bool {
         !self.head.is_empty() || (self.list_len == 0 && !self.tail.is_empty())
@@ -221,7 +226,7 @@ impl Outbox {
     /// mostly empty, and all of it once nothing waits (not even in flight), so memory returns
     /// to its idle size after an outage or a backlog without reallocating while events flow.
     pub fn release_spare(&mut self) {
-        if !self.has_work() && self.in_flight == 0 {
+        if self.is_idle() {
             self.head.shrink_to_fit();
             self.tail.shrink_to_fit();
             return;
