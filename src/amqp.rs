@@ -490,10 +490,7 @@ fn tcp_connect(
     timeout: Duration,
     cancel: Cancel<'_>,
 ) -> Result<TcpStream, String> {
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("resolve {host}: {e}"))?
-        .collect();
+    let addrs = resolve(host, port, deadline, cancel)?;
     let mut error = format!("resolve {host}: no address");
     for addr in addrs {
         match connect_addr(addr, deadline, cancel) {
@@ -511,6 +508,40 @@ fn tcp_connect(
         }
     }
     Err(error)
+}
+
+/// The addresses of `host`: an IP address as is; a name through the system's resolver on a
+/// helper thread, waited for in slices (`getaddrinfo` cannot be interrupted, and a hung DNS
+/// server would otherwise hold an unload). A helper left behind finishes on its own; the
+/// library stays mapped after an unload (`module::pin_library`).
+fn resolve(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+    cancel: Cancel<'_>,
+) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_string();
+    std::thread::Builder::new()
+        .name("kea-resolver".into())
+        .spawn(move || {
+            let _ = tx.send((name.as_str(), port).to_socket_addrs().map(Vec::from_iter));
+        })
+        .map_err(|e| format!("resolve {host}: cannot start a thread: {e}"))?;
+    loop {
+        match rx.recv_timeout(SLICE) {
+            Ok(result) => return result.map_err(|e| format!("resolve {host}: {e}")),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                check_wait(deadline, cancel, &format!("resolve {host}"))?
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(format!("resolve {host}: the resolver thread failed"))
+            }
+        }
+    }
 }
 
 /// A non-blocking connect, waited for in slices (`TcpStream::connect_timeout` cannot be
@@ -608,6 +639,20 @@ mod tests {
         assert_eq!(
             (c.acked_prefix(), c.waiting(), c.nacked()),
             (1000, 0, false)
+        );
+    }
+
+    #[test]
+    fn names_resolve_and_addresses_need_no_lookup() {
+        let soon = Instant::now() + Duration::from_secs(5);
+        let ip = resolve("127.0.0.1", 5672, soon, &|| false).unwrap();
+        assert_eq!(ip, vec![SocketAddr::from(([127, 0, 0, 1], 5672))]);
+        let named = resolve("localhost", 5672, soon, &|| false).unwrap();
+        assert!(
+            named
+                .iter()
+                .all(|a| a.port() == 5672 && a.ip().is_loopback()),
+            "{named:?}"
         );
     }
 
