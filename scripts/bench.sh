@@ -8,6 +8,8 @@
 #                               (scripts/test.sh runs this one so the benchmark never rots; it
 #                               fails only on errors, never on the figures)
 #   scripts/bench.sh [--quick] --out DIR    write the results elsewhere
+#   scripts/bench.sh [--quick] --only 1,4   run only these measurements (numbered as in the
+#                               results; use with --out, not to overwrite docs/bench)
 #
 # Runs scripts/setup.sh first (packages, RabbitMQ on 127.0.0.1:5672, release build). The bench
 # starts its own redis-server processes on free ports (never 6379) and ends every process it
