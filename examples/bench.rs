@@ -413,10 +413,12 @@ struct CpuSplit {
     benchmark: f64,
     rabbitmq: f64,
     consumer: f64,
+    /// The Redis that keeps RabbitMQ busy in the control run (0 elsewhere).
+    feeder: f64,
 }
 
 impl CpuSplit {
-    fn now(redis: u32, consumer: u32) -> CpuSplit {
+    fn now(redis: u32, consumer: u32, feeder: Option<u32>) -> CpuSplit {
         CpuSplit {
             wall: 0.0,
             redis: threads_cpu(redis, &[""]),
@@ -424,6 +426,7 @@ impl CpuSplit {
             benchmark: children_cpu(),
             rabbitmq: processes_cpu("beam.smp"),
             consumer: threads_cpu(consumer, &[""]),
+            feeder: feeder.map_or(0.0, |pid| threads_cpu(pid, &[""])),
         }
     }
 
@@ -435,6 +438,7 @@ impl CpuSplit {
             benchmark: self.benchmark - before.benchmark,
             rabbitmq: self.rabbitmq - before.rabbitmq,
             consumer: self.consumer - before.consumer,
+            feeder: self.feeder - before.feeder,
         }
     }
 }
@@ -496,6 +500,25 @@ impl Consumer {
 
     fn count(&self) -> u64 {
         self.count.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no message has come for 300 ms.
+    fn wait_quiet(&self, limit: Duration) -> Res<()> {
+        let start = Instant::now();
+        let (mut last, mut since) = (self.count(), Instant::now());
+        while since.elapsed() < Duration::from_millis(300) {
+            if start.elapsed() > limit {
+                return Err(format!(
+                    "messages still arriving after {} s",
+                    limit.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            if self.count() != last {
+                (last, since) = (self.count(), Instant::now());
+            }
+        }
+        Ok(())
     }
 
     /// Waits until at least `n` messages arrived; returns when it saw the last one.
@@ -687,32 +710,47 @@ struct Variant {
     label: &'static str,
     /// Our module is loaded (it has a backlog to wait for).
     ours: bool,
+    /// Another Redis drains a backlog through RabbitMQ to the consumer meanwhile (a control:
+    /// the broker's and the consumer's load on the shared cores, without our module in the
+    /// measured Redis).
+    busy_broker: bool,
 }
 
-const VARIANTS: [Variant; 4] = [
+const VARIANTS: [Variant; 5] = [
     Variant {
         key: "none",
         name: "no module",
         label: "",
         ours: false,
+        busy_broker: false,
     },
     Variant {
         key: "count",
         name: "count-only C module (floor)",
         label: "count-only C",
         ours: false,
+        busy_broker: false,
     },
     Variant {
         key: "nomatch",
         name: "mask matching nothing",
         label: "no match",
         ours: true,
+        busy_broker: false,
     },
     Variant {
         key: "all",
         name: "ALL forwarded",
         label: "ALL",
         ours: true,
+        busy_broker: false,
+    },
+    Variant {
+        key: "busy",
+        name: "no module, RabbitMQ busy (control)",
+        label: "control",
+        ours: false,
+        busy_broker: true,
     },
 ];
 const TESTS: [&str; 3] = ["SET", "HSET", "LPUSH"];
@@ -787,20 +825,48 @@ fn m1(s: &Sizes, rep: &mut Report) -> Res<()> {
         Redis::start_with(Some((count_only_module()?, &[])))?,
         Redis::start(Some(&module_args(5672, &rk, "^no-such-key$")))?,
         Redis::start(Some(&module_args(5672, &rk, "ALL")))?,
+        Redis::start(None)?,
     ];
+    // Events a feeder drains during a control run: more than a run lasts at RabbitMQ's pace.
+    let feed_n = if s.quick { 100_000 } else { 600_000 };
     // (pipeline, variant, test) → samples of [rps, p50, p99]; (pipeline, variant) → usec_per_call
     let mut samples: BTreeMap<(u32, usize, &str), Vec<[f64; 3]>> = BTreeMap::new();
     let mut upc: BTreeMap<(u32, usize), Vec<f64>> = BTreeMap::new();
     let mut cpu: BTreeMap<(u32, usize), Vec<CpuSplit>> = BTreeMap::new();
+    // (pipeline, variant) → messages/s the consumer received during the runs
+    let mut delivered: BTreeMap<(u32, usize), Vec<f64>> = BTreeMap::new();
     let consumer_pid = consumer.child.id();
     for round in 0..s.rounds {
         for pipeline in [1u32, 16] {
             for (v, server) in servers.iter().enumerate() {
+                let feeder = if VARIANTS[v].busy_broker {
+                    Some(Feeder::start(&consumer, &rk, feed_n)?)
+                } else {
+                    None
+                };
+                let feeder_pid = feeder.as_ref().map(|f| f.redis.pid());
                 server.cmd(&["CONFIG", "RESETSTAT"])?;
-                let (before, started) = (CpuSplit::now(server.pid(), consumer_pid), Instant::now());
+                let count = consumer.count();
+                let (before, started) = (
+                    CpuSplit::now(server.pid(), consumer_pid, feeder_pid),
+                    Instant::now(),
+                );
                 let rows = run_redis_benchmark(server.port, s.bench_n, pipeline)?;
-                let split = CpuSplit::now(server.pid(), consumer_pid)
+                let split = CpuSplit::now(server.pid(), consumer_pid, feeder_pid)
                     .since(before, started.elapsed().as_secs_f64());
+                let count = consumer.count() - count;
+                if let Some(feeder) = feeder {
+                    let left = feeder.redis.kea("fallback_length")?;
+                    if left == 0 {
+                        eprintln!("bench: 1: the control's backlog ran out during the run");
+                    }
+                    drop(feeder);
+                    consumer.wait_quiet(Duration::from_secs(60))?;
+                }
+                delivered
+                    .entry((pipeline, v))
+                    .or_default()
+                    .push(count as f64 / split.wall);
                 cpu.entry((pipeline, v)).or_default().push(split);
                 upc.entry((pipeline, v))
                     .or_default()
@@ -895,10 +961,10 @@ fn m1(s: &Sizes, rep: &mut Report) -> Res<()> {
         }
     }
     rep.line("");
-    rep.line("Where the 2 cores went during the runs (CPU seconds over wall seconds, so 2.00 is the whole machine; median over rounds, the three tests together; the consumer is this bench's counting lapin consumer):");
+    rep.line("Where the 2 cores went during the runs (CPU seconds over wall seconds, so 2.00 is the whole machine; median over rounds, the three tests together; the consumer is this bench's counting lapin consumer; in the control run a second Redis with our module drains a pre-filled backlog to the same consumer, so RabbitMQ and the consumer work as hard as when the measured Redis forwards every key, but the measured Redis has no module):");
     rep.line("");
-    rep.line("| -P | variant | redis-server | of which kea-publisher | redis-benchmark | RabbitMQ | consumer | total |");
-    rep.line("|---:|---------|-------------:|-----------------------:|----------------:|---------:|---------:|------:|");
+    rep.line("| -P | variant | redis-server | of which kea-publisher | redis-benchmark | RabbitMQ | consumer | feeder Redis | total | messages/s to the consumer |");
+    rep.line("|---:|---------|-------------:|-----------------------:|----------------:|---------:|---------:|-------------:|------:|---------------------------:|");
     for pipeline in [1u32, 16] {
         for (v, variant) in VARIANTS.iter().enumerate() {
             let name = variant.name;
@@ -912,20 +978,25 @@ fn m1(s: &Sizes, rep: &mut Report) -> Res<()> {
                 cores(|r| r.benchmark),
                 cores(|r| r.rabbitmq),
                 cores(|r| r.consumer),
+                cores(|r| r.feeder),
             ];
-            let total = parts[0] + parts[2] + parts[3] + parts[4];
+            let total = parts[0] + parts[2] + parts[3] + parts[4] + parts[5];
+            let rate = median(delivered.get(&(pipeline, v)).map_or(&[][..], |r| r));
             rep.line(&format!(
-                "| {pipeline} | {name} | {} | {} | {} | {} | {} | {} |",
+                "| {pipeline} | {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 f(parts[0], 2),
                 f(parts[1], 2),
                 f(parts[2], 2),
                 f(parts[3], 2),
                 f(parts[4], 2),
-                f(total, 2)
+                f(parts[5], 2),
+                f(total, 2),
+                f(rate, 0)
             ));
             let key = format!("P{pipeline}_{}", variant.key);
             rep.put("1_cpu_cores", &format!("{key}_redis"), parts[0]);
             rep.put("1_cpu_cores", &format!("{key}_rabbitmq"), parts[3]);
+            rep.put("1_cpu_cores", &format!("{key}_messages_per_s"), rate);
         }
     }
     drop(consumer);
@@ -1245,6 +1316,35 @@ fn prefill(redis: &Redis, n: u64) -> Res<()> {
     Ok(())
 }
 
+/// MODULE LOAD of our module into a running Redis, forwarding every key to the local RabbitMQ.
+fn load_forwarding_module(redis: &Redis, rk: &str) -> Res<()> {
+    let mut load = redis::cmd("MODULE");
+    load.arg("LOAD")
+        .arg(module_path().to_string_lossy().as_ref());
+    for a in module_args(5672, rk, "ALL") {
+        load.arg(a);
+    }
+    load.query::<()>(&mut redis.conn()?)
+        .map_err(|e| format!("MODULE LOAD: {e}"))
+}
+
+/// A Redis that drains a pre-filled backlog through RabbitMQ to the consumer (the control of
+/// measurement 1); killed when dropped.
+struct Feeder {
+    redis: Redis,
+}
+
+impl Feeder {
+    fn start(consumer: &Consumer, rk: &str, n: u64) -> Res<Feeder> {
+        let redis = Redis::start(None)?;
+        prefill(&redis, n)?;
+        let base = consumer.count();
+        load_forwarding_module(&redis, rk)?;
+        consumer.wait_count(base + 1000, Duration::from_secs(20))?;
+        Ok(Feeder { redis })
+    }
+}
+
 /// One drain: a fresh Redis, `n` plain bodies RPUSHed, MODULE LOAD, until the consumer has them.
 /// Returns (events/s, PING latencies in ms, main_thread_step_max_us).
 fn drain_once(consumer: &Consumer, rk: &str, n: u64, limit: Duration) -> Res<(f64, Vec<f64>, u64)> {
@@ -1269,15 +1369,7 @@ fn drain_once(consumer: &Consumer, rk: &str, n: u64, limit: Duration) -> Res<(f6
         })
     };
     let t0 = Instant::now();
-    let mut load = redis::cmd("MODULE");
-    load.arg("LOAD")
-        .arg(module_path().to_string_lossy().as_ref());
-    for a in module_args(5672, rk, "ALL") {
-        load.arg(a);
-    }
-    let loaded = load
-        .query::<()>(&mut redis.conn()?)
-        .map_err(|e| format!("MODULE LOAD: {e}"));
+    let loaded = load_forwarding_module(&redis, rk);
     let waited = loaded.and_then(|_| consumer.wait_count(base + n, limit));
     stop.store(true, Ordering::SeqCst);
     let lat = pinger.join().unwrap_or_default();
@@ -1537,7 +1629,8 @@ fn targets(rep: &mut Report) {
     };
     let b = "1_redis_benchmark";
     let u = "1_usec_per_call";
-    // (what, measured, target, higher is better, the count-only C module's figure)
+    // (what, measured, target, higher is better, the count-only C module's figure, the
+    // control's: no module while RabbitMQ and the consumer are as busy as with ALL)
     let rows = [
         (
             "SET usec_per_call ratio, ALL, -P 1",
@@ -1545,6 +1638,7 @@ fn targets(rep: &mut Report) {
             1.15,
             false,
             get(u, "P1_count_ratio"),
+            f64::NAN,
         ),
         (
             "SET usec_per_call ratio, mask matching nothing, -P 1",
@@ -1552,6 +1646,7 @@ fn targets(rep: &mut Report) {
             1.03,
             false,
             get(u, "P1_count_ratio"),
+            f64::NAN,
         ),
         (
             "SET ops/s ratio, ALL, -P 1",
@@ -1559,6 +1654,7 @@ fn targets(rep: &mut Report) {
             0.80,
             true,
             get(b, "P1_SET_count_ops_ratio"),
+            get(b, "P1_SET_busy_ops_ratio"),
         ),
         (
             "SET ops/s ratio, ALL, -P 16",
@@ -1566,6 +1662,7 @@ fn targets(rep: &mut Report) {
             0.50,
             true,
             get(b, "P16_SET_count_ops_ratio"),
+            get(b, "P16_SET_busy_ops_ratio"),
         ),
         (
             "SET p99 ratio, ALL, -P 1",
@@ -1573,6 +1670,7 @@ fn targets(rep: &mut Report) {
             2.0,
             false,
             get(b, "P1_SET_count_p99_ratio"),
+            get(b, "P1_SET_busy_p99_ratio"),
         ),
         (
             "SET p99 ratio, ALL, -P 16",
@@ -1580,6 +1678,7 @@ fn targets(rep: &mut Report) {
             2.0,
             false,
             get(b, "P16_SET_count_p99_ratio"),
+            get(b, "P16_SET_busy_p99_ratio"),
         ),
         (
             "SET ops/s ratio, mask matching nothing, -P 1",
@@ -1587,6 +1686,7 @@ fn targets(rep: &mut Report) {
             0.98,
             true,
             get(b, "P1_SET_count_ops_ratio"),
+            f64::NAN,
         ),
         (
             "SET ops/s ratio, mask matching nothing, -P 16",
@@ -1594,12 +1694,14 @@ fn targets(rep: &mut Report) {
             0.98,
             true,
             get(b, "P16_SET_count_ops_ratio"),
+            f64::NAN,
         ),
         (
             "publisher CPU µs per confirmed event",
             get("2_delivery", "module_cpu_us_per_event"),
             8.0,
             false,
+            f64::NAN,
             f64::NAN,
         ),
         (
@@ -1608,12 +1710,14 @@ fn targets(rep: &mut Report) {
             1.0,
             true,
             f64::NAN,
+            f64::NAN,
         ),
         (
             "black-holed broker: Redis max latency ms (worst round)",
             get("3_blackhole", "fault_max_ms_worst"),
             10.0,
             false,
+            f64::NAN,
             f64::NAN,
         ),
         (
@@ -1622,12 +1726,14 @@ fn targets(rep: &mut Report) {
             0.0,
             false,
             f64::NAN,
+            f64::NAN,
         ),
         (
             "backlog drain events/s",
             get("4_drain", "events_per_s"),
             30_000.0,
             true,
+            f64::NAN,
             f64::NAN,
         ),
         (
@@ -1636,12 +1742,14 @@ fn targets(rep: &mut Report) {
             5.0,
             false,
             f64::NAN,
+            f64::NAN,
         ),
         (
             "fallback bytes per waiting event beyond the key space",
             get("5_memory", "fallback_bytes_per_event"),
             60.0,
             false,
+            f64::NAN,
             f64::NAN,
         ),
         (
@@ -1650,6 +1758,7 @@ fn targets(rep: &mut Report) {
             0.0,
             false,
             f64::NAN,
+            f64::NAN,
         ),
         (
             "retained bytes per event after a second outage's drain",
@@ -1657,14 +1766,15 @@ fn targets(rep: &mut Report) {
             0.0,
             false,
             f64::NAN,
+            f64::NAN,
         ),
     ];
     rep.line("");
     rep.line("## Targets of issue 5");
     rep.line("");
-    rep.line("| figure | measured | target | met | count-only C module (floor) |");
-    rep.line("|--------|---------:|-------:|:---:|----------------------------:|");
-    for (what, v, t, higher, floor) in rows {
+    rep.line("| figure | measured | target | met | count-only C module (floor) | no module, RabbitMQ busy (control) |");
+    rep.line("|--------|---------:|-------:|:---:|----------------------------:|-----------------------------------:|");
+    for (what, v, t, higher, floor, control) in rows {
         let met = if !v.is_finite() {
             "n/a"
         } else if (higher && v >= t) || (!higher && v <= t) {
@@ -1673,19 +1783,23 @@ fn targets(rep: &mut Report) {
             "**no**"
         };
         let cmp = if higher { "≥" } else { "≤" };
-        rep.line(&format!(
-            "| {what} | {} | {cmp} {t} | {met} | {} |",
-            f(v, 3),
-            if floor.is_finite() {
-                f(floor, 3)
+        let or_blank = |x: f64| {
+            if x.is_finite() {
+                f(x, 3)
             } else {
                 String::new()
             }
+        };
+        rep.line(&format!(
+            "| {what} | {} | {cmp} {t} | {met} | {} | {} |",
+            f(v, 3),
+            or_blank(floor),
+            or_blank(control)
         ));
         rep.put("targets_met", what, if met == "yes" { 1.0 } else { 0.0 });
     }
     rep.line("");
-    rep.line("The last column is the same figure for docs/profiles/count_only.c, a C module whose keyspace callback only counts, measured side by side: what any module subscribed to keyspace events costs on this Redis, whatever its callback does (Redis creates a temporary client and context per event and subscriber).");
+    rep.line("The last two columns are the same figure measured side by side for docs/profiles/count_only.c, a C module whose keyspace callback only counts (what any module subscribed to keyspace events costs on this Redis, whatever its callback does: Redis creates a temporary client and context per event and subscriber), and for Redis without any module while another Redis drains a backlog through the same RabbitMQ to the same consumer (what the broker's and the consumer's work on the same cores costs Redis).");
     rep.line("");
     rep.line("Retained memory is measured through used_memory (section 5): the first outage's figure includes what Redis keeps once for a module's calls; the second outage's shows whether anything grows with the events.");
 }
