@@ -1589,7 +1589,7 @@ fn m5(s: &Sizes, rep: &mut Report) -> Res<()> {
         f(retained_again, 3)
     ));
     rep.line("");
-    rep.line("The module's heap is allocated through Redis's allocator, so it is part of used_memory. What is retained beyond it is Redis's own: it keeps the temporary clients of a module's calls in a pool (about 24.6 KB each) sized by the deepest nesting seen so far (a list command inside the event-loop hook, its keyspace event inside that), so the first outages may add one; it does not grow with the number of events.");
+    rep.line("The module's heap is allocated through Redis's allocator, so it is part of used_memory. What is retained beyond it is Redis's own, most likely the pool in which Redis keeps the temporary clients of a module's calls (the steps seen are one such client, about 24.6 KB), sized by the deepest nesting seen so far (a list command inside the event-loop hook, its keyspace event inside that): the first outages may add one; it does not grow with the number of events.");
     rep.put("5_memory", "capacity", cap as f64);
     rep.put("5_memory", "events_in_memory", queued as f64);
     rep.put("5_memory", "heap_bytes", heap as f64);
