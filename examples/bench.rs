@@ -287,40 +287,38 @@ impl Redis {
             .map_err(|e| format!("{}: {e}", args.join(" ")))
     }
 
-    /// Waits until the module holds nothing: memory queue and fallback list empty.
-    fn wait_drained(&self, limit: Duration) -> Res<Duration> {
+    /// Polls the module's queue and fallback-list lengths until `done(queue, fallback)`.
+    fn wait_lengths(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(u64, u64) -> bool,
+    ) -> Res<Duration> {
         let start = Instant::now();
         loop {
-            if self.kea("queue_length")? == 0 && self.kea("fallback_length")? == 0 {
+            let (queue, fallback) = (self.kea("queue_length")?, self.kea("fallback_length")?);
+            if done(queue, fallback) {
                 return Ok(start.elapsed());
             }
             if start.elapsed() > limit {
                 return Err(format!(
-                    "backlog not drained within {} s (queue {}, fallback {})",
-                    limit.as_secs(),
-                    self.kea("queue_length")?,
-                    self.kea("fallback_length")?
+                    "{what} within {} s (queue {queue}, fallback {fallback})",
+                    limit.as_secs()
                 ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
+    /// Waits until the module holds nothing: memory queue and fallback list empty.
+    fn wait_drained(&self, limit: Duration) -> Res<Duration> {
+        self.wait_lengths("backlog not drained", limit, |q, f| q == 0 && f == 0)
+    }
+
     /// Waits until nothing is in memory and the fallback list holds at least `n` events.
     fn wait_spilled(&self, n: u64, limit: Duration) -> Res<()> {
-        let start = Instant::now();
-        while self.kea("queue_length")? > 0 || self.kea("fallback_length")? < n {
-            if start.elapsed() > limit {
-                return Err(format!(
-                    "events did not spill within {} s (queue {}, fallback {})",
-                    limit.as_secs(),
-                    self.kea("queue_length")?,
-                    self.kea("fallback_length")?
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
+        self.wait_lengths("events did not spill", limit, |q, f| q == 0 && f >= n)
+            .map(|_| ())
     }
 
     /// Pipelined `SET prefix<i> v` for i in 0..n, 1000 per round trip.
