@@ -2,6 +2,15 @@
 
 use std::fmt::Write;
 
+use smallvec::SmallVec;
+
+/// Bodies up to this many bytes are stored inside the [`Event`] (a database digit, an event
+/// name and a key of up to about 40 bytes).
+pub const INLINE_BODY: usize = 48;
+
+/// A message body `DB\nEVENT\nKEY`: inline when short, on the heap otherwise.
+pub type Body = SmallVec<[u8; INLINE_BODY]>;
+
 /// The `run_id` of the node that saw an event (`INFO server`), kept as its 20 raw bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct RunId(pub [u8; 20]);
@@ -63,35 +72,38 @@ pub struct Event {
     /// Seconds since the Unix epoch (the AMQP `timestamp`); 0 when unknown.
     pub timestamp: u64,
     /// `DB\nEVENT\nKEY`.
-    pub body: Vec<u8>,
+    pub body: Body,
     /// Non-zero when this is a copy of an item still in the fallback list (set by the outbox).
     pub list_copy: u32,
 }
 
-/// Builds the message body `DB\nEVENT\nKEY` (DB in decimal, as `{db}` formats it) with a
-/// single allocation of exactly its length. This runs inside every forwarded write command:
-/// the digits are written by hand (`write!(out, "{db}")` took 214 instructions per event under
-/// callgrind, in `core::fmt`; see docs/profiles/README.md).
-pub fn body(db: i64, event: &[u8], key: &[u8]) -> Vec<u8> {
+/// Builds the message body `DB\nEVENT\nKEY` (DB in decimal, as `{db}` formats it): inside the
+/// event when it fits, else with a single allocation of exactly its length. This runs inside
+/// every forwarded write command: the digits are written by hand (`write!(out, "{db}")` took
+/// 214 instructions per event under callgrind, in `core::fmt`; see docs/profiles/README.md).
+pub fn body(db: i64, event: &[u8], key: &[u8]) -> Body {
     let mut digits = [0u8; 20];
     let db_text = decimal(db.unsigned_abs(), &mut digits);
-    let sign = usize::from(db < 0);
-    let mut out = Vec::with_capacity(sign + db_text.len() + 1 + event.len() + 1 + key.len());
-    match db_text {
-        // Databases 0-9: one byte, without a call to memcpy.
-        [digit] if db >= 0 => out.push(*digit),
-        _ => {
-            if db < 0 {
-                out.push(b'-');
-            }
-            out.extend_from_slice(db_text);
+    let sign: &[u8] = if db < 0 { b"-" } else { b"" };
+    let parts = [sign, db_text, b"\n", event, b"\n", key];
+    let len = parts.iter().map(|p| p.len()).sum();
+    if len <= INLINE_BODY {
+        // Written in place: SmallVec's own `extend_from_slice` costs more than the copies.
+        let mut buf = [0u8; INLINE_BODY];
+        let mut free = &mut buf[..];
+        for part in parts {
+            let (to, rest) = free.split_at_mut(part.len());
+            to.copy_from_slice(part);
+            free = rest;
         }
+        Body::from_buf_and_len(buf, len)
+    } else {
+        let mut out = Vec::with_capacity(len);
+        for part in parts {
+            out.extend_from_slice(part);
+        }
+        Body::from_vec(out)
     }
-    out.push(b'\n');
-    out.extend_from_slice(event);
-    out.push(b'\n');
-    out.extend_from_slice(key);
-    out
 }
 
 /// `n` in decimal, written at the end of `buf` (20 digits hold any u64).
@@ -115,16 +127,30 @@ impl Event {
     /// The fallback-list item: `0x1E, run_id (20 bytes), seq (LEB128), timestamp (LEB128), body`.
     /// Events without identity are stored as their plain body, as the old module did.
     pub fn to_list_item(&self) -> Vec<u8> {
-        let Some(id) = self.id else {
-            return self.body.clone();
-        };
-        let mut out = Vec::with_capacity(1 + 20 + 10 + 5 + self.body.len());
-        out.push(ENVELOPE_MARK);
-        out.extend_from_slice(&id.run_id.0);
-        put_varint(&mut out, id.seq);
-        put_varint(&mut out, self.timestamp);
-        out.extend_from_slice(&self.body);
+        let mut out = Vec::with_capacity(self.list_item_len_max());
+        self.write_list_item(&mut out);
         out
+    }
+
+    /// Appends the fallback-list item to `out` (a spill encodes a whole slice into one buffer).
+    pub fn write_list_item(&self, out: &mut Vec<u8>) {
+        if let Some(id) = self.id {
+            out.push(ENVELOPE_MARK);
+            out.extend_from_slice(&id.run_id.0);
+            put_varint(out, id.seq);
+            put_varint(out, self.timestamp);
+        }
+        out.extend_from_slice(&self.body);
+    }
+
+    /// An upper bound of the list item's length (varints take at most 10 bytes).
+    pub fn list_item_len_max(&self) -> usize {
+        let envelope = if self.id.is_some() {
+            1 + 20 + 10 + 10
+        } else {
+            0
+        };
+        envelope + self.body.len()
     }
 
     /// Reads a fallback-list item. Anything that is not a well-formed envelope is a plain body,
@@ -133,7 +159,7 @@ impl Event {
         Self::parse_envelope(item).unwrap_or_else(|| Event {
             id: None,
             timestamp: 0,
-            body: item.to_vec(),
+            body: Body::from_slice(item),
             list_copy: 0,
         })
     }
@@ -147,7 +173,7 @@ impl Event {
         Some(Event {
             id: Some(EventId { run_id, seq }),
             timestamp,
-            body: rest.to_vec(),
+            body: Body::from_slice(rest),
             list_copy: 0,
         })
     }
@@ -197,8 +223,11 @@ mod tests {
 
     #[test]
     fn body_is_db_event_key() {
-        assert_eq!(body(0, b"set", b"k"), b"0\nset\nk");
-        assert_eq!(body(15, b"hset", b"a\nb\0\xff"), b"15\nhset\na\nb\0\xff");
+        assert_eq!(&body(0, b"set", b"k")[..], b"0\nset\nk");
+        assert_eq!(
+            &body(15, b"hset", b"a\nb\0\xff")[..],
+            b"15\nhset\na\nb\0\xff"
+        );
     }
 
     #[test]
@@ -224,17 +253,23 @@ mod tests {
         assert_eq!(e.to_list_item(), b"0\nset\nkey");
         // A truncated envelope is still delivered, as bytes.
         assert_eq!(
-            Event::from_list_item(&[ENVELOPE_MARK, 1, 2]).body,
+            &Event::from_list_item(&[ENVELOPE_MARK, 1, 2]).body[..],
             [ENVELOPE_MARK, 1, 2]
         );
     }
 
     #[test]
     fn body_db_extremes() {
-        assert_eq!(body(-1, b"del", b""), b"-1\ndel\n");
-        assert_eq!(body(i64::MIN, b"e", b"k"), b"-9223372036854775808\ne\nk");
-        assert_eq!(body(i64::MAX, b"e", b"k"), b"9223372036854775807\ne\nk");
-        assert_eq!(body(10, b"", b""), b"10\n\n");
+        assert_eq!(&body(-1, b"del", b"")[..], b"-1\ndel\n");
+        assert_eq!(
+            &body(i64::MIN, b"e", b"k")[..],
+            b"-9223372036854775808\ne\nk"
+        );
+        assert_eq!(
+            &body(i64::MAX, b"e", b"k")[..],
+            b"9223372036854775807\ne\nk"
+        );
+        assert_eq!(&body(10, b"", b"")[..], b"10\n\n");
     }
 
     proptest! {
@@ -247,14 +282,15 @@ mod tests {
             expected.push(b'\n');
             expected.extend_from_slice(&key);
             let got = body(db, &event, &key);
-            prop_assert_eq!(got.capacity(), expected.len());
-            prop_assert_eq!(got, expected);
+            prop_assert_eq!(got.spilled(), expected.len() > INLINE_BODY, "inline when it fits");
+            prop_assert_eq!(got.capacity(), expected.len().max(INLINE_BODY));
+            prop_assert_eq!(&got[..], &expected[..]);
         }
 
         #[test]
         fn envelope_round_trips(seq in any::<u64>(), ts in any::<u64>(), raw in any::<[u8; 20]>(),
                                 body in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let e = Event { id: Some(EventId { run_id: RunId(raw), seq }), timestamp: ts, body, list_copy: 0 };
+            let e = Event { id: Some(EventId { run_id: RunId(raw), seq }), timestamp: ts, body: body.into(), list_copy: 0 };
             prop_assert_eq!(Event::from_list_item(&e.to_list_item()), e);
         }
 

@@ -43,13 +43,13 @@ impl<'a> RedisList<'a> {
     }
 
     /// `cmd key item…`, the items in the given order or reversed.
-    fn push(&self, cmd: &str, items: &[Vec<u8>], reversed: bool) -> Result<(), String> {
+    fn push(&self, cmd: &str, items: &[&[u8]], reversed: bool) -> Result<(), String> {
         let mut args: Vec<&[u8]> = Vec::with_capacity(items.len() + 1);
         args.push(self.key);
         if reversed {
-            args.extend(items.iter().rev().map(Vec::as_slice));
+            args.extend(items.iter().rev());
         } else {
-            args.extend(items.iter().map(Vec::as_slice));
+            args.extend(items);
         }
         self.call(cmd, &args).map(|_| ())
     }
@@ -63,12 +63,12 @@ impl<'a> RedisList<'a> {
 }
 
 impl ListStore for RedisList<'_> {
-    fn push_front(&mut self, items: &[Vec<u8>]) -> Result<(), String> {
+    fn push_front(&mut self, items: &[&[u8]]) -> Result<(), String> {
         // LPUSH inserts its arguments one by one at the front: give them newest first.
         self.push("LPUSH", items, true)
     }
 
-    fn push_back(&mut self, items: &[Vec<u8>]) -> Result<(), String> {
+    fn push_back(&mut self, items: &[&[u8]]) -> Result<(), String> {
         self.push("RPUSH", items, false)
     }
 
@@ -287,7 +287,8 @@ impl Placement {
             self.foreign.remove(0);
             return Ok(0);
         }
-        RedisList::new(ctx, &key).push_back(&items)?;
+        let slices: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+        RedisList::new(ctx, &key).push_back(&slices)?;
         source.remove_front(items.len() as u64)?;
         Ok(items.len() as u64)
     }

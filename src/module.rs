@@ -241,11 +241,13 @@ impl Module {
         let mut placement = self.placement.lock();
         resync |= self.place_list(ctx, &mut placement, &mut outbox, slice);
         if let Some(key) = placement.key() {
-            if resync || outbox.wants_tick(broker, fallback_size) {
+            let now_ms = crate::stats::now_ms();
+            if resync || outbox.wants_tick(broker, fallback_size, now_ms) {
                 let input = TickInput {
                     broker,
                     fallback_size,
                     slice,
+                    now_ms,
                 };
                 if !self.maintain(ctx, key, &mut outbox, input, resync) {
                     // A refused write: in a cluster the slot may have moved.

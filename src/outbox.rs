@@ -27,9 +27,9 @@ use crate::event::Event;
 #[allow(clippy::len_without_is_empty)] // `len` asks Redis; callers need the number.
 pub trait ListStore {
     /// Inserts `items` at the front, keeping their order.
-    fn push_front(&mut self, items: &[Vec<u8>]) -> Result<(), String>;
+    fn push_front(&mut self, items: &[&[u8]]) -> Result<(), String>;
     /// Appends `items` at the back, keeping their order.
-    fn push_back(&mut self, items: &[Vec<u8>]) -> Result<(), String>;
+    fn push_back(&mut self, items: &[&[u8]]) -> Result<(), String>;
     /// Up to `n` items from position `start`, without removing them.
     fn peek(&mut self, start: u64, n: usize) -> Result<Vec<Vec<u8>>, String>;
     /// Removes `n` items from the front.
@@ -58,6 +58,8 @@ pub struct TickInput {
     pub fallback_size: i64,
     /// At most this many events move between memory and the list in one step.
     pub slice: usize,
+    /// A monotonic clock, in milliseconds (for the spill delay).
+    pub now_ms: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -86,6 +88,12 @@ pub struct Outbox {
     capacity: usize,
     /// Refill when fewer than this many events are in flight or ready.
     refill_below: usize,
+    /// While the broker is away, events wait in memory up to this long (within capacity) so
+    /// that one list write takes many of them: a write has a fixed cost of several thousand
+    /// instructions, which one event at a time would pay per event. 0: at once.
+    spill_delay_ms: u64,
+    /// When events began to wait for that spill.
+    away_since_ms: Option<u64>,
 }
 
 impl Outbox {
@@ -100,7 +108,13 @@ impl Outbox {
             tail: VecDeque::new(),
             capacity: capacity.max(1),
             refill_below: refill_below.clamp(1, capacity.max(1)),
+            spill_delay_ms: 0,
+            away_since_ms: None,
         }
+    }
+
+    pub fn set_spill_delay(&mut self, delay: std::time::Duration) {
+        self.spill_delay_ms = delay.as_millis().try_into().unwrap_or(u64::MAX);
     }
 
     /// Adds a new event (the keyspace callback). Never fails and never blocks: a queue over
@@ -212,14 +226,38 @@ impl Outbox {
     /// the publisher runs short, enforce the cap.
     pub fn tick(&mut self, store: &mut impl ListStore, input: TickInput) -> TickReport {
         let mut report = TickReport::default();
+        if input.broker == Broker::Away && self.spillable() {
+            self.away_since_ms.get_or_insert(input.now_ms);
+        } else {
+            self.away_since_ms = None;
+        }
         let result = self
             .remove_confirmed(store)
             .and_then(|()| self.spill_or_refill(store, input, &mut report));
         if let Err(e) = result.and_then(|()| self.enforce_cap(store, input, &mut report)) {
             report.error = Some(e);
         }
-        report.more = self.wants_tick(input.broker, input.fallback_size);
+        if !self.spillable() {
+            self.away_since_ms = None;
+        }
+        report.more = self.wants_tick(input.broker, input.fallback_size, input.now_ms);
         report
+    }
+
+    /// Events in memory that are not in flight: what a spill can take.
+    fn spillable(&self) -> bool {
+        !self.head.is_empty() || !self.tail.is_empty()
+    }
+
+    /// The broker is away and what waits in memory has waited long enough to spill. Before
+    /// the first step that sees them wait, the wait has not started: that step starts it.
+    fn away_spill_due(&self, broker: Broker, now_ms: u64) -> bool {
+        broker == Broker::Away
+            && self.spillable()
+            && (self.spill_delay_ms == 0
+                || self
+                    .away_since_ms
+                    .is_some_and(|t| now_ms.saturating_sub(t) >= self.spill_delay_ms))
     }
 
     /// Queues that once held a burst keep their capacity: give most of it back once they are
@@ -235,10 +273,13 @@ impl Outbox {
         release_spare(&mut self.tail);
     }
 
-    /// Whether a [`Outbox::tick`] would have something to do.
-    pub fn wants_tick(&self, broker: Broker, fallback_size: i64) -> bool {
-        let spillable = !self.head.is_empty() || !self.tail.is_empty();
-        let spill = spillable && (broker == Broker::Away || self.memory_len() > self.capacity);
+    /// Whether a [`Outbox::tick`] would have something to do (`now_ms` on the tick's clock).
+    pub fn wants_tick(&self, broker: Broker, fallback_size: i64, now_ms: u64) -> bool {
+        let away_wait_to_start = broker == Broker::Away && self.away_since_ms.is_none();
+        let spill = self.spillable()
+            && (self.memory_len() > self.capacity
+                || away_wait_to_start
+                || self.away_spill_due(broker, now_ms));
         spill || self.to_remove > 0 || self.over_cap(fallback_size) || self.refill_wanted(broker)
     }
 
@@ -314,10 +355,15 @@ impl Outbox {
 
     /// How many events leave the head's back and the tail's front.
     fn spill_plan(&self, input: TickInput) -> (usize, usize) {
-        let want = if input.broker == Broker::Away {
+        let want = if self.away_spill_due(input.broker, input.now_ms) {
             self.head.len() + self.tail.len()
         } else {
-            self.memory_len().saturating_sub(self.capacity)
+            // Over capacity, the tail goes in whole slices: one list write per slice rather
+            // than one per step for the few events each step brings (a write has a fixed cost).
+            match self.memory_len().saturating_sub(self.capacity) {
+                0 => 0,
+                over => over.max(self.tail.len().min(input.slice)),
+            }
         };
         let want = want.min(input.slice);
         // Newest first: the tail, then the back of the head.
@@ -354,20 +400,15 @@ impl Outbox {
             return Ok(());
         }
         if from_tail > 0 {
-            let items: Vec<Vec<u8>> = self
-                .tail
-                .iter()
-                .take(from_tail)
-                .map(Event::to_list_item)
-                .collect();
-            store.push_back(&items)?;
+            let (bytes, lens) = encode(self.tail.iter().take(from_tail));
+            store.push_back(&split(&bytes, &lens))?;
             self.tail.drain(..from_tail);
             self.list_len += from_tail as u64;
         }
         if from_head > 0 {
             let start = self.head.len() - from_head;
-            let items: Vec<Vec<u8>> = self.head.range(start..).map(Event::to_list_item).collect();
-            store.push_front(&items)?;
+            let (bytes, lens) = encode(self.head.range(start..));
+            store.push_front(&split(&bytes, &lens))?;
             self.head.truncate(start);
             self.list_len += from_head as u64;
         }
@@ -402,6 +443,32 @@ impl Outbox {
     }
 }
 
+/// Encodes events as list items back to back in one buffer (one allocation per spill, not one
+/// per event); returns the buffer and each item's length.
+fn encode<'a>(events: impl Iterator<Item = &'a Event> + Clone) -> (Vec<u8>, Vec<usize>) {
+    let size = events.clone().map(Event::list_item_len_max).sum();
+    let mut bytes = Vec::with_capacity(size);
+    let lens = events
+        .map(|e| {
+            let start = bytes.len();
+            e.write_list_item(&mut bytes);
+            bytes.len() - start
+        })
+        .collect();
+    (bytes, lens)
+}
+
+/// The items [`encode`] wrote.
+fn split<'b>(mut bytes: &'b [u8], lens: &[usize]) -> Vec<&'b [u8]> {
+    lens.iter()
+        .map(|&n| {
+            let (item, rest) = bytes.split_at(n.min(bytes.len()));
+            bytes = rest;
+            item
+        })
+        .collect()
+}
+
 fn release_spare<T>(queue: &mut VecDeque<T>) {
     const KEEP: usize = 1024;
     if queue.capacity() > 4 * KEEP.max(queue.len()) {
@@ -420,14 +487,14 @@ mod tests {
     struct VecStore(VecDeque<Vec<u8>>);
 
     impl ListStore for VecStore {
-        fn push_front(&mut self, items: &[Vec<u8>]) -> Result<(), String> {
+        fn push_front(&mut self, items: &[&[u8]]) -> Result<(), String> {
             for i in items.iter().rev() {
-                self.0.push_front(i.clone());
+                self.0.push_front(i.to_vec());
             }
             Ok(())
         }
-        fn push_back(&mut self, items: &[Vec<u8>]) -> Result<(), String> {
-            self.0.extend(items.iter().cloned());
+        fn push_back(&mut self, items: &[&[u8]]) -> Result<(), String> {
+            self.0.extend(items.iter().map(|i| i.to_vec()));
             Ok(())
         }
         fn peek(&mut self, start: u64, n: usize) -> Result<Vec<Vec<u8>>, String> {
@@ -461,7 +528,7 @@ mod tests {
                 seq,
             }),
             timestamp: 1_700_000_000,
-            body: format!("0\nset\nk{seq}").into_bytes(),
+            body: format!("0\nset\nk{seq}").into_bytes().into(),
             list_copy: 0,
         }
     }
@@ -474,11 +541,13 @@ mod tests {
         broker: Broker::Away,
         fallback_size: 0,
         slice: 1000,
+        now_ms: 0,
     };
     const BACK: TickInput = TickInput {
         broker: Broker::Ready,
         fallback_size: 0,
         slice: 1000,
+        now_ms: 0,
     };
 
     /// Publishes and confirms everything, ticking as the shell does; counts drops in `dropped`.
@@ -647,10 +716,45 @@ mod tests {
     #[test]
     fn over_capacity_spills_the_newest_while_connected() {
         let (mut o, mut s) = (Outbox::new(4, 2), VecStore::default());
-        (1..=7).for_each(|i| o.push(ev(i)));
+        (1..=3).for_each(|i| o.push(ev(i)));
+        let batch = o.take_batch(3);
+        (4..=7).for_each(|i| o.push(ev(i)));
         let r = o.tick(&mut s, BACK);
-        assert_eq!((r.spilled, o.memory_len(), o.list_len()), (3, 4, 3));
-        assert_eq!(drain(&mut o, &mut s, BACK), (1..=7).collect::<Vec<_>>());
+        assert_eq!(
+            (r.spilled, o.memory_len(), o.list_len()),
+            (4, 3, 4),
+            "the tail (4..=7) goes whole, not only the 3 events over capacity"
+        );
+        o.confirmed(&batch);
+        assert_eq!(drain(&mut o, &mut s, BACK), (4..=7).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn over_capacity_the_tail_spills_in_slices() {
+        let (mut o, mut s) = (Outbox::new(4, 2), VecStore::default());
+        let slice3 = TickInput { slice: 3, ..BACK };
+        (1..=5).for_each(|i| o.push(ev(i)));
+        let r = o.tick(&mut s, slice3);
+        assert_eq!(
+            (r.spilled, o.memory_len()),
+            (3, 2),
+            "over by 1: a whole slice goes"
+        );
+        (6..=14).for_each(|i| o.push(ev(i))); // 11 in memory
+        let r = o.tick(&mut s, slice3);
+        assert_eq!(
+            (r.spilled, r.more),
+            (3, true),
+            "over by 7: a slice per step"
+        );
+        assert_eq!(o.tick(&mut s, slice3).spilled, 3);
+        assert_eq!(
+            o.tick(&mut s, slice3).spilled,
+            3,
+            "over by 1 again: a slice"
+        );
+        assert_eq!(o.memory_len(), 2);
+        assert_eq!(drain(&mut o, &mut s, BACK), (1..=14).collect::<Vec<_>>());
     }
 
     #[test]
@@ -696,6 +800,36 @@ mod tests {
     }
 
     #[test]
+    fn away_events_wait_for_the_spill_delay_unless_memory_is_full() {
+        let (mut o, mut s) = (Outbox::new(10, 4), VecStore::default());
+        o.set_spill_delay(std::time::Duration::from_millis(100));
+        let away_at = |now_ms| TickInput { now_ms, ..AWAY };
+        (1..=3).for_each(|i| o.push(ev(i)));
+        assert!(
+            o.wants_tick(Broker::Away, 0, 1000),
+            "a step starts the wait"
+        );
+        let r = o.tick(&mut s, away_at(1000));
+        assert_eq!((r.spilled, r.more), (0, false), "the wait started");
+        assert!(!o.wants_tick(Broker::Away, 0, 1099));
+        (4..=5).for_each(|i| o.push(ev(i)));
+        assert!(o.wants_tick(Broker::Away, 0, 1100));
+        let r = o.tick(&mut s, away_at(1100));
+        assert_eq!((r.spilled, o.memory_len()), (5, 0), "all together, once");
+        // A new wait starts with the next events; a full memory does not wait.
+        (6..=8).for_each(|i| o.push(ev(i)));
+        assert_eq!(o.tick(&mut s, away_at(1101)).spilled, 0);
+        (9..=20).for_each(|i| o.push(ev(i)));
+        let r = o.tick(&mut s, away_at(1102));
+        assert_eq!(
+            (r.spilled, o.memory_len()),
+            (15, 0),
+            "over capacity: at once"
+        );
+        assert_eq!(drain(&mut o, &mut s, BACK), (1..=20).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn a_hand_over_keeps_the_order_around_the_list() {
         let (mut old, mut s) = (Outbox::new(10, 4), VecStore::default());
         (1..=2).for_each(|i| old.push(ev(i)));
@@ -718,7 +852,7 @@ mod tests {
         o.push(ev(1));
         o.tick(&mut s, BACK);
         let b = o.take_batch(10);
-        assert_eq!(b[0].body, b"0\nset\nold");
+        assert_eq!(&b[0].body[..], b"0\nset\nold");
         assert_eq!(b[0].id, None);
     }
 
@@ -773,9 +907,15 @@ mod tests {
         fn crashes_lose_only_what_never_reached_the_list(
             ops in proptest::collection::vec(prop_oneof![9 => op(), 1 => Just(Op::Crash)], 1..250),
             cap in 1usize..8,
+            delay in 0u64..3,
         ) {
-            let (mut o, mut s) = (Outbox::new(cap, 2), VecStore::default());
-            let mut next = 1u64;
+            let new_outbox = || {
+                let mut o = Outbox::new(cap, 2);
+                o.set_spill_delay(std::time::Duration::from_millis(delay));
+                o
+            };
+            let (mut o, mut s) = (new_outbox(), VecStore::default());
+            let (mut next, mut now) = (1u64, 0u64);
             let mut batches: VecDeque<Vec<Event>> = VecDeque::new();
             let mut delivered: Vec<u64> = vec![];
             let mut durable = std::collections::HashSet::new();
@@ -790,7 +930,8 @@ mod tests {
                     Op::Confirm => if let Some(b) = batches.pop_front() { o.confirmed(&b); delivered.extend(seqs(&b)); },
                     Op::Fail => while let Some(b) = batches.pop_back() { o.give_back(b); },
                     Op::Tick { broker, slice } => {
-                        let r = o.tick(&mut s, TickInput { broker, fallback_size: 0, slice: slice as usize });
+                        now += 1;
+                        let r = o.tick(&mut s, TickInput { broker, fallback_size: 0, slice: slice as usize, now_ms: now });
                         prop_assert!(r.error.is_none());
                     }
                     Op::Crash => {
@@ -804,7 +945,7 @@ mod tests {
                             }
                         }
                         batches.clear();
-                        o = Outbox::new(cap, 2);
+                        o = new_outbox();
                         o.set_list_len(s.0.len() as u64);
                     }
                 }
@@ -815,7 +956,7 @@ mod tests {
                 durable.extend(stored);
             }
             while let Some(b) = batches.pop_back() { o.give_back(b); }
-            delivered.extend(drain(&mut o, &mut s, TickInput { broker: Broker::Ready, fallback_size: 0, slice: 5 }));
+            delivered.extend(drain(&mut o, &mut s, TickInput { broker: Broker::Ready, fallback_size: 0, slice: 5, now_ms: now }));
             let mut seen = std::collections::HashSet::new();
             let firsts: Vec<u64> = delivered.iter().copied().filter(|q| seen.insert(*q)).collect();
             prop_assert!(firsts.windows(2).all(|w| w[0] < w[1]), "out of order: {:?}", firsts);
@@ -828,9 +969,10 @@ mod tests {
         /// each tick.
         #[test]
         fn order_no_loss_and_cap(ops in proptest::collection::vec(op(), 1..200),
-                                 cap in 1usize..8, fallback in -1i64..6) {
+                                 cap in 1usize..8, fallback in -1i64..6, delay in 0u64..3) {
             let (mut o, mut s) = (Outbox::new(cap, 2), VecStore::default());
-            let (mut next, mut dropped) = (1u64, 0u64);
+            o.set_spill_delay(std::time::Duration::from_millis(delay));
+            let (mut next, mut dropped, mut now) = (1u64, 0u64, 0u64);
             let mut batches: VecDeque<Vec<Event>> = VecDeque::new();
             let mut delivered: Vec<u64> = vec![];
             for op in ops {
@@ -842,7 +984,8 @@ mod tests {
                     Op::Fail => while let Some(b) = batches.pop_back() { o.give_back(b); },
                     Op::Crash => unreachable!("not generated here"),
                     Op::Tick { broker, slice } => {
-                        let r = o.tick(&mut s, TickInput { broker, fallback_size: fallback, slice: slice as usize });
+                        now += 1;
+                        let r = o.tick(&mut s, TickInput { broker, fallback_size: fallback, slice: slice as usize, now_ms: now });
                         dropped += r.dropped;
                         prop_assert!(r.error.is_none());
                         if !r.more { prop_assert!(o.memory_len() - o.in_flight() <= cap || broker == Broker::Away); }
@@ -851,7 +994,7 @@ mod tests {
                 prop_assert_eq!(o.list_len(), s.0.len() as u64);
             }
             while let Some(b) = batches.pop_back() { o.give_back(b); }
-            let last = TickInput { broker: Broker::Ready, fallback_size: fallback, slice: 5 };
+            let last = TickInput { broker: Broker::Ready, fallback_size: fallback, slice: 5, now_ms: now };
             delivered.extend(drain_counting(&mut o, &mut s, last, &mut dropped));
             let mut seen = std::collections::HashSet::new();
             let firsts: Vec<u64> = delivered.iter().copied().filter(|q| seen.insert(*q)).collect();

@@ -434,7 +434,11 @@ impl Publisher {
                 let mut outbox = shared.outbox.lock();
                 outbox.confirmed(&batch[..confirmed]);
                 outbox.give_back(batch.into_iter().skip(confirmed).collect());
-                outbox.wants_tick(Broker::Ready, settings.fallback_size)
+                outbox.wants_tick(
+                    Broker::Ready,
+                    settings.fallback_size,
+                    crate::stats::now_ms(),
+                )
             };
             if wants_refill {
                 (self.wake_main)();
