@@ -14,6 +14,8 @@
 #   count     docs/profiles/count_only.c: a callback that only counts (Redis's own floor)
 #   nomatch   our module, with a mask matching nothing (`nomatch:*`)
 #   all       our module forwarding every key (RabbitMQ on 127.0.0.1:5672, guest/guest)
+#   away      our module forwarding every key to a broker that refuses connections: every
+#             event spills to the fallback list (the cost of a spill, not in the default list)
 # --so: the module to profile (default target/release/libkey_evt_amqp.so; a copy is used).
 # Instruction counts do not depend on the machine's load: this can run next to other work.
 # CALLGRIND_EXTRA="--dump-instr=yes" adds per-instruction costs (for callgrind_annotate or
@@ -114,14 +116,20 @@ run_config() {
     local args=('$' 127.0.0.1 5672 guest guest 30 amq.direct bench 1 0)
     dir="$OUT/$config"
     rm -rf "$dir"; mkdir -p "$dir"
+    port=$(free_port)
     case "$config" in
         none) ;;
         count) load=(--loadmodule "$COUNT_SO") ;;
         nomatch) load=(--loadmodule "$SO" "${args[@]}" 'nomatch:*') ;;
         all) load=(--loadmodule "$SO" "${args[@]}" ALL) ;;
+        away)
+            # Nothing listens there (and Redis will not either): the broker is away.
+            args[2]=$(free_port)
+            while [ "${args[2]}" = "$port" ]; do args[2]=$(free_port); done
+            load=(--loadmodule "$SO" "${args[@]}" ALL)
+            ;;
         *) echo "unknown config $config" >&2; exit 2 ;;
     esac
-    port=$(free_port)
     # shellcheck disable=SC2086 # CALLGRIND_EXTRA: extra valgrind options, word-split on purpose
     (cd "$dir" && exec valgrind --tool=callgrind --separate-threads=yes ${CALLGRIND_EXTRA:-} \
         --callgrind-out-file="$dir/callgrind.out" \
