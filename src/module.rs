@@ -391,7 +391,7 @@ impl Module {
                 run_id: self.run_id,
                 seq,
             }),
-            timestamp: u64::try_from(now).unwrap_or(0),
+            timestamp: u32::try_from(now).unwrap_or(0),
             body: event::body(db, event, key),
             list_copy: 0,
         };

@@ -638,7 +638,7 @@ fn encode(out: &mut Vec<u8>, frame_max: u32, s: &Settings, batch: &[Event]) {
             content_type: "text/plain",
             delivery_mode: s.delivery_mode,
             message_id: e.id.is_some().then_some(message_id.as_slice()),
-            timestamp: (e.timestamp > 0).then_some(e.timestamp),
+            timestamp: (e.timestamp > 0).then_some(u64::from(e.timestamp)),
             app_id: APP_ID,
         };
         wire::publish(
