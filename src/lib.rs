@@ -17,6 +17,7 @@ mod amqp_wire;
 mod commands;
 mod config;
 mod fallback;
+mod hook;
 mod info;
 mod module;
 mod publisher;

@@ -13,6 +13,7 @@ use redis_module::{raw, Context, ContextFlags, RedisString, Status};
 use crate::args;
 use crate::event::{self, Event, EventId, RunId};
 use crate::fallback::{Placement, RedisList};
+use crate::hook;
 use crate::outbox::{Broker, Outbox, TickInput};
 use crate::publisher;
 use crate::redis_log;
@@ -46,6 +47,30 @@ pub struct Module {
     resync_list: AtomicBool,
     /// Drops are logged when they start, then summed at most every 10 s (main thread).
     drops: Mutex<Throttle>,
+    /// For the one-shot callbacks, which Redis calls without a context.
+    detached: Detached,
+    cluster: bool,
+    /// Since when (ms) the event-loop hook has found nothing to do; 0 while there is work.
+    quiet_since_ms: AtomicU64,
+}
+
+/// A context of our module that is not tied to a call.
+struct Detached(*mut raw::RedisModuleCtx);
+
+// SAFETY: only used on the main thread (one-shot callbacks, which Redis runs there).
+unsafe impl Send for Detached {}
+// SAFETY: as above.
+unsafe impl Sync for Detached {}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        // SAFETY: the context we got from RedisModule_GetDetachedThreadSafeContext, freed once.
+        unsafe {
+            if let Some(free) = raw::RedisModule_FreeThreadSafeContext {
+                free(self.0);
+            }
+        }
+    }
 }
 
 static MODULE: RwLock<Option<Arc<Module>>> = RwLock::new(None);
@@ -55,6 +80,9 @@ static STASH: Mutex<Option<Outbox>> = Mutex::new(None);
 
 /// Events the inbox keeps room for once the outbox is idle.
 const INBOX_IDLE: usize = 64;
+
+/// The event-loop hook is dropped after this long without work (see [`hook`]).
+const UNHOOK_AFTER_MS: u64 = 1000;
 
 /// How long a shutdown waits for the broker to confirm what is in memory.
 const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
@@ -79,6 +107,7 @@ pub fn init(ctx: &Context, argv: &[RedisString]) -> Status {
         }
         Err(e) => {
             redis_log::warning(&format!("MODULE LOAD refused: {e}"));
+            hook::forget();
             redis_log::release();
             Status::Err
         }
@@ -93,6 +122,13 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
     pin_library()?;
     let flags = ctx.get_flags();
     let cluster = flags.contains(ContextFlags::CLUSTER);
+    // SAFETY: the load context Redis passed; the result is freed when the module is dropped.
+    let detached = unsafe {
+        raw::RedisModule_GetDetachedThreadSafeContext
+            .map(|get| get(ctx.ctx))
+            .filter(|c| !c.is_null())
+            .ok_or("no detached context (Redis 7.0 or newer needed)")?
+    };
     let shared = Arc::new(Shared::new(settings.clone()));
     shared
         .master
@@ -109,6 +145,9 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
         inbox: Mutex::new(Vec::new()),
         resync_list: AtomicBool::new(true),
         drops: Mutex::new(Throttle::new(std::time::Duration::from_secs(10))),
+        detached: Detached(detached),
+        cluster,
+        quiet_since_ms: AtomicU64::new(0),
     });
     if !crate::info::register(ctx.ctx) {
         return Err("cannot register the INFO section".into());
@@ -147,6 +186,8 @@ pub fn deinit(_ctx: &Context) -> Status {
         module.unload();
         redis_log::notice("unloaded");
     }
+    // Redis drops our listeners with the module.
+    hook::forget();
     redis_log::release();
     Status::Ok
 }
@@ -223,13 +264,17 @@ impl Module {
 
     /// One maintenance step on the main thread: hand new events to the outbox and wake the
     /// publisher, spill or refill one slice. Never waits for the publisher: if it holds the
-    /// outbox right now, the step is retried at once from the next loop iteration.
-    fn tick(&self, ctx: &Context, broker: Broker, slice: usize) {
+    /// outbox right now, the step is retried at once from the next loop iteration. Returns
+    /// whether the step was quiet: no new event, and the outbox idle at the end (nothing
+    /// waiting, nothing in flight).
+    fn tick(&self, ctx: &Context, slice: usize) -> bool {
         let shared = &*self.shared;
         let Some(mut outbox) = shared.outbox.try_lock() else {
             wake_main();
-            return;
+            return false;
         };
+        let now_ms = crate::stats::now_ms();
+        let broker = shared.link.broker_at(now_ms);
         let had_news = !self.inbox.lock().is_empty();
         if had_news {
             self.move_inbox(&mut outbox);
@@ -241,7 +286,6 @@ impl Module {
         let mut placement = self.placement.lock();
         resync |= self.place_list(ctx, &mut placement, &mut outbox, slice);
         if let Some(key) = placement.key() {
-            let now_ms = crate::stats::now_ms();
             if resync || outbox.wants_tick(broker, fallback_size, now_ms) {
                 let input = TickInput {
                     broker,
@@ -256,7 +300,8 @@ impl Module {
             }
         }
         outbox.release_spare();
-        if outbox.is_idle() {
+        let idle = outbox.is_idle();
+        if idle {
             // After a burst, keep only what a trickle of events needs (no allocation per step).
             let mut inbox = self.inbox.lock();
             if inbox.is_empty() && inbox.capacity() > INBOX_IDLE {
@@ -265,6 +310,7 @@ impl Module {
         }
         shared.stats.observe(&outbox);
         self.log_drops(0, fallback_size);
+        idle && !had_news
     }
 
     /// In a cluster, follows the slots this node serves (see [`Placement`]). Returns whether
@@ -363,14 +409,15 @@ impl Module {
     /// hold (the inbox and the settings are written on this thread only). The database and
     /// the event name are only fetched (`details`) for a key that is forwarded: most events
     /// of a filtering node stop at the mask. Costs per event are in docs/profiles/README.md.
-    fn on_event<'a>(&self, key: &[u8], details: impl FnOnce() -> (i64, &'a [u8])) {
+    /// Returns whether the event is forwarded.
+    fn on_event<'a>(&self, key: &[u8], details: impl FnOnce() -> (i64, &'a [u8])) -> bool {
         let shared = &*self.shared;
         if !shared.master.load(Relaxed) || self.loading.load(Relaxed) || self.own_io.load(Relaxed) {
-            return;
+            return false;
         }
         MainThreadCounters::bump(&shared.stats.main.seen);
         if Placement::is_fallback_key(key) || !shared.masks_match(key) {
-            return;
+            return false;
         }
         MainThreadCounters::bump(&shared.stats.main.matched);
         let (db, event) = details();
@@ -396,6 +443,37 @@ impl Module {
             list_copy: 0,
         };
         self.inbox.lock().push(event);
+        true
+    }
+
+    /// Drops the event-loop hook once nothing has been to do for [`UNHOOK_AFTER_MS`]; new work
+    /// subscribes it again. Only on a single node: a cluster node looks at its slots every
+    /// second. `busy`: the step just done left work (the cheap answer while events flow).
+    fn unhook_when_quiet(&self, busy: bool) {
+        if self.cluster {
+            return;
+        }
+        if busy || !self.quiet() {
+            self.quiet_since_ms.store(0, Relaxed);
+            return;
+        }
+        let now = crate::stats::now_ms();
+        match self.quiet_since_ms.load(Relaxed) {
+            0 => self.quiet_since_ms.store(now, Relaxed),
+            since if now.saturating_sub(since) >= UNHOOK_AFTER_MS => hook::unhook_soon(on_unhook),
+            _ => {}
+        }
+    }
+
+    /// Nothing waits anywhere (inbox, memory, list, in flight) and no state is to catch up:
+    /// until new work arrives, which subscribes the hook again, a step would do nothing.
+    fn quiet(&self) -> bool {
+        !self.loading.load(Relaxed)
+            && !self.demoted.load(Relaxed)
+            && !self.resync_list.load(Relaxed)
+            && self.inbox.lock().is_empty()
+            && self.drops.lock().idle()
+            && self.shared.outbox.try_lock().is_some_and(|o| o.is_idle())
     }
 }
 
@@ -412,14 +490,29 @@ fn thread_cpu_time() -> std::time::Duration {
 }
 
 /// Runs a maintenance step soon, from any thread: a one-shot event-loop callback wakes Redis
-/// out of its sleep and the before-sleep hook does the work. The callback is libc's `free` on a
-/// null pointer, a no-op that stays valid whatever happens to this library.
+/// out of its sleep and subscribes the event-loop hook, which does the work before the loop
+/// sleeps again. The callback stays valid after MODULE UNLOAD (the library stays mapped, see
+/// [`pin_library`]) and then does nothing.
 pub fn wake_main() {
-    // SAFETY: Redis's API pointer, set at load; `free(NULL)` is defined to do nothing.
+    // SAFETY: Redis's API pointer, set at load; the callback takes no data.
     unsafe {
         if let Some(add) = raw::RedisModule_EventLoopAddOneShot {
-            add(Some(libc::free), std::ptr::null_mut());
+            add(Some(on_wake), std::ptr::null_mut());
         }
+    }
+}
+
+extern "C" fn on_wake(_data: *mut c_void) {
+    if let Some(m) = current() {
+        let _ = hook::hook(m.detached.0, Some(on_event_loop));
+    }
+}
+
+extern "C" fn on_unhook(_data: *mut c_void) {
+    if let Some(m) = current() {
+        let quiet = m.quiet();
+        hook::unhook(m.detached.0, quiet);
+        m.quiet_since_ms.store(0, Relaxed);
     }
 }
 
@@ -461,8 +554,7 @@ fn read_run_id(ctx: &Context) -> Option<RunId> {
 }
 
 fn subscribe(ctx: &Context, events: i32) -> Result<(), String> {
-    let server_events: [(u64, raw::RedisModuleEventCallback); 4] = [
-        (raw::REDISMODULE_EVENT_EVENTLOOP, Some(on_event_loop)),
+    let server_events: [(u64, raw::RedisModuleEventCallback); 3] = [
         (
             raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
             Some(on_role_changed),
@@ -485,6 +577,10 @@ fn subscribe(ctx: &Context, events: i32) -> Result<(), String> {
                 ));
             }
         }
+    }
+    // The first step reads the list's length; later ones come with work (see `hook`).
+    if !hook::hook(ctx.ctx, Some(on_event_loop)) {
+        return Err("cannot subscribe to the event loop (Redis 7.0 or newer needed)".into());
     }
     Ok(())
 }
@@ -514,7 +610,7 @@ extern "C" fn on_keyspace_event(
         }
         std::slice::from_raw_parts(ptr.cast::<u8>(), len)
     };
-    module.on_event(key, || {
+    let forwarded = module.on_event(key, || {
         // SAFETY: Redis passes a live context and a NUL-terminated event name for the duration
         // of this call.
         unsafe {
@@ -524,6 +620,9 @@ extern "C" fn on_keyspace_event(
             )
         }
     });
+    if forwarded && !hook::is_hooked() {
+        let _ = hook::hook(ctx, Some(on_event_loop));
+    }
     OK
 }
 
@@ -540,8 +639,9 @@ extern "C" fn on_event_loop(
         if m.loading.load(Relaxed) {
             return;
         }
+        let mut quiet = true;
         if m.shared.master.load(Relaxed) {
-            m.tick(&Context::new(ctx), m.shared.link.broker(), SLICE);
+            quiet = m.tick(&Context::new(ctx), SLICE);
         } else if m.demoted.load(Relaxed) {
             match m.shared.outbox.try_lock() {
                 Some(mut outbox) => {
@@ -551,6 +651,7 @@ extern "C" fn on_event_loop(
                 None => wake_main(),
             }
         }
+        m.unhook_when_quiet(!quiet);
     }
 }
 

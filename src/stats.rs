@@ -177,8 +177,12 @@ impl Link {
     /// connected and keeping up. Unsure otherwise (connecting, idle, the first second of a
     /// failure).
     pub fn broker(&self) -> Broker {
+        self.broker_at(now_ms())
+    }
+
+    /// [`Link::broker`] at `now` (from [`now_ms`]).
+    pub fn broker_at(&self, now: u64) -> Broker {
         let state = self.state();
-        let now = now_ms();
         let older =
             |since: u64| since != 0 && now.saturating_sub(since) >= AWAY_AFTER.as_millis() as u64;
         if state == LinkState::Disabled

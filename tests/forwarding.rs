@@ -249,3 +249,29 @@ fn another_exchange_and_routing_key() {
     );
     assert_eq!(m.delivery_mode, Some(2));
 }
+
+/// An idle module drops its event-loop hook after a quiet second (it costs Redis work on every
+/// iteration); whatever comes next must still be forwarded at once: a write, and an expiry that
+/// Redis's cron raises while the module is quiet.
+#[test]
+fn events_after_a_quiet_spell_are_forwarded() {
+    let (server, mut consumer, _) = start("A", 1, &["ALL"]);
+    let mut r = server.client();
+    run(&mut r, &[b"SET", b"first", b"v"]);
+    run(&mut r, &[b"SET", b"expiring", b"v", b"PX", b"2500"]);
+    assert_eq!(consumer.expect(3, WAIT).len(), 3, "set, set and expire");
+    // Quiet for more than a second, then the key expires on its own.
+    let expired = consumer.expect(1, WAIT);
+    assert_eq!(bodies(&expired), [body(0, "expired", b"expiring")]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = std::time::Instant::now();
+    run(&mut r, &[b"SET", b"after", b"v"]);
+    let got = consumer.expect(1, WAIT);
+    assert_eq!(bodies(&got), [body(0, "set", b"after")]);
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "forwarded at once, not at the next periodic step: {:?}",
+        sent.elapsed()
+    );
+    consumer.expect_none(QUIET);
+}
