@@ -12,7 +12,7 @@
 //! still uses. The unsubscription therefore runs from a one-shot event-loop callback, outside
 //! any firing. Subscribing appends a listener, which a walk in progress tolerates.
 //!
-//! Main thread only, except [`unhook_soon`].
+//! Main thread only.
 
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
