@@ -448,12 +448,13 @@ impl Module {
 
     /// Drops the event-loop hook once nothing has been to do for [`UNHOOK_AFTER_MS`]; new work
     /// subscribes it again. Only on a single node: a cluster node looks at its slots every
-    /// second. `busy`: the step just done left work (the cheap answer while events flow).
-    fn unhook_when_quiet(&self, busy: bool) {
+    /// second. `step_quiet`: what [`Module::tick`] returned (the cheap answer while events
+    /// flow); the full check follows only when it is true.
+    fn unhook_when_quiet(&self, step_quiet: bool) {
         if self.cluster {
             return;
         }
-        if busy || !self.quiet() {
+        if !step_quiet || !self.quiet() {
             self.quiet_since_ms.store(0, Relaxed);
             return;
         }
@@ -639,9 +640,9 @@ extern "C" fn on_event_loop(
         if m.loading.load(Relaxed) {
             return;
         }
-        let mut quiet = true;
+        let mut step_quiet = true;
         if m.shared.master.load(Relaxed) {
-            quiet = m.tick(&Context::new(ctx), SLICE);
+            step_quiet = m.tick(&Context::new(ctx), SLICE);
         } else if m.demoted.load(Relaxed) {
             match m.shared.outbox.try_lock() {
                 Some(mut outbox) => {
@@ -651,7 +652,7 @@ extern "C" fn on_event_loop(
                 None => wake_main(),
             }
         }
-        m.unhook_when_quiet(!quiet);
+        m.unhook_when_quiet(step_quiet);
     }
 }
 
