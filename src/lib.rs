@@ -2,45 +2,28 @@
 //!
 //! This file only registers the module with Redis; see DESIGN.md for the architecture.
 
-pub mod args;
-pub mod cluster;
-pub mod event;
-pub mod heap;
-pub mod keymask;
-pub mod outbox;
-pub mod stats;
-pub mod uri;
-
-mod acl;
-mod amqp;
-mod amqp_wire;
-mod commands;
-mod config;
-mod fallback;
-mod hook;
-mod info;
-mod module;
+pub mod amqp;
+pub mod core;
 mod publisher;
-mod redis_log;
-mod shared;
-mod throttle;
+mod redis;
+mod state;
 
 mod registration {
     use redis_module::{redis_module, Context, RedisString, Status};
 
-    use crate::heap::{Counting, RedisOrSystem};
-    use crate::{commands, module};
+    use crate::redis::heap::{Counting, RedisOrSystem};
+    use crate::redis::{commands, runtime};
 
     // Redis's allocator aborts outside Redis: unit tests and benchmarks get the system one.
     type Allocator = Counting<RedisOrSystem>;
     const ALLOCATOR: Allocator = Counting(RedisOrSystem);
 
     fn init(ctx: &Context, args: &[RedisString]) -> Status {
-        module::init(ctx, args)
+        runtime::init(ctx, args)
     }
 
     fn deinit(ctx: &Context) -> Status {
-        module::deinit(ctx)
+        runtime::deinit(ctx)
     }
 
     redis_module! {

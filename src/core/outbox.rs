@@ -21,7 +21,7 @@
 
 use std::collections::VecDeque;
 
-use crate::event::Event;
+use crate::core::event::Event;
 
 /// The fallback list, as the outbox needs it. Errors are messages for the log.
 #[allow(clippy::len_without_is_empty)] // `len` asks Redis; callers need the number.
@@ -479,7 +479,7 @@ fn release_spare<T>(queue: &mut VecDeque<T>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventId, RunId};
+    use crate::core::event::{EventId, RunId};
     use proptest::prelude::*;
 
     /// The fallback list, in memory.

@@ -12,13 +12,13 @@ use std::sync::Arc;
 
 use redis_module::{raw, Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
 
-use crate::acl;
-use crate::args::Settings;
-use crate::cluster;
-use crate::keymask::KeyMasks;
-use crate::module::{self, Module};
-use crate::redis_log;
-use crate::stats::LinkState;
+use crate::core::cluster;
+use crate::core::keymask::KeyMasks;
+use crate::core::settings::Settings;
+use crate::redis::acl;
+use crate::redis::log;
+use crate::redis::runtime::{self, Module};
+use crate::state::stats::LinkState;
 
 /// What a command does, given its arguments after the name.
 type Apply = fn(&[&[u8]]) -> RedisResult;
@@ -77,7 +77,7 @@ fn broadcast(ctx: &Context, name: &str, args: &[&[u8]]) {
         })
     };
     if sent != Some(raw::REDISMODULE_OK as i32) {
-        redis_log::warning(&format!(
+        log::warning(&format!(
             "{name}: applied here, but could not be sent to the other cluster nodes"
         ));
     }
@@ -114,23 +114,23 @@ extern "C" fn on_cluster_message(
     };
     let sender = String::from_utf8_lossy(sender);
     let Some(argv) = cluster::decode_command(payload) else {
-        redis_log::warning(&format!("unreadable command from cluster node {sender}"));
+        log::warning(&format!("unreadable command from cluster node {sender}"));
         return;
     };
     let name = String::from_utf8_lossy(argv[0]).to_ascii_lowercase();
     let Some((name, apply)) = COMMANDS.iter().find(|(n, _)| *n == name) else {
-        redis_log::warning(&format!("unknown command from cluster node {sender}"));
+        log::warning(&format!("unknown command from cluster node {sender}"));
         return;
     };
     // The arguments are not logged: they may hold the password.
     match apply(&argv[1..]) {
-        Ok(_) => redis_log::notice(&format!("{name} applied, from cluster node {sender}")),
-        Err(e) => redis_log::warning(&format!("{name} from cluster node {sender} refused: {e}")),
+        Ok(_) => log::notice(&format!("{name} applied, from cluster node {sender}")),
+        Err(e) => log::warning(&format!("{name} from cluster node {sender} refused: {e}")),
     }
 }
 
 fn module() -> Result<Arc<Module>, RedisError> {
-    module::current().ok_or(RedisError::Str("ERR key_evt_amqp is not loaded"))
+    runtime::current().ok_or(RedisError::Str("ERR key_evt_amqp is not loaded"))
 }
 
 fn ok() -> RedisResult {
@@ -175,7 +175,7 @@ fn apply_connect(args: &[&[u8]]) -> RedisResult {
     shared.eager.store(true, Relaxed);
     shared.reconnect_requests.fetch_add(1, Relaxed);
     shared.notify();
-    redis_log::notice("connect requested");
+    log::notice("connect requested");
     ok()
 }
 
@@ -194,8 +194,8 @@ fn apply_disconnect(args: &[&[u8]]) -> RedisResult {
     // Spilling starts at the next event-loop step, not after a grace period.
     shared.link.set(LinkState::Disabled);
     shared.notify();
-    module::wake_main();
-    redis_log::notice("disconnect requested: events wait in the fallback list until connect");
+    runtime::wake_main();
+    log::notice("disconnect requested: events wait in the fallback list until connect");
     ok()
 }
 
@@ -219,7 +219,7 @@ fn apply_fallback_storage_size_set(args: &[&[u8]]) -> RedisResult {
         .ok_or_else(|| {
             RedisError::String(format!(
                 "ERR invalid FALLBACK_SIZE '{}': expected an integer: >0 keep at most N events, 0 unlimited, <0 no fallback list",
-                crate::event::escape(n)
+                crate::core::event::escape(n)
             ))
         })?;
     update(|s| {
@@ -228,7 +228,7 @@ fn apply_fallback_storage_size_set(args: &[&[u8]]) -> RedisResult {
             ..s.clone()
         })
     })?;
-    module::wake_main();
+    runtime::wake_main();
     ok()
 }
 

@@ -10,16 +10,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock};
 use redis_module::{raw, Context, ContextFlags, RedisString, Status};
 
-use crate::args;
-use crate::event::{self, Event, EventId, RunId};
-use crate::fallback::{Placement, RedisList};
-use crate::hook;
-use crate::outbox::{Broker, Outbox, TickInput};
+use crate::core::event::{self, Event, EventId, RunId};
+use crate::core::limits::Throttle;
+use crate::core::outbox::{Broker, Outbox, TickInput};
+use crate::core::settings;
 use crate::publisher;
-use crate::redis_log;
-use crate::shared::Shared;
-use crate::stats::{MainThreadCounters, Stats};
-use crate::throttle::Throttle;
+use crate::redis::fallback::{Placement, RedisList};
+use crate::redis::hook;
+use crate::redis::log;
+use crate::state::shared::Shared;
+use crate::state::stats::{MainThreadCounters, Stats};
 
 /// Events moved between memory and the fallback list per main-thread step (well under 1 ms).
 const SLICE: usize = 500;
@@ -97,7 +97,7 @@ pub fn current() -> Option<Arc<Module>> {
 }
 
 pub fn init(ctx: &Context, argv: &[RedisString]) -> Status {
-    redis_log::init(ctx.ctx);
+    log::init(ctx.ctx);
     match load(ctx, argv) {
         Ok(module) => {
             *MODULE.write() = Some(module);
@@ -106,9 +106,9 @@ pub fn init(ctx: &Context, argv: &[RedisString]) -> Status {
             Status::Ok
         }
         Err(e) => {
-            redis_log::warning(&format!("MODULE LOAD refused: {e}"));
+            log::warning(&format!("MODULE LOAD refused: {e}"));
             hook::forget();
-            redis_log::release();
+            log::release();
             Status::Err
         }
     }
@@ -116,8 +116,8 @@ pub fn init(ctx: &Context, argv: &[RedisString]) -> Status {
 
 fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
     let args: Vec<&[u8]> = argv.iter().map(RedisString::as_slice).collect();
-    let (events, settings) = args::parse_load_args(&args).map_err(|e| e.to_string())?;
-    let (events, settings) = crate::config::register(ctx, events, settings)?;
+    let (events, settings) = settings::parse_load_args(&args).map_err(|e| e.to_string())?;
+    let (events, settings) = crate::redis::config::register(ctx, events, settings)?;
     let run_id = read_run_id(ctx).ok_or("cannot read run_id from INFO server")?;
     pin_library()?;
     let flags = ctx.get_flags();
@@ -149,12 +149,12 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
         cluster,
         quiet_since_ms: AtomicU64::new(0),
     });
-    if !crate::info::register(ctx.ctx) {
+    if !crate::redis::info::register(ctx.ctx) {
         return Err("cannot register the INFO section".into());
     }
     subscribe(ctx, events)?;
     if cluster {
-        crate::commands::listen_to_cluster(ctx);
+        crate::redis::commands::listen_to_cluster(ctx);
     }
     let name = format!("{} {}", publisher::APP_ID, run_id.to_hex());
     let handle = publisher::spawn(module.shared.clone(), name, wake_main)
@@ -163,10 +163,10 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
     if let Some(mut stash) = STASH.lock().take() {
         stash.hand_over(&mut module.shared.outbox.lock());
     }
-    redis_log::notice(&format!(
+    log::notice(&format!(
         "loaded: event classes {}, broker {}, exchange '{}', routing key '{}', masks {}",
-        args::describe_events(events),
-        crate::config::describe_endpoints(&settings),
+        settings::describe_events(events),
+        crate::redis::config::describe_endpoints(&settings),
         settings.exchange,
         settings.routing_key,
         settings.masks
@@ -184,11 +184,11 @@ pub fn deinit(_ctx: &Context) -> Status {
     let module = take_module();
     if let Some(module) = module {
         module.unload();
-        redis_log::notice("unloaded");
+        log::notice("unloaded");
     }
     // Redis drops our listeners with the module.
     hook::forget();
-    redis_log::release();
+    log::release();
     Status::Ok
 }
 
@@ -214,7 +214,7 @@ impl Module {
         outbox.hand_over(&mut stash);
         drop(outbox);
         if stash.memory_len() > 0 {
-            redis_log::notice(&format!(
+            log::notice(&format!(
                 "{} events in memory are kept for the next MODULE LOAD in this process",
                 stash.memory_len()
             ));
@@ -240,7 +240,7 @@ impl Module {
         self.stop_publisher();
         let left = self.shared.outbox.lock().memory_len();
         if left > 0 {
-            redis_log::warning(&format!(
+            log::warning(&format!(
                 "shutdown: {left} events in memory were not confirmed"
             ));
         }
@@ -273,14 +273,14 @@ impl Module {
             wake_main();
             return false;
         };
-        let now_ms = crate::stats::now_ms();
+        let now_ms = crate::state::stats::now_ms();
         let broker = shared.link.broker_at(now_ms);
         let had_news = !self.inbox.lock().is_empty();
         if had_news {
             self.move_inbox(&mut outbox);
             shared.notify();
         }
-        outbox.set_capacity(crate::config::queue_capacity());
+        outbox.set_capacity(crate::redis::config::queue_capacity());
         let fallback_size = shared.settings().fallback_size;
         let mut resync = self.resync_list.swap(false, Relaxed);
         let mut placement = self.placement.lock();
@@ -358,10 +358,10 @@ impl Module {
         self.own_io.store(true, Relaxed);
         let mut list = RedisList::new(ctx, key);
         if resync {
-            use crate::outbox::ListStore;
+            use crate::core::outbox::ListStore;
             match list.len() {
                 Ok(n) => outbox.set_list_len(n),
-                Err(e) => redis_log::warning(&e),
+                Err(e) => log::warning(&e),
             }
         }
         let report = outbox.tick(&mut list, input);
@@ -373,7 +373,7 @@ impl Module {
         Stats::add(&shared.stats.dropped, report.dropped);
         self.log_drops(report.dropped, input.fallback_size);
         if let Some(e) = &report.error {
-            redis_log::warning(e);
+            log::warning(e);
             return false;
         } else if report.more {
             wake_main();
@@ -391,7 +391,7 @@ impl Module {
             return;
         }
         if let Some(n) = drops.note(dropped, std::time::Instant::now()) {
-            redis_log::warning(&if fallback_size < 0 {
+            log::warning(&if fallback_size < 0 {
                 format!(
                     "dropped {n} events: the broker cannot take them and there is no fallback \
                      list (FALLBACK_SIZE {fallback_size}); further drops are summed every 10 s"
@@ -458,7 +458,7 @@ impl Module {
             self.quiet_since_ms.store(0, Relaxed);
             return;
         }
-        let now = crate::stats::now_ms();
+        let now = crate::state::stats::now_ms();
         match self.quiet_since_ms.load(Relaxed) {
             0 => self.quiet_since_ms.store(now, Relaxed),
             since if now.saturating_sub(since) >= UNHOOK_AFTER_MS => hook::unhook_soon(on_unhook),
@@ -672,7 +672,7 @@ extern "C" fn on_role_changed(
         m.placement.lock().reset();
         m.shared.notify();
         wake_main();
-        redis_log::notice(if master {
+        log::notice(if master {
             "this node is now a master: publishing"
         } else {
             "this node is now a replica: not publishing"

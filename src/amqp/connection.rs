@@ -13,8 +13,8 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::amqp_wire::{self as wire, Frame, Login, Method};
-use crate::uri::Endpoint;
+use crate::amqp::wire::{self as wire, Frame, Login, Method};
+use crate::core::uri::Endpoint;
 
 /// The longest a blocking call waits before the caller checks its deadline and for an unload.
 const SLICE: Duration = Duration::from_millis(20);

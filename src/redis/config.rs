@@ -47,10 +47,10 @@ use redis_module::configuration::{
 };
 use redis_module::{raw, Context, RedisError, RedisString};
 
-use crate::args::{self, Settings, OPTIONS};
-use crate::module;
-use crate::redis_log;
-use crate::uri::{self, Endpoint, UriEndpoint};
+use crate::core::settings::{self, Settings, OPTIONS};
+use crate::core::uri::{self, Endpoint, UriEndpoint};
+use crate::redis::log;
+use crate::redis::runtime;
 
 /// `key_evt_amqp.queue_capacity`: events held in memory before they spill to the fallback list.
 pub static QUEUE_CAPACITY: AtomicI64 = AtomicI64::new(DEFAULT_QUEUE_CAPACITY);
@@ -67,7 +67,7 @@ pub fn on_queue_capacity_changed(
     _name: &str,
     _value: &'static AtomicI64,
 ) {
-    module::wake_main();
+    runtime::wake_main();
 }
 
 pub const PASSWORD_OPTION: &str = "key_evt_amqp.password";
@@ -135,7 +135,7 @@ fn update(change: impl FnOnce(&mut BrokerOptions)) {
     change(&mut BROKER.write());
     GENERATION.fetch_add(1, Ordering::AcqRel);
     // The publisher may be waiting out a back-off: it reconnects with the new values now.
-    if let Some(m) = module::current() {
+    if let Some(m) = runtime::current() {
         m.shared.notify();
     }
 }
@@ -297,7 +297,7 @@ impl ConfigurationValue<bool> for SkipVerifyConfig {
 
     fn set(&self, _ctx: &ConfigurationContext, val: bool) -> Result<(), RedisError> {
         if val && !BROKER.read().tls.skip_verify {
-            redis_log::warning(
+            log::warning(
                 "key_evt_amqp.tls_skip_verify is on: the broker's TLS certificate is not \
                  verified, anyone in the path can read and change the events (use it for tests \
                  only)",
@@ -339,7 +339,7 @@ static SETTING_CONFIGS: [SettingConfig; OPTIONS.len()] = [
 
 /// The settings in force: the running module's, or those being loaded.
 fn current_settings() -> Option<Settings> {
-    match module::current() {
+    match runtime::current() {
         Some(m) => Some((*m.shared.settings()).clone()),
         None => AT_LOAD.lock().as_ref().map(|(_, s)| s.clone()),
     }
@@ -355,7 +355,7 @@ impl ConfigurationValue<RedisString> for SettingConfig {
 
     fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
         let value = val.as_slice();
-        let invalid = |e: args::ArgError| RedisError::String(e.to_string());
+        let invalid = |e: settings::ArgError| RedisError::String(e.to_string());
         if let Some((_, at_load)) = AT_LOAD.lock().as_mut() {
             // Not given at load: Redis applies the default (empty); the positional value stays.
             if !value.is_empty() {
@@ -363,7 +363,7 @@ impl ConfigurationValue<RedisString> for SettingConfig {
             }
             return Ok(());
         }
-        let m = module::current().ok_or(RedisError::Str("key_evt_amqp is not loaded"))?;
+        let m = runtime::current().ok_or(RedisError::Str("key_evt_amqp is not loaded"))?;
         let new = m
             .shared
             .settings()
@@ -371,7 +371,7 @@ impl ConfigurationValue<RedisString> for SettingConfig {
             .map_err(invalid)?;
         m.shared.set_settings(new);
         // A new fallback size or masks apply from the next event-loop step.
-        module::wake_main();
+        runtime::wake_main();
         Ok(())
     }
 }
@@ -383,11 +383,11 @@ static EVENTS: EventsConfig = EventsConfig(Returned::new());
 
 impl ConfigurationValue<RedisString> for EventsConfig {
     fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
-        let events = match module::current() {
+        let events = match runtime::current() {
             Some(m) => m.events,
             None => AT_LOAD.lock().as_ref().map_or(0, |(e, _)| *e),
         };
-        self.0.hand_out(&args::describe_events(events))
+        self.0.hand_out(&settings::describe_events(events))
     }
 
     fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
@@ -398,9 +398,9 @@ impl ConfigurationValue<RedisString> for EventsConfig {
             ));
         };
         if !val.as_slice().is_empty() {
-            *events = args::parse_events(val.as_slice()).map_err(|e| {
+            *events = settings::parse_events(val.as_slice()).map_err(|e| {
                 RedisError::String(
-                    args::ArgError {
+                    settings::ArgError {
                         name: "key_evt_amqp.events",
                         ..e
                     }

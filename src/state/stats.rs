@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::outbox::{Broker, Outbox};
+use crate::core::outbox::{Broker, Outbox};
 
 /// Counters only the main thread writes (the keyspace callback's), on a cache line of their
 /// own: the publisher's counters next to them would make every event pay for cache-line

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use redis_module::{CallOptions, CallOptionsBuilder, CallReply, CallResult, Context};
 
-use crate::cluster::{self, SlotSet};
-use crate::outbox::ListStore;
-use crate::redis_log;
+use crate::core::cluster::{self, SlotSet};
+use crate::core::outbox::ListStore;
+use crate::redis::log;
 
 /// The old C module's key: a backlog it left behind is drained after an upgrade.
 pub const DEFAULT_KEY: &str = "REDIS_MODULE-key_evt_amqp-fallback_storage";
@@ -154,7 +154,7 @@ impl Placement {
     /// Logs an error once, not at every step while it lasts.
     pub fn log_error(&mut self, error: &str) {
         if self.last_error.as_deref() != Some(error) {
-            redis_log::warning(error);
+            log::warning(error);
             self.last_error = Some(error.to_string());
         }
     }
@@ -233,8 +233,8 @@ impl Placement {
                 self.foreign.push(old);
             }
         }
-        redis_log::notice(&match &key {
-            Some(k) => format!("fallback list: {}", crate::event::escape(k)),
+        log::notice(&match &key {
+            Some(k) => format!("fallback list: {}", crate::core::event::escape(k)),
             None => "this node serves no hash slot: no fallback list".into(),
         });
         self.key = key;
@@ -259,9 +259,9 @@ impl Placement {
                     && !self.foreign.contains(&name)
                     && RedisList::new(ctx, &name).exists()?
                 {
-                    redis_log::notice(&format!(
+                    log::notice(&format!(
                         "found a backlog in {}: it drains through this node's list",
-                        crate::event::escape(&name)
+                        crate::core::event::escape(&name)
                     ));
                     self.foreign.push(name);
                 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use redis_module::raw;
 
-use crate::module;
+use crate::redis::runtime;
 
 /// Registers [`add_section`] as the module's INFO callback.
 pub fn register(ctx: *mut raw::RedisModuleCtx) -> bool {
@@ -17,15 +17,15 @@ pub fn register(ctx: *mut raw::RedisModuleCtx) -> bool {
 }
 
 /// The list's name, or empty for a cluster node serving no slot (or busy: INFO never waits).
-fn fallback_key(m: &module::Module) -> String {
+fn fallback_key(m: &runtime::Module) -> String {
     m.placement
         .try_lock()
-        .and_then(|p| p.key().map(crate::event::escape))
+        .and_then(|p| p.key().map(crate::core::event::escape))
         .unwrap_or_default()
 }
 
 extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: i32) {
-    let Some(m) = module::current() else {
+    let Some(m) = runtime::current() else {
         return;
     };
     let shared = &m.shared;
@@ -41,7 +41,7 @@ extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
             if m.publishes() { "yes" } else { "no" }.into(),
         ),
         ("run_id", m.run_id.to_hex()),
-        ("events", crate::args::describe_events(m.events)),
+        ("events", crate::core::settings::describe_events(m.events)),
         ("exchange", settings.exchange.clone()),
         ("routing_key", settings.routing_key.clone()),
         ("keymasks", settings.masks.to_string()),
@@ -63,8 +63,8 @@ extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
         ("fallback_length", counter(&s.fallback_length)),
         ("fallback_size", settings.fallback_size.to_string()),
         ("fallback_key", fallback_key(&m)),
-        ("heap_bytes", crate::heap::current().to_string()),
-        ("heap_peak_bytes", crate::heap::peak().to_string()),
+        ("heap_bytes", crate::redis::heap::current().to_string()),
+        ("heap_peak_bytes", crate::redis::heap::peak().to_string()),
     ];
     // SAFETY: the info context Redis passed; names and values are NUL-terminated copies.
     unsafe {

@@ -4,8 +4,8 @@
 
 use std::fmt;
 
-use crate::keymask::KeyMasks;
-use crate::uri::{Endpoint, UriEndpoint};
+use crate::core::keymask::KeyMasks;
+use crate::core::uri::{Endpoint, UriEndpoint};
 
 /// Event classes, as the bits Redis's module API uses (`REDISMODULE_NOTIFY_*`).
 pub mod class {
@@ -276,7 +276,7 @@ impl Settings {
             port: self.port,
             user: self.user.clone(),
             password: self.password.clone(),
-            vhost: crate::uri::DEFAULT_VHOST.to_string(),
+            vhost: crate::core::uri::DEFAULT_VHOST.to_string(),
             heartbeat: self.heartbeat,
         }
     }
@@ -361,7 +361,7 @@ impl ArgError {
     pub fn new(name: &'static str, value: &[u8], accepted: &'static str) -> Self {
         ArgError {
             name,
-            value: Some(crate::event::escape(value)),
+            value: Some(crate::core::event::escape(value)),
             accepted,
         }
     }
@@ -570,7 +570,7 @@ mod tests {
         assert_eq!(s.endpoints(&[], "other")[0].password, "other");
 
         let uris: Vec<UriEndpoint> =
-            crate::uri::parse_list("amqps://h1, amqp://alice@h2:1/v?heartbeat=3")
+            crate::core::uri::parse_list("amqps://h1, amqp://alice@h2:1/v?heartbeat=3")
                 .unwrap()
                 .into_iter()
                 .map(|p| p.endpoint)

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use redis_module::raw;
 
-use crate::redis_log;
+use crate::redis::log;
 
 static HOOKED: AtomicBool = AtomicBool::new(false);
 /// An unsubscription is on its way (one one-shot at a time).
@@ -41,7 +41,7 @@ pub fn hook(ctx: *mut raw::RedisModuleCtx, callback: raw::RedisModuleEventCallba
     }
     static WARNED: AtomicBool = AtomicBool::new(false);
     if !WARNED.swap(true, Relaxed) {
-        redis_log::warning("cannot subscribe to the event loop: events are not handed over");
+        log::warning("cannot subscribe to the event loop: events are not handed over");
     }
     false
 }

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::args::Settings;
-use crate::outbox::Outbox;
-use crate::stats::{Link, Stats};
+use crate::core::outbox::Outbox;
+use crate::core::settings::Settings;
+use crate::state::stats::{Link, Stats};
 
 /// Events published per batch: written in one go, their confirms read together.
 pub const BATCH: usize = 1000;
@@ -42,7 +42,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(settings: Settings) -> Shared {
-        let mut outbox = Outbox::new(crate::config::queue_capacity(), 2 * BATCH);
+        let mut outbox = Outbox::new(crate::redis::config::queue_capacity(), 2 * BATCH);
         outbox.set_spill_delay(SPILL_DELAY);
         Shared {
             outbox: Mutex::new(outbox),

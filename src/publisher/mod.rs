@@ -16,16 +16,16 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-use crate::amqp::{Confirms, Connection};
-use crate::amqp_wire::{self as wire, Properties};
-use crate::args::Settings;
-use crate::config::{self, TlsOptions};
-use crate::event::Event;
-use crate::outbox::Broker;
-use crate::redis_log;
-use crate::shared::{Shared, BATCH};
-use crate::stats::{LinkState, Stats};
-use crate::uri::Endpoint;
+use crate::amqp::connection::{Confirms, Connection};
+use crate::amqp::wire::{self as wire, Properties};
+use crate::core::event::Event;
+use crate::core::outbox::Broker;
+use crate::core::settings::Settings;
+use crate::core::uri::Endpoint;
+use crate::redis::config::{self, TlsOptions};
+use crate::redis::log;
+use crate::state::shared::{Shared, BATCH};
+use crate::state::stats::{LinkState, Stats};
 
 /// For the TCP connection, the TLS handshake, the login, the channel and confirm mode together.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,7 +59,7 @@ pub fn spawn(
                 current: Cell::new(0),
                 failover_logged: RefCell::new(Vec::new()),
                 connected_logged: RefCell::new(None),
-                link_log: LogBudget::new(crate::stats::now_ms()),
+                link_log: LogBudget::new(crate::state::stats::now_ms()),
             }
             .run()
         })
@@ -331,11 +331,11 @@ impl Publisher {
 
     /// Unroutable events are counted in INFO; the log says so at most once every 10 s.
     fn log_returned(&self, s: &Settings) {
-        let now = crate::stats::now_ms();
+        let now = crate::state::stats::now_ms();
         let last = self.returned_logged_at.get();
         if last == 0 || now.saturating_sub(last) >= 10_000 {
             self.returned_logged_at.set(now);
-            redis_log::warning(&format!(
+            log::warning(&format!(
                 "events are unroutable: no queue is bound to exchange '{}' with routing key '{}' \
                  ({} so far, see events_returned in INFO)",
                 s.exchange,
@@ -437,7 +437,7 @@ impl Publisher {
                 outbox.wants_tick(
                     Broker::Ready,
                     settings.fallback_size,
-                    crate::stats::now_ms(),
+                    crate::state::stats::now_ms(),
                 )
             };
             if wants_refill {
@@ -607,7 +607,7 @@ impl LogBudget {
     }
 
     fn line(&self, msg: &str) -> Option<String> {
-        self.take(crate::stats::now_ms()).map(|n| match n {
+        self.take(crate::state::stats::now_ms()).map(|n| match n {
             0 => msg.to_string(),
             n => format!("{msg} ({n} connection messages suppressed before this one)"),
         })
@@ -615,13 +615,13 @@ impl LogBudget {
 
     fn warning(&self, msg: &str) {
         if let Some(line) = self.line(msg) {
-            redis_log::warning(&line);
+            log::warning(&line);
         }
     }
 
     fn notice(&self, msg: &str) {
         if let Some(line) = self.line(msg) {
-            redis_log::notice(&line);
+            log::notice(&line);
         }
     }
 }
@@ -643,7 +643,7 @@ fn encode(out: &mut Vec<u8>, frame_max: u32, s: &Settings, batch: &[Event]) {
         };
         wire::publish(
             out,
-            crate::amqp::CHANNEL,
+            crate::amqp::connection::CHANNEL,
             frame_max,
             &s.exchange,
             &s.routing_key,

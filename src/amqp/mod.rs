@@ -1,0 +1,5 @@
+//! The AMQP 0-9-1 client of the publisher: the wire codec (pure bytes) and one blocking
+//! connection over TCP or TLS. No Redis.
+
+pub(crate) mod connection;
+pub mod wire;
