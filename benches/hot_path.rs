@@ -6,9 +6,9 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::hint::black_box;
 
-use key_evt_amqp::event::{self, Event, EventId, RunId};
-use key_evt_amqp::keymask::KeyMasks;
-use key_evt_amqp::outbox::Outbox;
+use key_evt_amqp::core::event::{self, Event, EventId, RunId};
+use key_evt_amqp::core::keymask::KeyMasks;
+use key_evt_amqp::core::outbox::Outbox;
 
 const KEY: &[u8] = b"user:1234567:session:abcdef0123"; // 31 bytes, a typical key
 

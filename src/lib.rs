@@ -12,18 +12,18 @@ mod registration {
     use redis_module::{redis_module, Context, RedisString, Status};
 
     use crate::redis::heap::{Counting, RedisOrSystem};
-    use crate::redis::{commands, runtime};
+    use crate::redis::{commands, lifecycle};
 
     // Redis's allocator aborts outside Redis: unit tests and benchmarks get the system one.
     type Allocator = Counting<RedisOrSystem>;
     const ALLOCATOR: Allocator = Counting(RedisOrSystem);
 
     fn init(ctx: &Context, args: &[RedisString]) -> Status {
-        runtime::init(ctx, args)
+        lifecycle::init(ctx, args)
     }
 
     fn deinit(ctx: &Context) -> Status {
-        runtime::deinit(ctx)
+        lifecycle::deinit(ctx)
     }
 
     redis_module! {
@@ -34,13 +34,13 @@ mod registration {
         init: init,
         deinit: deinit,
         commands: [
-            ["key_evt_amqp.config_set", commands::config_set, "admin", 0, 0, 0, ""],
-            ["key_evt_amqp.connect", commands::connect, "admin", 0, 0, 0, ""],
-            ["key_evt_amqp.disconnect", commands::disconnect, "admin", 0, 0, 0, ""],
-            ["key_evt_amqp.fallback_storage_size_set", commands::fallback_storage_size_set, "admin", 0, 0, 0, ""],
-            ["key_evt_amqp.keymask_clean", commands::keymask_clean, "admin", 0, 0, 0, ""],
-            ["key_evt_amqp.keymask_add", commands::keymask_add, "admin", 0, 0, 0, ""],
-            ["key_evt_amqp.keymask_set", commands::keymask_set, "admin", 0, 0, 0, ""],
+            [commands::CONFIG_SET, commands::config_set, "admin", 0, 0, 0, ""],
+            [commands::CONNECT, commands::connect, "admin", 0, 0, 0, ""],
+            [commands::DISCONNECT, commands::disconnect, "admin", 0, 0, 0, ""],
+            [commands::FALLBACK_STORAGE_SIZE_SET, commands::fallback_storage_size_set, "admin", 0, 0, 0, ""],
+            [commands::KEYMASK_CLEAN, commands::keymask_clean, "admin", 0, 0, 0, ""],
+            [commands::KEYMASK_ADD, commands::keymask_add, "admin", 0, 0, 0, ""],
+            [commands::KEYMASK_SET, commands::keymask_set, "admin", 0, 0, 0, ""],
         ],
     }
 }

@@ -2,4 +2,6 @@
 //! connection over TCP or TLS. No Redis.
 
 pub(crate) mod connection;
+pub(crate) mod tls;
+pub(crate) mod transport;
 pub mod wire;

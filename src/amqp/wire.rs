@@ -1,6 +1,6 @@
 //! AMQP 0-9-1 as a publisher speaks it: the frames it writes (login, channel and confirm setup,
 //! publishes with their properties, heartbeats, close) and the frames it reads. Pure bytes, no
-//! I/O: the connection shell is `amqp.rs`.
+//! I/O: the connection shell is `connection.rs`.
 //!
 //! Layout of a frame: type (1 byte), channel (2), payload size (4), payload, 0xCE. A method
 //! payload starts with its class and method ids (2 + 2). Integers are big-endian.
@@ -17,10 +17,44 @@ pub const FRAME_OVERHEAD: usize = 8;
 /// The smallest frame size a peer may impose (AMQP's `frame-min-size`).
 pub const FRAME_MIN_SIZE: u32 = 4096;
 
+/// Class ids.
 const CONNECTION: u16 = 10;
 const CHANNEL: u16 = 20;
 const BASIC: u16 = 60;
 const CONFIRM: u16 = 85;
+
+/// A method: its class and method ids, as the spec numbers them.
+type MethodId = (u16, u16);
+
+const CONNECTION_START: MethodId = (CONNECTION, 10);
+const CONNECTION_START_OK: MethodId = (CONNECTION, 11);
+const CONNECTION_TUNE: MethodId = (CONNECTION, 30);
+const CONNECTION_TUNE_OK: MethodId = (CONNECTION, 31);
+const CONNECTION_OPEN: MethodId = (CONNECTION, 40);
+const CONNECTION_OPEN_OK: MethodId = (CONNECTION, 41);
+const CONNECTION_CLOSE: MethodId = (CONNECTION, 50);
+const CONNECTION_CLOSE_OK: MethodId = (CONNECTION, 51);
+const CONNECTION_BLOCKED: MethodId = (CONNECTION, 60);
+const CONNECTION_UNBLOCKED: MethodId = (CONNECTION, 61);
+const CHANNEL_OPEN: MethodId = (CHANNEL, 10);
+const CHANNEL_OPEN_OK: MethodId = (CHANNEL, 11);
+const CHANNEL_FLOW: MethodId = (CHANNEL, 20);
+const CHANNEL_FLOW_OK: MethodId = (CHANNEL, 21);
+const CHANNEL_CLOSE: MethodId = (CHANNEL, 40);
+const CHANNEL_CLOSE_OK: MethodId = (CHANNEL, 41);
+const CONFIRM_SELECT: MethodId = (CONFIRM, 10);
+const CONFIRM_SELECT_OK: MethodId = (CONFIRM, 11);
+const BASIC_PUBLISH: MethodId = (BASIC, 40);
+const BASIC_RETURN: MethodId = (BASIC, 50);
+const BASIC_ACK: MethodId = (BASIC, 80);
+const BASIC_NACK: MethodId = (BASIC, 120);
+
+/// Basic property flags (bit 15 is the first property), for those we send.
+const PROP_CONTENT_TYPE: u16 = 1 << 15;
+const PROP_DELIVERY_MODE: u16 = 1 << 12;
+const PROP_MESSAGE_ID: u16 = 1 << 7;
+const PROP_TIMESTAMP: u16 = 1 << 6;
+const PROP_APP_ID: u16 = 1 << 3;
 
 /// The basic properties we send, in their wire order (property flags from bit 15 down).
 pub struct Properties<'a> {
@@ -107,8 +141,9 @@ impl std::fmt::Display for CloseReason {
 // ------------------------------------------------------------------------------- writing
 
 fn short_str(out: &mut Vec<u8>, s: &[u8]) {
-    // Callers pass validated names (args.rs caps exchange and routing key at 255 bytes); a
-    // longer value is cut rather than corrupting the frame.
+    // Callers pass validated names (settings.rs caps exchange and routing key at 255 bytes);
+    // should one slip through, release builds cut it rather than corrupt the frame.
+    debug_assert!(s.len() <= 255, "short string of {} bytes", s.len());
     let s = &s[..s.len().min(255)];
     out.push(s.len() as u8);
     out.extend_from_slice(s);
@@ -131,7 +166,7 @@ fn frame(out: &mut Vec<u8>, kind: u8, channel: u16, fill: impl FnOnce(&mut Vec<u
     out.push(FRAME_END);
 }
 
-fn method(out: &mut Vec<u8>, channel: u16, class: u16, id: u16, args: impl FnOnce(&mut Vec<u8>)) {
+fn method(out: &mut Vec<u8>, channel: u16, (class, id): MethodId, args: impl FnOnce(&mut Vec<u8>)) {
     frame(out, FRAME_METHOD, channel, |out| {
         out.extend_from_slice(&class.to_be_bytes());
         out.extend_from_slice(&id.to_be_bytes());
@@ -173,7 +208,7 @@ fn table(out: &mut Vec<u8>, fields: &[(&str, Field<'_>)]) {
 /// `connection.start-ok`: PLAIN login, and the capabilities that make RabbitMQ say why it
 /// refuses a login (instead of just closing) and tell us when it blocks publishers.
 pub fn start_ok(out: &mut Vec<u8>, login: &Login<'_>) {
-    method(out, 0, CONNECTION, 11, |out| {
+    method(out, 0, CONNECTION_START_OK, |out| {
         let capabilities = [
             ("publisher_confirms", Field::Bool(true)),
             ("authentication_failure_close", Field::Bool(true)),
@@ -201,7 +236,7 @@ pub fn start_ok(out: &mut Vec<u8>, login: &Login<'_>) {
 }
 
 pub fn tune_ok(out: &mut Vec<u8>, channel_max: u16, frame_max: u32, heartbeat: u16) {
-    method(out, 0, CONNECTION, 31, |out| {
+    method(out, 0, CONNECTION_TUNE_OK, |out| {
         out.extend_from_slice(&channel_max.to_be_bytes());
         out.extend_from_slice(&frame_max.to_be_bytes());
         out.extend_from_slice(&heartbeat.to_be_bytes());
@@ -209,7 +244,7 @@ pub fn tune_ok(out: &mut Vec<u8>, channel_max: u16, frame_max: u32, heartbeat: u
 }
 
 pub fn connection_open(out: &mut Vec<u8>, vhost: &str) {
-    method(out, 0, CONNECTION, 40, |out| {
+    method(out, 0, CONNECTION_OPEN, |out| {
         short_str(out, vhost.as_bytes());
         short_str(out, b"");
         out.push(0);
@@ -217,7 +252,7 @@ pub fn connection_open(out: &mut Vec<u8>, vhost: &str) {
 }
 
 pub fn connection_close(out: &mut Vec<u8>, code: u16, text: &str) {
-    method(out, 0, CONNECTION, 50, |out| {
+    method(out, 0, CONNECTION_CLOSE, |out| {
         out.extend_from_slice(&code.to_be_bytes());
         short_str(out, text.as_bytes());
         out.extend_from_slice(&[0; 4]);
@@ -225,19 +260,21 @@ pub fn connection_close(out: &mut Vec<u8>, code: u16, text: &str) {
 }
 
 pub fn connection_close_ok(out: &mut Vec<u8>) {
-    method(out, 0, CONNECTION, 51, |_| {});
+    method(out, 0, CONNECTION_CLOSE_OK, |_| {});
 }
 
 pub fn channel_open(out: &mut Vec<u8>, channel: u16) {
-    method(out, channel, CHANNEL, 10, |out| short_str(out, b""));
+    method(out, channel, CHANNEL_OPEN, |out| short_str(out, b""));
 }
 
 pub fn channel_flow_ok(out: &mut Vec<u8>, channel: u16, active: bool) {
-    method(out, channel, CHANNEL, 21, |out| out.push(u8::from(active)));
+    method(out, channel, CHANNEL_FLOW_OK, |out| {
+        out.push(u8::from(active))
+    });
 }
 
 pub fn confirm_select(out: &mut Vec<u8>, channel: u16) {
-    method(out, channel, CONFIRM, 10, |out| out.push(0));
+    method(out, channel, CONFIRM_SELECT, |out| out.push(0));
 }
 
 pub fn heartbeat(out: &mut Vec<u8>) {
@@ -256,7 +293,7 @@ pub fn publish(
     props: &Properties<'_>,
     body: &[u8],
 ) {
-    method(out, channel, BASIC, 40, |out| {
+    method(out, channel, BASIC_PUBLISH, |out| {
         out.extend_from_slice(&[0; 2]);
         short_str(out, exchange.as_bytes());
         short_str(out, routing_key.as_bytes());
@@ -266,11 +303,13 @@ pub fn publish(
         out.extend_from_slice(&BASIC.to_be_bytes());
         out.extend_from_slice(&[0; 2]);
         out.extend_from_slice(&(body.len() as u64).to_be_bytes());
-        let flags: u16 = 1 << 15
-            | 1 << 12
-            | u16::from(props.message_id.is_some()) << 7
-            | u16::from(props.timestamp.is_some()) << 6
-            | 1 << 3;
+        let mut flags = PROP_CONTENT_TYPE | PROP_DELIVERY_MODE | PROP_APP_ID;
+        if props.message_id.is_some() {
+            flags |= PROP_MESSAGE_ID;
+        }
+        if props.timestamp.is_some() {
+            flags |= PROP_TIMESTAMP;
+        }
         out.extend_from_slice(&flags.to_be_bytes());
         short_str(out, props.content_type.as_bytes());
         out.push(props.delivery_mode);
@@ -292,7 +331,36 @@ pub fn publish(
 
 /// A frame the broker sent that breaks the protocol: the connection cannot go on.
 #[derive(Debug, PartialEq, Eq)]
-pub struct WireError(pub String);
+pub enum WireError {
+    /// The broker answered our protocol header with its own: another AMQP version.
+    NotAmqp091([u8; 4]),
+    FrameTooLarge {
+        size: usize,
+        frame_max: u32,
+    },
+    NoFrameEnd,
+    UnknownFrameType(u8),
+    /// A method or header frame too short for its fields.
+    Truncated,
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WireError::NotAmqp091(version) => write!(
+                f,
+                "the broker does not speak AMQP 0-9-1 (it offered protocol {version:?})"
+            ),
+            WireError::FrameTooLarge { size, frame_max } => write!(
+                f,
+                "frame of {size} bytes exceeds the negotiated frame_max {frame_max}"
+            ),
+            WireError::NoFrameEnd => f.write_str("frame does not end with 0xCE"),
+            WireError::UnknownFrameType(kind) => write!(f, "unknown frame type {kind}"),
+            WireError::Truncated => f.write_str("truncated method frame"),
+        }
+    }
+}
 
 /// Reads big-endian fields off a payload; running short is a [`WireError`].
 struct Fields<'a> {
@@ -302,7 +370,7 @@ struct Fields<'a> {
 impl<'a> Fields<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         if self.bytes.len() < n {
-            return Err(WireError("truncated method frame".into()));
+            return Err(WireError::Truncated);
         }
         let (head, rest) = self.bytes.split_at(n);
         self.bytes = rest;
@@ -343,44 +411,43 @@ impl<'a> Fields<'a> {
 
 fn parse_method(payload: &[u8]) -> Result<Method, WireError> {
     let mut f = Fields { bytes: payload };
-    let class = f.u16()?;
-    let id = f.u16()?;
-    Ok(match (class, id) {
-        (CONNECTION, 10) => {
+    let id = (f.u16()?, f.u16()?);
+    Ok(match id {
+        CONNECTION_START => {
             f.take(2)?; // protocol version
             f.long_bytes()?; // server properties: a table we do not need
             Method::ConnectionStart {
                 mechanisms: f.long_bytes()?.to_vec(),
             }
         }
-        (CONNECTION, 30) => Method::ConnectionTune {
+        CONNECTION_TUNE => Method::ConnectionTune {
             channel_max: f.u16()?,
             frame_max: f.u32()?,
             heartbeat: f.u16()?,
         },
-        (CONNECTION, 41) => Method::ConnectionOpenOk,
-        (CONNECTION, 50) => Method::ConnectionClose(f.close_reason()?),
-        (CONNECTION, 51) => Method::ConnectionCloseOk,
-        (CONNECTION, 60) => Method::ConnectionBlocked {
+        CONNECTION_OPEN_OK => Method::ConnectionOpenOk,
+        CONNECTION_CLOSE => Method::ConnectionClose(f.close_reason()?),
+        CONNECTION_CLOSE_OK => Method::ConnectionCloseOk,
+        CONNECTION_BLOCKED => Method::ConnectionBlocked {
             reason: f.short_str()?,
         },
-        (CONNECTION, 61) => Method::ConnectionUnblocked,
-        (CHANNEL, 11) => Method::ChannelOpenOk,
-        (CHANNEL, 20) => Method::ChannelFlow {
+        CONNECTION_UNBLOCKED => Method::ConnectionUnblocked,
+        CHANNEL_OPEN_OK => Method::ChannelOpenOk,
+        CHANNEL_FLOW => Method::ChannelFlow {
             active: f.u8()? & 1 == 1,
         },
-        (CHANNEL, 40) => Method::ChannelClose(f.close_reason()?),
-        (CHANNEL, 41) => Method::ChannelCloseOk,
-        (CONFIRM, 11) => Method::ConfirmSelectOk,
-        (BASIC, 80) => Method::BasicAck {
+        CHANNEL_CLOSE => Method::ChannelClose(f.close_reason()?),
+        CHANNEL_CLOSE_OK => Method::ChannelCloseOk,
+        CONFIRM_SELECT_OK => Method::ConfirmSelectOk,
+        BASIC_ACK => Method::BasicAck {
             tag: f.u64()?,
             multiple: f.u8()? & 1 == 1,
         },
-        (BASIC, 120) => Method::BasicNack {
+        BASIC_NACK => Method::BasicNack {
             tag: f.u64()?,
             multiple: f.u8()? & 1 == 1,
         },
-        (BASIC, 50) => Method::BasicReturn {
+        BASIC_RETURN => Method::BasicReturn {
             code: f.u16()?,
             text: f.short_str()?,
         },
@@ -391,11 +458,8 @@ fn parse_method(payload: &[u8]) -> Result<Method, WireError> {
 /// Parses the frame at the start of `buf`: `Ok(None)` until it is complete, else the frame and
 /// the bytes it took. `frame_max` is the negotiated limit (0 before tuning: none).
 pub fn parse_frame(buf: &[u8], frame_max: u32) -> Result<Option<(Frame, usize)>, WireError> {
-    if buf.len() >= PROTOCOL_HEADER.len() && buf.starts_with(b"AMQP") {
-        return Err(WireError(format!(
-            "the broker does not speak AMQP 0-9-1 (it offered protocol {:?})",
-            &buf[4..8]
-        )));
+    if let Some(&[b'A', b'M', b'Q', b'P', a, b, c, d]) = buf.first_chunk::<8>() {
+        return Err(WireError::NotAmqp091([a, b, c, d]));
     }
     if buf.len() < 7 {
         return Ok(None);
@@ -404,16 +468,14 @@ pub fn parse_frame(buf: &[u8], frame_max: u32) -> Result<Option<(Frame, usize)>,
     let channel = u16::from_be_bytes([buf[1], buf[2]]);
     let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
     if frame_max > 0 && size + FRAME_OVERHEAD > frame_max as usize {
-        return Err(WireError(format!(
-            "frame of {size} bytes exceeds the negotiated frame_max {frame_max}"
-        )));
+        return Err(WireError::FrameTooLarge { size, frame_max });
     }
     let total = size + FRAME_OVERHEAD;
     if buf.len() < total {
         return Ok(None);
     }
     if buf[total - 1] != FRAME_END {
-        return Err(WireError("frame does not end with 0xCE".into()));
+        return Err(WireError::NoFrameEnd);
     }
     let payload = &buf[7..7 + size];
     let frame = match kind {
@@ -428,7 +490,7 @@ pub fn parse_frame(buf: &[u8], frame_max: u32) -> Result<Option<(Frame, usize)>,
         }
         FRAME_BODY => Frame::Body { channel, len: size },
         FRAME_HEARTBEAT => Frame::Heartbeat,
-        other => return Err(WireError(format!("unknown frame type {other}"))),
+        other => return Err(WireError::UnknownFrameType(other)),
     };
     Ok(Some((frame, total)))
 }
@@ -681,7 +743,11 @@ mod tests {
         *bad_end.last_mut().unwrap() = 0;
         assert!(parse_frame(&bad_end, 0).is_err());
         let e = parse_frame(b"AMQP\x00\x00\x09\x00", 0).unwrap_err();
-        assert!(e.0.contains("does not speak AMQP 0-9-1"), "{e:?}");
+        assert_eq!(e, WireError::NotAmqp091([0, 0, 9, 0]));
+        assert_eq!(
+            e.to_string(),
+            "the broker does not speak AMQP 0-9-1 (it offered protocol [0, 0, 9, 0])"
+        );
         let big = method_frame(0, &[0; 5000]);
         assert!(parse_frame(&big, 4096).is_err());
         // A method frame too short for its fields.

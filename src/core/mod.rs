@@ -2,10 +2,15 @@
 //! Everything here is unit-tested in milliseconds; the shells (`amqp`, `publisher`, `redis`)
 //! only carry its decisions out.
 
+pub mod broker_options;
 pub mod cluster;
 pub mod event;
 pub mod keymask;
 pub mod limits;
+pub mod link;
+pub mod memory_list;
 pub mod outbox;
+pub mod placement;
+pub mod policy;
 pub mod settings;
 pub mod uri;

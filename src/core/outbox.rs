@@ -17,7 +17,8 @@
 //! list turns out to have been changed behind its back, so that stale marks never delete
 //! anything.
 //!
-//! Pure logic: the list is reached through [`ListStore`], so this file is tested without Redis.
+//! Pure logic: the list is reached through [`ListStore`], so this file is tested without Redis
+//! (on a [`MemoryList`](crate::core::memory_list::MemoryList)).
 
 use std::collections::VecDeque;
 
@@ -480,46 +481,8 @@ fn release_spare<T>(queue: &mut VecDeque<T>) {
 mod tests {
     use super::*;
     use crate::core::event::{EventId, RunId};
+    use crate::core::memory_list::MemoryList;
     use proptest::prelude::*;
-
-    /// The fallback list, in memory.
-    #[derive(Default)]
-    struct VecStore(VecDeque<Vec<u8>>);
-
-    impl ListStore for VecStore {
-        fn push_front(&mut self, items: &[&[u8]]) -> Result<(), String> {
-            for i in items.iter().rev() {
-                self.0.push_front(i.to_vec());
-            }
-            Ok(())
-        }
-        fn push_back(&mut self, items: &[&[u8]]) -> Result<(), String> {
-            self.0.extend(items.iter().map(|i| i.to_vec()));
-            Ok(())
-        }
-        fn peek(&mut self, start: u64, n: usize) -> Result<Vec<Vec<u8>>, String> {
-            Ok(self
-                .0
-                .iter()
-                .skip(start as usize)
-                .take(n)
-                .cloned()
-                .collect())
-        }
-        fn remove_front(&mut self, n: u64) -> Result<(), String> {
-            let n = (n as usize).min(self.0.len());
-            self.0.drain(..n);
-            Ok(())
-        }
-        fn keep_back(&mut self, n: u64) -> Result<(), String> {
-            let drop = self.0.len().saturating_sub(n as usize);
-            self.0.drain(..drop);
-            Ok(())
-        }
-        fn len(&mut self) -> Result<u64, String> {
-            Ok(self.0.len() as u64)
-        }
-    }
 
     fn ev(seq: u64) -> Event {
         Event {
@@ -553,7 +516,7 @@ mod tests {
     /// Publishes and confirms everything, ticking as the shell does; counts drops in `dropped`.
     fn drain_counting(
         o: &mut Outbox,
-        s: &mut VecStore,
+        s: &mut MemoryList,
         input: TickInput,
         dropped: &mut u64,
     ) -> Vec<u64> {
@@ -570,13 +533,13 @@ mod tests {
         out
     }
 
-    fn drain(o: &mut Outbox, s: &mut VecStore, input: TickInput) -> Vec<u64> {
+    fn drain(o: &mut Outbox, s: &mut MemoryList, input: TickInput) -> Vec<u64> {
         drain_counting(o, s, input, &mut 0)
     }
 
     #[test]
     fn memory_returns_after_a_burst() {
-        let (mut o, mut s) = (Outbox::new(100_000, 4), VecStore::default());
+        let (mut o, mut s) = (Outbox::new(100_000, 4), MemoryList::default());
         (1..=50_000).for_each(|i| o.push(ev(i)));
         o.tick(
             &mut s,
@@ -610,7 +573,7 @@ mod tests {
 
     #[test]
     fn the_list_keeps_an_item_until_it_is_confirmed() {
-        let (mut o, mut s) = (Outbox::new(10, 4), VecStore::default());
+        let (mut o, mut s) = (Outbox::new(10, 4), MemoryList::default());
         (1..=5).for_each(|i| o.push(ev(i)));
         o.tick(&mut s, AWAY);
         assert_eq!(s.0.len(), 5);
@@ -633,7 +596,7 @@ mod tests {
 
     #[test]
     fn a_demoted_node_forgets_the_list_it_no_longer_owns() {
-        let (mut o, mut s) = (Outbox::new(10, 4), VecStore::default());
+        let (mut o, mut s) = (Outbox::new(10, 4), MemoryList::default());
         (1..=5).for_each(|i| o.push(ev(i)));
         o.tick(&mut s, AWAY);
         o.tick(&mut s, BACK);
@@ -643,13 +606,13 @@ mod tests {
         // The new master drains 1..=5 from the list; only the new event is ours to send.
         o.confirmed(&in_flight);
         assert_eq!(o.list_len(), 0);
-        assert_eq!(drain(&mut o, &mut VecStore::default(), BACK), [6]);
+        assert_eq!(drain(&mut o, &mut MemoryList::default(), BACK), [6]);
         assert_eq!(s.0.len(), 5, "the list is left to its new owner");
     }
 
     #[test]
     fn items_appended_to_the_list_drain_after_it() {
-        let (mut o, mut s) = (Outbox::new(10, 4), VecStore::default());
+        let (mut o, mut s) = (Outbox::new(10, 4), MemoryList::default());
         (1..=3).for_each(|i| o.push(ev(i)));
         o.tick(&mut s, AWAY);
         s.0.extend([ev(100), ev(101)].iter().map(Event::to_list_item));
@@ -661,7 +624,7 @@ mod tests {
 
     #[test]
     fn a_crash_while_draining_loses_nothing() {
-        let (mut o, mut s) = (Outbox::new(10, 4), VecStore::default());
+        let (mut o, mut s) = (Outbox::new(10, 4), MemoryList::default());
         (1..=5).for_each(|i| o.push(ev(i)));
         o.tick(&mut s, AWAY);
         o.tick(&mut s, BACK);
@@ -678,7 +641,7 @@ mod tests {
 
     #[test]
     fn a_list_changed_behind_our_back_invalidates_the_copies() {
-        let (mut o, mut s) = (Outbox::new(10, 2), VecStore::default());
+        let (mut o, mut s) = (Outbox::new(10, 2), MemoryList::default());
         (1..=6).for_each(|i| o.push(ev(i)));
         o.tick(&mut s, AWAY);
         o.tick(&mut s, BACK); // copies of 1..=4
@@ -693,7 +656,7 @@ mod tests {
 
     #[test]
     fn outage_spills_and_recovery_drains_the_list_first() {
-        let (mut o, mut s) = (Outbox::new(10, 4), VecStore::default());
+        let (mut o, mut s) = (Outbox::new(10, 4), MemoryList::default());
         (1..=3).for_each(|i| o.push(ev(i)));
         let batch = o.take_batch(2);
         (4..=6).for_each(|i| o.push(ev(i)));
@@ -715,7 +678,7 @@ mod tests {
 
     #[test]
     fn over_capacity_spills_the_newest_while_connected() {
-        let (mut o, mut s) = (Outbox::new(4, 2), VecStore::default());
+        let (mut o, mut s) = (Outbox::new(4, 2), MemoryList::default());
         (1..=3).for_each(|i| o.push(ev(i)));
         let batch = o.take_batch(3);
         (4..=7).for_each(|i| o.push(ev(i)));
@@ -731,7 +694,7 @@ mod tests {
 
     #[test]
     fn over_capacity_the_tail_spills_in_slices() {
-        let (mut o, mut s) = (Outbox::new(4, 2), VecStore::default());
+        let (mut o, mut s) = (Outbox::new(4, 2), MemoryList::default());
         let slice3 = TickInput { slice: 3, ..BACK };
         (1..=5).for_each(|i| o.push(ev(i)));
         let r = o.tick(&mut s, slice3);
@@ -759,7 +722,7 @@ mod tests {
 
     #[test]
     fn cap_keeps_the_newest_and_counts_the_rest() {
-        let (mut o, mut s) = (Outbox::new(100, 4), VecStore::default());
+        let (mut o, mut s) = (Outbox::new(100, 4), MemoryList::default());
         (1..=10).for_each(|i| o.push(ev(i)));
         let r = o.tick(
             &mut s,
@@ -774,7 +737,7 @@ mod tests {
 
     #[test]
     fn no_fallback_list_drops_what_would_wait() {
-        let (mut o, mut s) = (Outbox::new(100, 4), VecStore::default());
+        let (mut o, mut s) = (Outbox::new(100, 4), MemoryList::default());
         (1..=10).for_each(|i| o.push(ev(i)));
         let r = o.tick(
             &mut s,
@@ -791,7 +754,7 @@ mod tests {
 
     #[test]
     fn slices_bound_each_step_and_report_more() {
-        let (mut o, mut s) = (Outbox::new(100, 4), VecStore::default());
+        let (mut o, mut s) = (Outbox::new(100, 4), MemoryList::default());
         (1..=10).for_each(|i| o.push(ev(i)));
         let r = o.tick(&mut s, TickInput { slice: 4, ..AWAY });
         assert_eq!((r.spilled, r.more), (4, true));
@@ -801,7 +764,7 @@ mod tests {
 
     #[test]
     fn away_events_wait_for_the_spill_delay_unless_memory_is_full() {
-        let (mut o, mut s) = (Outbox::new(10, 4), VecStore::default());
+        let (mut o, mut s) = (Outbox::new(10, 4), MemoryList::default());
         o.set_spill_delay(std::time::Duration::from_millis(100));
         let away_at = |now_ms| TickInput { now_ms, ..AWAY };
         (1..=3).for_each(|i| o.push(ev(i)));
@@ -831,7 +794,7 @@ mod tests {
 
     #[test]
     fn a_hand_over_keeps_the_order_around_the_list() {
-        let (mut old, mut s) = (Outbox::new(10, 4), VecStore::default());
+        let (mut old, mut s) = (Outbox::new(10, 4), MemoryList::default());
         (1..=2).for_each(|i| old.push(ev(i)));
         let batch = old.take_batch(2);
         (3..=4).for_each(|i| old.push(ev(i)));
@@ -846,7 +809,7 @@ mod tests {
 
     #[test]
     fn legacy_items_in_the_list_are_delivered_first() {
-        let (mut o, mut s) = (Outbox::new(10, 4), VecStore::default());
+        let (mut o, mut s) = (Outbox::new(10, 4), MemoryList::default());
         s.0.push_back(b"0\nset\nold".to_vec());
         o.set_list_len(1);
         o.push(ev(1));
@@ -858,7 +821,7 @@ mod tests {
 
     #[test]
     fn a_list_emptied_behind_our_back_is_noticed() {
-        let (mut o, mut s) = (Outbox::new(10, 4), VecStore::default());
+        let (mut o, mut s) = (Outbox::new(10, 4), MemoryList::default());
         o.set_list_len(50);
         o.tick(&mut s, BACK);
         assert_eq!(o.list_len(), 0);
@@ -914,13 +877,13 @@ mod tests {
                 o.set_spill_delay(std::time::Duration::from_millis(delay));
                 o
             };
-            let (mut o, mut s) = (new_outbox(), VecStore::default());
+            let (mut o, mut s) = (new_outbox(), MemoryList::default());
             let (mut next, mut now) = (1u64, 0u64);
             let mut batches: VecDeque<Vec<Event>> = VecDeque::new();
             let mut delivered: Vec<u64> = vec![];
             let mut durable = std::collections::HashSet::new();
             let mut lost = std::collections::HashSet::new();
-            let in_store = |s: &VecStore| -> std::collections::HashSet<u64> {
+            let in_store = |s: &MemoryList| -> std::collections::HashSet<u64> {
                 s.0.iter().filter_map(|i| Event::from_list_item(i).id).map(|id| id.seq).collect()
             };
             for op in ops {
@@ -970,7 +933,7 @@ mod tests {
         #[test]
         fn order_no_loss_and_cap(ops in proptest::collection::vec(op(), 1..200),
                                  cap in 1usize..8, fallback in -1i64..6, delay in 0u64..3) {
-            let (mut o, mut s) = (Outbox::new(cap, 2), VecStore::default());
+            let (mut o, mut s) = (Outbox::new(cap, 2), MemoryList::default());
             o.set_spill_delay(std::time::Duration::from_millis(delay));
             let (mut next, mut dropped, mut now) = (1u64, 0u64, 0u64);
             let mut batches: VecDeque<Vec<Event>> = VecDeque::new();

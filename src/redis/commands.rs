@@ -6,8 +6,7 @@
 //! stream. Replayed from the AOF at startup it is ignored: commands change the running module,
 //! the load arguments and `key_evt_amqp.*` configs are what a restart starts from.
 
-use std::ffi::{c_char, c_uchar};
-use std::sync::atomic::Ordering::Relaxed;
+use std::ffi::c_char;
 use std::sync::Arc;
 
 use redis_module::{raw, Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
@@ -15,27 +14,39 @@ use redis_module::{raw, Context, ContextFlags, RedisError, RedisResult, RedisStr
 use crate::core::cluster;
 use crate::core::keymask::KeyMasks;
 use crate::core::settings::Settings;
-use crate::redis::acl;
-use crate::redis::log;
 use crate::redis::runtime::{self, Module};
-use crate::state::stats::LinkState;
+use crate::redis::{acl, hook, log};
 
 /// What a command does, given its arguments after the name.
-type Apply = fn(&[&[u8]]) -> RedisResult;
+pub type Apply = fn(&[&[u8]]) -> RedisResult;
 
-/// Every command, by name: for the copies that other nodes send over the cluster bus.
-const COMMANDS: [(&str, Apply); 7] = [
-    ("key_evt_amqp.config_set", apply_config_set),
-    ("key_evt_amqp.connect", apply_connect),
-    ("key_evt_amqp.disconnect", apply_disconnect),
-    (
-        "key_evt_amqp.fallback_storage_size_set",
-        apply_fallback_storage_size_set,
-    ),
-    ("key_evt_amqp.keymask_clean", apply_keymask_clean),
-    ("key_evt_amqp.keymask_add", apply_keymask_add),
-    ("key_evt_amqp.keymask_set", apply_keymask_set),
-];
+/// Declares each command once: its name (a const, for `lib.rs`), the function Redis calls (a
+/// client's or the master's command) and what it does; [`TABLE`] lists them all.
+macro_rules! commands {
+    ($($name:ident = $text:literal => $run:ident, $apply:ident;)*) => {
+        $(
+            pub const $name: &str = $text;
+
+            pub fn $run(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+                run(ctx, args, $name, $apply)
+            }
+        )*
+
+        /// Every command, by name: for the copies that other nodes send over the cluster bus.
+        pub const TABLE: &[(&str, Apply)] = &[$(($name, $apply)),*];
+    };
+}
+
+commands! {
+    CONFIG_SET = "key_evt_amqp.config_set" => config_set, apply_config_set;
+    CONNECT = "key_evt_amqp.connect" => connect, apply_connect;
+    DISCONNECT = "key_evt_amqp.disconnect" => disconnect, apply_disconnect;
+    FALLBACK_STORAGE_SIZE_SET = "key_evt_amqp.fallback_storage_size_set"
+        => fallback_storage_size_set, apply_fallback_storage_size_set;
+    KEYMASK_CLEAN = "key_evt_amqp.keymask_clean" => keymask_clean, apply_keymask_clean;
+    KEYMASK_ADD = "key_evt_amqp.keymask_add" => keymask_add, apply_keymask_add;
+    KEYMASK_SET = "key_evt_amqp.keymask_set" => keymask_set, apply_keymask_set;
+}
 
 /// Runs a command given by a client (or the master): permission, effect, then pass it on.
 fn run(ctx: &Context, args: Vec<RedisString>, name: &str, apply: Apply) -> RedisResult {
@@ -48,9 +59,11 @@ fn run(ctx: &Context, args: Vec<RedisString>, name: &str, apply: Apply) -> Redis
         acl::require_config_permission(ctx, name)?;
     }
     let argv: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
-    let reply = apply(&argv[1..])?;
+    // Redis passes the command's name first.
+    let argv = argv.get(1..).unwrap_or_default();
+    let reply = apply(argv)?;
     if flags.contains(ContextFlags::CLUSTER) {
-        broadcast(ctx, name, &argv[1..]);
+        broadcast(ctx, name, argv);
     } else if !flags.contains(ContextFlags::REPLICATED) {
         ctx.replicate_verbatim();
     }
@@ -83,52 +96,6 @@ fn broadcast(ctx: &Context, name: &str, args: &[&[u8]]) {
     }
 }
 
-/// Registers the receiver of commands sent by the other nodes (cluster mode only).
-pub fn listen_to_cluster(ctx: &Context) {
-    // SAFETY: FFI registration with the load context and a receiver defined below.
-    unsafe {
-        if let Some(register) = raw::RedisModule_RegisterClusterMessageReceiver {
-            register(ctx.ctx, cluster::COMMAND_MESSAGE, Some(on_cluster_message));
-        }
-    }
-}
-
-/// A command another node applied. The context is not used: Redis keeps the receiver of the
-/// first load across MODULE UNLOAD/LOAD, with a context that may point at the old load.
-extern "C" fn on_cluster_message(
-    _ctx: *mut raw::RedisModuleCtx,
-    sender_id: *const c_char,
-    _type: u8,
-    payload: *const c_uchar,
-    len: u32,
-) {
-    // SAFETY: Redis passes the sender's 40-byte id and the payload, valid during this call.
-    let (sender, payload) = unsafe {
-        (
-            std::slice::from_raw_parts(
-                sender_id.cast::<u8>(),
-                raw::REDISMODULE_NODE_ID_LEN as usize,
-            ),
-            std::slice::from_raw_parts(payload, len as usize),
-        )
-    };
-    let sender = String::from_utf8_lossy(sender);
-    let Some(argv) = cluster::decode_command(payload) else {
-        log::warning(&format!("unreadable command from cluster node {sender}"));
-        return;
-    };
-    let name = String::from_utf8_lossy(argv[0]).to_ascii_lowercase();
-    let Some((name, apply)) = COMMANDS.iter().find(|(n, _)| *n == name) else {
-        log::warning(&format!("unknown command from cluster node {sender}"));
-        return;
-    };
-    // The arguments are not logged: they may hold the password.
-    match apply(&argv[1..]) {
-        Ok(_) => log::notice(&format!("{name} applied, from cluster node {sender}")),
-        Err(e) => log::warning(&format!("{name} from cluster node {sender} refused: {e}")),
-    }
-}
-
 fn module() -> Result<Arc<Module>, RedisError> {
     runtime::current().ok_or(RedisError::Str("ERR key_evt_amqp is not loaded"))
 }
@@ -150,10 +117,6 @@ fn with_args(s: &Settings, args: &[&[u8]]) -> Result<Settings, String> {
 }
 
 /// `key_evt_amqp.config_set HOST [PORT … KEYMASK…]`
-pub fn config_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, "key_evt_amqp.config_set", apply_config_set)
-}
-
 fn apply_config_set(args: &[&[u8]]) -> RedisResult {
     if args.is_empty() {
         return Err(RedisError::WrongArity);
@@ -162,53 +125,27 @@ fn apply_config_set(args: &[&[u8]]) -> RedisResult {
 }
 
 /// `key_evt_amqp.connect [HOST …]`: reconfigure if asked, then (re)connect and stay connected.
-pub fn connect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, "key_evt_amqp.connect", apply_connect)
-}
-
 fn apply_connect(args: &[&[u8]]) -> RedisResult {
     if !args.is_empty() {
         update(|s| with_args(s, args))?;
     }
-    let shared = &module()?.shared;
-    shared.enabled.store(true, Relaxed);
-    shared.eager.store(true, Relaxed);
-    shared.reconnect_requests.fetch_add(1, Relaxed);
-    shared.notify();
+    module()?.shared.request_connect();
     log::notice("connect requested");
     ok()
 }
 
 /// `key_evt_amqp.disconnect`: close the connection, no reconnect until `connect`.
-pub fn disconnect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, "key_evt_amqp.disconnect", apply_disconnect)
-}
-
 fn apply_disconnect(args: &[&[u8]]) -> RedisResult {
     if !args.is_empty() {
         return Err(RedisError::WrongArity);
     }
-    let shared = &module()?.shared;
-    shared.enabled.store(false, Relaxed);
-    shared.eager.store(false, Relaxed);
-    // Spilling starts at the next event-loop step, not after a grace period.
-    shared.link.set(LinkState::Disabled);
-    shared.notify();
-    runtime::wake_main();
+    module()?.shared.disable();
+    hook::wake_main();
     log::notice("disconnect requested: events wait in the fallback list until connect");
     ok()
 }
 
 /// `key_evt_amqp.fallback_storage_size_set N`
-pub fn fallback_storage_size_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(
-        ctx,
-        args,
-        "key_evt_amqp.fallback_storage_size_set",
-        apply_fallback_storage_size_set,
-    )
-}
-
 fn apply_fallback_storage_size_set(args: &[&[u8]]) -> RedisResult {
     let [n] = args else {
         return Err(RedisError::WrongArity);
@@ -228,15 +165,11 @@ fn apply_fallback_storage_size_set(args: &[&[u8]]) -> RedisResult {
             ..s.clone()
         })
     })?;
-    runtime::wake_main();
+    hook::wake_main();
     ok()
 }
 
 /// `key_evt_amqp.keymask_clean`: forward nothing.
-pub fn keymask_clean(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, "key_evt_amqp.keymask_clean", apply_keymask_clean)
-}
-
 fn apply_keymask_clean(args: &[&[u8]]) -> RedisResult {
     if !args.is_empty() {
         return Err(RedisError::WrongArity);
@@ -250,10 +183,6 @@ fn apply_keymask_clean(args: &[&[u8]]) -> RedisResult {
 }
 
 /// `key_evt_amqp.keymask_add MASK…` (the command name is not a mask, unlike in the old module).
-pub fn keymask_add(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, "key_evt_amqp.keymask_add", apply_keymask_add)
-}
-
 fn apply_keymask_add(masks: &[&[u8]]) -> RedisResult {
     if masks.is_empty() {
         return Err(RedisError::WrongArity);
@@ -267,10 +196,6 @@ fn apply_keymask_add(masks: &[&[u8]]) -> RedisResult {
 }
 
 /// `key_evt_amqp.keymask_set MASK…`
-pub fn keymask_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, "key_evt_amqp.keymask_set", apply_keymask_set)
-}
-
 fn apply_keymask_set(masks: &[&[u8]]) -> RedisResult {
     if masks.is_empty() {
         return Err(RedisError::WrongArity);

@@ -38,169 +38,66 @@
 //! and a change wakes it up, so it reconnects with the new ones. The module's own files need
 //! no change for that.
 
-use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU64, Ordering, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicPtr, Ordering, Ordering::Relaxed};
+use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use redis_module::configuration::{
     register_bool_configuration, register_i64_configuration, register_string_configuration,
     ConfigurationContext, ConfigurationFlags, ConfigurationValue,
 };
 use redis_module::{raw, Context, RedisError, RedisString};
 
-use crate::core::settings::{self, Settings, OPTIONS};
-use crate::core::uri::{self, Endpoint, UriEndpoint};
-use crate::redis::log;
-use crate::redis::runtime;
+use crate::amqp::tls;
+use crate::core::broker_options::{
+    parse_uri_option, BrokerOptions, CA_FILE_OPTION, PASSWORD_OPTION,
+};
+use crate::core::policy::{DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY};
+use crate::core::settings::{self, OPTIONS};
+use crate::core::uri;
+use crate::redis::{hook, log, runtime};
+use crate::state::shared::Shared;
 
 /// `key_evt_amqp.queue_capacity`: events held in memory before they spill to the fallback list.
+/// Redis's i64 config API needs a static of its own; each main-thread step applies it.
 pub static QUEUE_CAPACITY: AtomicI64 = AtomicI64::new(DEFAULT_QUEUE_CAPACITY);
-pub const DEFAULT_QUEUE_CAPACITY: i64 = 100_000;
-pub const MAX_QUEUE_CAPACITY: i64 = 100_000_000;
 
 pub fn queue_capacity() -> usize {
     usize::try_from(QUEUE_CAPACITY.load(Relaxed)).unwrap_or(1)
 }
 
 /// The next event-loop step applies the new capacity (a queue now over it spills then).
-pub fn on_queue_capacity_changed(
-    _ctx: &ConfigurationContext,
-    _name: &str,
-    _value: &'static AtomicI64,
-) {
-    runtime::wake_main();
+fn on_queue_capacity_changed(_ctx: &ConfigurationContext, _name: &str, _value: &'static AtomicI64) {
+    hook::wake_main();
 }
 
-pub const PASSWORD_OPTION: &str = "key_evt_amqp.password";
-pub const CA_FILE_OPTION: &str = "key_evt_amqp.tls_ca_file";
-
-/// TLS options of `amqps://` endpoints.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TlsOptions {
-    /// PEM CA bundle; empty: the system's CA store.
-    pub ca_file: String,
-    /// Accept any certificate (tests only; a warning is logged when it is turned on).
-    pub skip_verify: bool,
+/// The module being loaded, while `MODULE LOAD` applies the configs: it is not running yet.
+struct Loading {
+    events: i32,
+    shared: Arc<Shared>,
 }
 
-/// The broker options among the module configs.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct BrokerOptions {
-    /// `key_evt_amqp.uri`, parsed, without passwords (see `password`). Empty: not set.
-    pub uris: Vec<UriEndpoint>,
-    /// `key_evt_amqp.uri` as `CONFIG GET` shows it: the URIs less their passwords.
-    pub uri_text: String,
-    /// `key_evt_amqp.password`; empty: not set (PASS applies).
-    pub password: String,
-    pub tls: TlsOptions,
-}
+static LOADING: Mutex<Option<Loading>> = Mutex::new(None);
 
-static BROKER: RwLock<BrokerOptions> = RwLock::new(BrokerOptions {
-    uris: Vec::new(),
-    uri_text: String::new(),
-    password: String::new(),
-    tls: TlsOptions {
-        ca_file: String::new(),
-        skip_verify: false,
-    },
-});
-
-/// Bumped by every change of [`BROKER`]: the publisher's cheap "did anything change?".
-static GENERATION: AtomicU64 = AtomicU64::new(0);
-
-pub fn generation() -> u64 {
-    GENERATION.load(Ordering::Acquire)
-}
-
-/// The brokers to try, in order: the settings' positional ones unless the configs say
-/// otherwise.
-pub fn endpoints(settings: &Settings) -> Vec<Endpoint> {
-    let b = BROKER.read();
-    settings.endpoints(&b.uris, &b.password)
-}
-
-pub fn tls_options() -> TlsOptions {
-    BROKER.read().tls.clone()
-}
-
-/// The brokers as logs and INFO may show them: redacted, comma-separated.
-pub fn describe_endpoints(settings: &Settings) -> String {
-    endpoints(settings)
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn update(change: impl FnOnce(&mut BrokerOptions)) {
-    change(&mut BROKER.write());
-    GENERATION.fetch_add(1, Ordering::AcqRel);
-    // The publisher may be waiting out a back-off: it reconnects with the new values now.
-    if let Some(m) = runtime::current() {
-        m.shared.notify();
+/// Whose configs these are: the running module's, or the one being loaded.
+fn target() -> Option<Arc<Shared>> {
+    match runtime::current() {
+        Some(m) => Some(m.shared.clone()),
+        None => LOADING.lock().as_ref().map(|l| l.shared.clone()),
     }
 }
 
-/// A `key_evt_amqp.uri` value, parsed.
-#[derive(Debug, PartialEq, Eq)]
-pub struct UriOption {
-    /// Without passwords.
-    pub uris: Vec<UriEndpoint>,
-    /// What `CONFIG GET` shows: the URIs as given less their passwords.
-    pub shown: String,
-    /// The password the URIs gave, if any.
-    pub password: Option<String>,
+/// Reads the broker options of [`target`] (empty when there is none).
+fn broker<R: Default>(read: impl FnOnce(&BrokerOptions) -> R) -> R {
+    target()
+        .map(|shared| shared.broker(read))
+        .unwrap_or_default()
 }
 
-/// Parses a `key_evt_amqp.uri` value; empty (or blank) means "not set".
-pub fn parse_uri_option(text: &str) -> Result<UriOption, String> {
-    if text.trim().is_empty() {
-        return Ok(UriOption {
-            uris: Vec::new(),
-            shown: String::new(),
-            password: None,
-        });
-    }
-    let parsed = uri::parse_list(text).map_err(|e| e.to_string())?;
-    let mut password: Option<String> = None;
-    for p in &parsed {
-        if let Some(pw) = &p.endpoint.password {
-            if password.as_ref().is_some_and(|known| known != pw) {
-                return Err(format!(
-                    "invalid {}: its URIs give different passwords; one password serves \
-                     every URI of the list (or set it apart in {PASSWORD_OPTION})",
-                    uri::OPTION
-                ));
-            }
-            password = Some(pw.clone());
-        }
-    }
-    let shown = parsed
-        .iter()
-        .map(|p| p.without_password.as_str())
-        .collect::<Vec<_>>()
-        .join(",");
-    let uris = parsed
-        .into_iter()
-        .map(|p| UriEndpoint {
-            password: None,
-            ..p.endpoint
-        })
-        .collect();
-    Ok(UriOption {
-        uris,
-        shown,
-        password,
-    })
-}
-
-/// Checks that a CA file holds usable certificates (the error names the option and the path).
-pub fn check_ca_file(path: &str) -> Result<(), String> {
-    if path.is_empty() {
-        return Ok(());
-    }
-    crate::publisher::load_ca_roots(path)
-        .map(|_| ())
-        .map_err(|e| format!("invalid {CA_FILE_OPTION} '{path}': {e}"))
+fn update(change: impl FnOnce(&mut BrokerOptions)) -> Result<(), RedisError> {
+    let shared = target().ok_or(RedisError::Str("key_evt_amqp is not loaded"))?;
+    shared.update_broker(change);
+    Ok(())
 }
 
 /// A config value as UTF-8; the error names the option (never the value: it may be secret).
@@ -248,7 +145,7 @@ static SKIP_VERIFY: SkipVerifyConfig = SkipVerifyConfig;
 
 impl ConfigurationValue<RedisString> for UriConfig {
     fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
-        self.0.hand_out(&BROKER.read().uri_text)
+        self.0.hand_out(&broker(|b| b.uri_text.clone()))
     }
 
     fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
@@ -260,57 +157,49 @@ impl ConfigurationValue<RedisString> for UriConfig {
             if let Some(password) = parsed.password {
                 b.password = password;
             }
-        });
-        Ok(())
+        })
     }
 }
 
 impl ConfigurationValue<RedisString> for PasswordConfig {
     fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
-        self.0.hand_out(&BROKER.read().password)
+        self.0.hand_out(&broker(|b| b.password.clone()))
     }
 
     fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
         let password = utf8(&val, PASSWORD_OPTION)?;
-        update(|b| b.password = password);
-        Ok(())
+        update(|b| b.password = password)
     }
 }
 
 impl ConfigurationValue<RedisString> for CaFileConfig {
     fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
-        self.0.hand_out(&BROKER.read().tls.ca_file)
+        self.0.hand_out(&broker(|b| b.tls.ca_file.clone()))
     }
 
     fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
         let path = utf8(&val, CA_FILE_OPTION)?;
-        check_ca_file(&path).map_err(RedisError::String)?;
-        update(|b| b.tls.ca_file = path);
-        Ok(())
+        tls::check_ca_file(&path).map_err(RedisError::String)?;
+        update(|b| b.tls.ca_file = path)
     }
 }
 
 impl ConfigurationValue<bool> for SkipVerifyConfig {
     fn get(&self, _ctx: &ConfigurationContext) -> bool {
-        BROKER.read().tls.skip_verify
+        broker(|b| b.tls.skip_verify)
     }
 
     fn set(&self, _ctx: &ConfigurationContext, val: bool) -> Result<(), RedisError> {
-        if val && !BROKER.read().tls.skip_verify {
+        if val && !broker(|b| b.tls.skip_verify) {
             log::warning(
                 "key_evt_amqp.tls_skip_verify is on: the broker's TLS certificate is not \
                  verified, anyone in the path can read and change the events (use it for tests \
                  only)",
             );
         }
-        update(|b| b.tls.skip_verify = val);
-        Ok(())
+        update(|b| b.tls.skip_verify = val)
     }
 }
-
-/// The event classes and settings from the load arguments while `MODULE LOAD` applies the
-/// configs, before the module exists.
-static AT_LOAD: Mutex<Option<(i32, Settings)>> = Mutex::new(None);
 
 /// A config mirroring a load argument (see [`OPTIONS`]).
 struct SettingConfig {
@@ -337,18 +226,10 @@ static SETTING_CONFIGS: [SettingConfig; OPTIONS.len()] = [
     setting(8),
 ];
 
-/// The settings in force: the running module's, or those being loaded.
-fn current_settings() -> Option<Settings> {
-    match runtime::current() {
-        Some(m) => Some((*m.shared.settings()).clone()),
-        None => AT_LOAD.lock().as_ref().map(|(_, s)| s.clone()),
-    }
-}
-
 impl ConfigurationValue<RedisString> for SettingConfig {
     fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
-        let value = current_settings()
-            .and_then(|s| s.option(self.name))
+        let value = target()
+            .and_then(|shared| shared.settings().option(self.name))
             .unwrap_or_default();
         self.returned.hand_out(&value)
     }
@@ -356,10 +237,16 @@ impl ConfigurationValue<RedisString> for SettingConfig {
     fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
         let value = val.as_slice();
         let invalid = |e: settings::ArgError| RedisError::String(e.to_string());
-        if let Some((_, at_load)) = AT_LOAD.lock().as_mut() {
+        if let Some(loading) = LOADING.lock().as_ref() {
             // Not given at load: Redis applies the default (empty); the positional value stays.
             if !value.is_empty() {
-                *at_load = at_load.with_option(self.name, value).map_err(invalid)?;
+                let shared = &loading.shared;
+                shared.set_settings(
+                    shared
+                        .settings()
+                        .with_option(self.name, value)
+                        .map_err(invalid)?,
+                );
             }
             return Ok(());
         }
@@ -371,7 +258,7 @@ impl ConfigurationValue<RedisString> for SettingConfig {
             .map_err(invalid)?;
         m.shared.set_settings(new);
         // A new fallback size or masks apply from the next event-loop step.
-        runtime::wake_main();
+        hook::wake_main();
         Ok(())
     }
 }
@@ -385,14 +272,14 @@ impl ConfigurationValue<RedisString> for EventsConfig {
     fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
         let events = match runtime::current() {
             Some(m) => m.events,
-            None => AT_LOAD.lock().as_ref().map_or(0, |(e, _)| *e),
+            None => LOADING.lock().as_ref().map_or(0, |l| l.events),
         };
         self.0.hand_out(&settings::describe_events(events))
     }
 
     fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
-        let mut at_load = AT_LOAD.lock();
-        let Some((events, _)) = at_load.as_mut() else {
+        let mut loading = LOADING.lock();
+        let Some(Loading { events, .. }) = loading.as_mut() else {
             return Err(RedisError::Str(
                 "key_evt_amqp.events is fixed once the module is loaded (MODULE UNLOAD, then MODULE LOADEX … CONFIG key_evt_amqp.events …)",
             ));
@@ -413,13 +300,19 @@ impl ConfigurationValue<RedisString> for EventsConfig {
 }
 
 /// Registers the configs and applies what redis.conf or `MODULE LOADEX … CONFIG` set (at load)
-/// over the load arguments; returns the event classes and settings to start with.
-pub fn register(ctx: &Context, events: i32, settings: Settings) -> Result<(i32, Settings), String> {
-    *AT_LOAD.lock() = Some((events, settings));
+/// over the load arguments, to the settings and broker options of `shared` (the module being
+/// loaded); returns the event classes to subscribe to.
+pub fn register(ctx: &Context, events: i32, shared: &Arc<Shared>) -> Result<i32, String> {
+    *LOADING.lock() = Some(Loading {
+        events,
+        shared: shared.clone(),
+    });
     let loaded = register_and_load(ctx);
-    let at_load = AT_LOAD.lock().take();
+    let loading = LOADING.lock().take();
     loaded?;
-    at_load.ok_or_else(|| "the load arguments vanished while loading configs".into())
+    let loading = loading.ok_or("the load arguments vanished while loading configs")?;
+    shared.outbox.lock().set_capacity(queue_capacity());
+    Ok(loading.events)
 }
 
 fn register_and_load(ctx: &Context) -> Result<(), String> {
@@ -477,64 +370,5 @@ fn register_and_load(ctx: &Context) -> Result<(), String> {
     match loaded {
         Some(status) if status == raw::REDISMODULE_OK as i32 => Ok(()),
         _ => Err("invalid key_evt_amqp.* config value (see the line above)".into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_empty_uri_means_not_set() {
-        let o = parse_uri_option("  ").unwrap();
-        assert!(o.uris.is_empty() && o.shown.is_empty() && o.password.is_none());
-    }
-
-    #[test]
-    fn the_password_leaves_the_uri() {
-        let o = parse_uri_option("amqps://u:s3cret@h1:5671/v, amqp://h2?heartbeat=4").unwrap();
-        assert_eq!(o.shown, "amqps://u@h1:5671/v,amqp://h2?heartbeat=4");
-        assert_eq!(o.password.as_deref(), Some("s3cret"));
-        assert!(o.uris.iter().all(|u| u.password.is_none()));
-        assert_eq!(o.uris.len(), 2);
-        // What CONFIG GET shows is accepted back, and means the same.
-        let again = parse_uri_option(&o.shown).unwrap();
-        assert_eq!((again.uris, again.shown), (o.uris, o.shown));
-        assert_eq!(again.password, None);
-    }
-
-    #[test]
-    fn one_password_per_list() {
-        let e = parse_uri_option("amqp://u:a@h1,amqp://u:b@h2").unwrap_err();
-        assert!(e.contains("different passwords"), "{e}");
-        assert!(!e.contains(":a@") && !e.contains(":b@"), "{e}");
-        let o = parse_uri_option("amqp://u:a@h1,amqp://u:a@h2,amqp://h3").unwrap();
-        assert_eq!(o.password.as_deref(), Some("a"));
-    }
-
-    #[test]
-    fn bad_uris_are_refused_without_the_password() {
-        let e = parse_uri_option("amqp://u:hunter2@h:0").unwrap_err();
-        assert!(
-            e.starts_with("invalid key_evt_amqp.uri 'amqp://u:***@h:0'"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn a_ca_file_must_hold_certificates() {
-        assert_eq!(check_ca_file(""), Ok(()));
-        let e = check_ca_file("/nonexistent/ca.pem").unwrap_err();
-        assert!(
-            e.starts_with("invalid key_evt_amqp.tls_ca_file '/nonexistent/ca.pem': cannot read"),
-            "{e}"
-        );
-        let dir = std::env::temp_dir().join(format!("kea-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let empty = dir.join("empty.pem");
-        std::fs::write(&empty, "not a certificate\n").unwrap();
-        let e = check_ca_file(empty.to_str().unwrap()).unwrap_err();
-        assert!(e.contains("no PEM certificate"), "{e}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -12,30 +12,59 @@
 //! still uses. The unsubscription therefore runs from a one-shot event-loop callback, outside
 //! any firing. Subscribing appends a listener, which a walk in progress tolerates.
 //!
-//! Main thread only.
+//! Main thread only, but for [`wake_main`].
 
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::OnceLock;
 
 use redis_module::raw;
 
-use crate::redis::log;
+use crate::redis::{log, runtime};
 
+/// The event-loop callback (`callbacks::on_event_loop`), given once at the first load: the
+/// library stays mapped, so it never changes.
+static CALLBACK: OnceLock<raw::RedisModuleEventCallback> = OnceLock::new();
 static HOOKED: AtomicBool = AtomicBool::new(false);
 /// An unsubscription is on its way (one one-shot at a time).
 static UNHOOK_ASKED: AtomicBool = AtomicBool::new(false);
+
+/// Sets the callback [`hook`] subscribes.
+pub fn install(callback: raw::RedisModuleEventCallback) {
+    let _ = CALLBACK.set(callback);
+}
+
+/// Runs a maintenance step soon, from any thread: a one-shot event-loop callback wakes Redis
+/// out of its sleep and subscribes the event-loop hook, which does the work before the loop
+/// sleeps again. The callback stays valid after MODULE UNLOAD (the library stays mapped) and
+/// then does nothing.
+pub fn wake_main() {
+    // SAFETY: Redis's API pointer, set at load; the callback takes no data.
+    unsafe {
+        if let Some(add) = raw::RedisModule_EventLoopAddOneShot {
+            add(Some(on_wake), std::ptr::null_mut());
+        }
+    }
+}
+
+extern "C" fn on_wake(_data: *mut c_void) {
+    if let Some(m) = runtime::current() {
+        let _ = hook(m.detached.ctx());
+    }
+}
 
 pub fn is_hooked() -> bool {
     HOOKED.load(Relaxed)
 }
 
-/// Subscribes `callback` to the event loop, unless it already is. `ctx`: any context of ours.
-/// Returns whether it is subscribed.
-pub fn hook(ctx: *mut raw::RedisModuleCtx, callback: raw::RedisModuleEventCallback) -> bool {
+/// Subscribes the installed callback to the event loop, unless it already is. `ctx`: any
+/// context of ours. Returns whether it is subscribed.
+pub fn hook(ctx: *mut raw::RedisModuleCtx) -> bool {
     if HOOKED.load(Relaxed) {
         return true;
     }
-    if subscribe(ctx, callback) {
+    let callback = CALLBACK.get().copied().flatten();
+    if callback.is_some() && subscribe(ctx, callback) {
         HOOKED.store(true, Relaxed);
         return true;
     }
@@ -53,7 +82,7 @@ pub fn unhook_soon(on_unhook: unsafe extern "C" fn(*mut c_void)) {
         return;
     }
     // SAFETY: Redis's API pointer, set at load; the callback is ours (the library stays
-    // mapped, see module::pin_library) and takes no data.
+    // mapped, see lifecycle::pin_library) and takes no data.
     unsafe {
         if let Some(add) = raw::RedisModule_EventLoopAddOneShot {
             add(Some(on_unhook), std::ptr::null_mut());

@@ -5,7 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use redis_module::raw;
 
-use crate::redis::runtime;
+use crate::core::link::LinkState;
+use crate::core::settings;
+use crate::redis::heap;
+use crate::redis::runtime::{self, Module};
+use crate::state::shared::Shared;
 
 /// Registers [`add_section`] as the module's INFO callback.
 pub fn register(ctx: *mut raw::RedisModuleCtx) -> bool {
@@ -17,7 +21,7 @@ pub fn register(ctx: *mut raw::RedisModuleCtx) -> bool {
 }
 
 /// The list's name, or empty for a cluster node serving no slot (or busy: INFO never waits).
-fn fallback_key(m: &runtime::Module) -> String {
+fn fallback_key(m: &Module) -> String {
     m.placement
         .try_lock()
         .and_then(|p| p.key().map(crate::core::event::escape))
@@ -34,14 +38,14 @@ extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
     let counter = |c: &AtomicU64| c.load(Relaxed).to_string();
     let fields: Vec<(&str, String)> = vec![
         ("connection", shared.link.state().name().into()),
-        ("broker", crate::publisher::describe_broker(shared)),
+        ("broker", describe_broker(shared)),
         ("last_error", shared.link.last_error()),
         (
             "publishing",
             if m.publishes() { "yes" } else { "no" }.into(),
         ),
         ("run_id", m.run_id.to_hex()),
-        ("events", crate::core::settings::describe_events(m.events)),
+        ("events", settings::describe_events(m.events)),
         ("exchange", settings.exchange.clone()),
         ("routing_key", settings.routing_key.clone()),
         ("keymasks", settings.masks.to_string()),
@@ -56,6 +60,7 @@ extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
         ("events_adopted", counter(&s.adopted)),
         ("events_dropped", counter(&s.dropped)),
         ("connections", counter(&s.connections)),
+        ("publisher_panics", counter(&s.publisher_panics)),
         ("main_thread_step_max_us", counter(&s.step_max_us)),
         ("queue_length", counter(&s.queue_length)),
         ("queue_capacity", counter(&s.queue_capacity)),
@@ -63,8 +68,8 @@ extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
         ("fallback_length", counter(&s.fallback_length)),
         ("fallback_size", settings.fallback_size.to_string()),
         ("fallback_key", fallback_key(&m)),
-        ("heap_bytes", crate::redis::heap::current().to_string()),
-        ("heap_peak_bytes", crate::redis::heap::peak().to_string()),
+        ("heap_bytes", heap::current().to_string()),
+        ("heap_peak_bytes", heap::peak().to_string()),
     ];
     // SAFETY: the info context Redis passed; names and values are NUL-terminated copies.
     unsafe {
@@ -86,4 +91,20 @@ extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
             field(ctx, name.as_ptr().cast_mut(), value.as_ptr().cast_mut());
         }
     }
+}
+
+/// What INFO shows as the broker: the one in use or being tried, else the first one to try.
+fn describe_broker(shared: &Shared) -> String {
+    let in_use = match shared.link.state() {
+        LinkState::Connecting | LinkState::Connected | LinkState::Down => shared.link.endpoint(),
+        LinkState::Idle | LinkState::Disabled => String::new(),
+    };
+    if !in_use.is_empty() {
+        return in_use;
+    }
+    shared
+        .endpoints(&shared.settings())
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default()
 }

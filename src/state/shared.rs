@@ -4,29 +4,30 @@
 //! one bounded slice by the main thread's maintenance step, which only ever try-locks it: the
 //! main thread never waits for the publisher.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use crate::core::broker_options::{BrokerOptions, TlsOptions};
 use crate::core::outbox::Outbox;
+use crate::core::policy::{REFILL_BELOW, SPILL_DELAY};
 use crate::core::settings::Settings;
+use crate::core::uri::Endpoint;
+use crate::state::log::Log;
 use crate::state::stats::{Link, Stats};
 
-/// Events published per batch: written in one go, their confirms read together.
-pub const BATCH: usize = 1000;
-
-/// While the broker is away, events spill to the list together after waiting this long in
-/// memory (or at once when memory is full): Redis's own cron wakes the event loop every 100 ms,
-/// so they reach the list within about 0.2 s (the README promises about a second).
-pub const SPILL_DELAY: Duration = Duration::from_millis(100);
-
 pub struct Shared {
+    pub log: Log,
     pub outbox: Mutex<Outbox>,
     /// The publisher waits here for work or for a change of plan.
     pub wake: Condvar,
     settings: RwLock<Arc<Settings>>,
+    /// The broker options among the module configs (URIs, password, TLS).
+    broker: RwLock<BrokerOptions>,
+    /// Bumped by every change of `broker`: the publisher's cheap "did anything change?".
+    broker_generation: AtomicU64,
     pub stats: Stats,
     pub link: Link,
     /// This node is a master: only masters publish new events or hold an idle connection.
@@ -41,13 +42,16 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(settings: Settings) -> Shared {
-        let mut outbox = Outbox::new(crate::redis::config::queue_capacity(), 2 * BATCH);
+    pub fn new(settings: Settings, queue_capacity: usize, log: Log) -> Shared {
+        let mut outbox = Outbox::new(queue_capacity, REFILL_BELOW);
         outbox.set_spill_delay(SPILL_DELAY);
         Shared {
+            log,
             outbox: Mutex::new(outbox),
             wake: Condvar::new(),
             settings: RwLock::new(Arc::new(settings)),
+            broker: RwLock::new(BrokerOptions::default()),
+            broker_generation: AtomicU64::new(0),
             stats: Stats::default(),
             link: Link::default(),
             master: AtomicBool::new(true),
@@ -70,6 +74,60 @@ impl Shared {
     /// Replaces the settings as a whole: readers see the old or the new ones, never a mix.
     pub fn set_settings(&self, settings: Settings) {
         *self.settings.write() = Arc::new(settings);
+        self.notify();
+    }
+
+    /// Reads the broker options.
+    pub fn broker<R>(&self, read: impl FnOnce(&BrokerOptions) -> R) -> R {
+        read(&self.broker.read())
+    }
+
+    /// Changes the broker options; the publisher, which may be waiting out a back-off,
+    /// reconnects with the new values now.
+    pub fn update_broker(&self, change: impl FnOnce(&mut BrokerOptions)) {
+        change(&mut self.broker.write());
+        self.broker_generation.fetch_add(1, Ordering::AcqRel);
+        self.notify();
+    }
+
+    pub fn broker_generation(&self) -> u64 {
+        self.broker_generation.load(Ordering::Acquire)
+    }
+
+    /// The brokers to try, in order: the settings' positional ones unless the configs say
+    /// otherwise (see [`Settings::endpoints`]).
+    pub fn endpoints(&self, settings: &Settings) -> Vec<Endpoint> {
+        let b = self.broker.read();
+        settings.endpoints(&b.uris, &b.password)
+    }
+
+    pub fn tls_options(&self) -> TlsOptions {
+        self.broker.read().tls.clone()
+    }
+
+    /// The brokers as logs and INFO may show them: redacted, comma-separated.
+    pub fn describe_endpoints(&self) -> String {
+        self.endpoints(&self.settings())
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `connect`: (re)connect now and stay connected even with nothing to publish.
+    pub fn request_connect(&self) {
+        self.enabled.store(true, Relaxed);
+        self.eager.store(true, Relaxed);
+        self.reconnect_requests.fetch_add(1, Relaxed);
+        self.notify();
+    }
+
+    /// `disconnect`: close the connection, no reconnect until `connect`. Spilling starts at
+    /// the next event-loop step, not after a grace period.
+    pub fn disable(&self) {
+        self.enabled.store(false, Relaxed);
+        self.eager.store(false, Relaxed);
+        self.link.set(crate::core::link::LinkState::Disabled);
         self.notify();
     }
 

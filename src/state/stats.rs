@@ -1,10 +1,10 @@
 //! Counters and connection state, written by both threads without locks, read by `INFO`.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::core::link::{self, now_ms, LinkState};
 use crate::core::outbox::{Broker, Outbox};
 
 /// Counters only the main thread writes (the keyspace callback's), on a cache line of their
@@ -40,6 +40,9 @@ pub struct Stats {
     pub adopted: AtomicU64,
     pub dropped: AtomicU64,
     pub connections: AtomicU64,
+    /// Publisher sessions that ended in a panic (their batch was given back, see
+    /// `publisher::supervise`).
+    pub publisher_panics: AtomicU64,
     /// The longest maintenance step on the main thread, in microseconds of its CPU time.
     pub step_max_us: AtomicU64,
     // The outbox's sizes as of the last main-thread step, so that INFO never waits for it.
@@ -65,32 +68,6 @@ impl Stats {
     }
 }
 
-/// Where the publisher's connection stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum LinkState {
-    /// No connection and none needed yet (the connection is lazy).
-    Idle = 0,
-    Connecting = 1,
-    Connected = 2,
-    /// The last attempt failed or the connection was lost; retrying with back-off.
-    Down = 3,
-    /// `disconnect` was called: no connection until `connect`.
-    Disabled = 4,
-}
-
-impl LinkState {
-    pub fn name(self) -> &'static str {
-        match self {
-            LinkState::Idle => "idle",
-            LinkState::Connecting => "connecting",
-            LinkState::Connected => "connected",
-            LinkState::Down => "down",
-            LinkState::Disabled => "disconnected",
-        }
-    }
-}
-
 /// The connection state as the main thread sees it, to decide when events must spill.
 pub struct Link {
     state: AtomicU8,
@@ -102,9 +79,6 @@ pub struct Link {
     /// The broker in use or being tried, redacted (`amqps://user@host:port/vhost`).
     endpoint: Mutex<String>,
 }
-
-/// Grace period before events waiting on an unusable broker go to the fallback list.
-pub const AWAY_AFTER: Duration = Duration::from_secs(1);
 
 impl Default for Link {
     fn default() -> Self {
@@ -120,13 +94,7 @@ impl Default for Link {
 
 impl Link {
     pub fn state(&self) -> LinkState {
-        match self.state.load(Relaxed) {
-            1 => LinkState::Connecting,
-            2 => LinkState::Connected,
-            3 => LinkState::Down,
-            4 => LinkState::Disabled,
-            _ => LinkState::Idle,
-        }
+        LinkState::from_u8(self.state.load(Relaxed))
     }
 
     /// A new state. Connecting or failing starts the clock of [`Link::broker`]; only
@@ -172,34 +140,18 @@ impl Link {
             .store(if sent { now_ms() } else { 0 }, Relaxed);
     }
 
-    /// What the broker allows now. Away: disconnected on purpose, unusable for longer than
-    /// [`AWAY_AFTER`], or sitting on a batch without confirming it for that long. Ready:
-    /// connected and keeping up. Unsure otherwise (connecting, idle, the first second of a
-    /// failure).
+    /// What the broker allows now (see [`link::broker_at`]).
     pub fn broker(&self) -> Broker {
         self.broker_at(now_ms())
     }
 
     /// [`Link::broker`] at `now` (from [`now_ms`]).
     pub fn broker_at(&self, now: u64) -> Broker {
-        let state = self.state();
-        let older =
-            |since: u64| since != 0 && now.saturating_sub(since) >= AWAY_AFTER.as_millis() as u64;
-        if state == LinkState::Disabled
-            || older(self.unusable_since.load(Relaxed))
-            || older(self.batch_since.load(Relaxed))
-        {
-            Broker::Away
-        } else if state == LinkState::Connected {
-            Broker::Ready
-        } else {
-            Broker::Unsure
-        }
+        link::broker_at(
+            self.state(),
+            self.unusable_since.load(Relaxed),
+            self.batch_since.load(Relaxed),
+            now,
+        )
     }
-}
-
-/// Monotonic milliseconds, never 0 (0 means "not set" above).
-pub fn now_ms() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }

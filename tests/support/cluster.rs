@@ -289,10 +289,10 @@ impl Cluster {
         })
     }
 
-    /// The hash slot of `key`: the module's own computation (`key_evt_amqp::cluster::key_slot`),
+    /// The hash slot of `key`: the module's own computation (`key_evt_amqp::core::cluster::key_slot`),
     /// which the support selftest checks against `CLUSTER KEYSLOT`.
     pub fn slot(key: &[u8]) -> u16 {
-        key_evt_amqp::cluster::key_slot(key)
+        key_evt_amqp::core::cluster::key_slot(key)
     }
 
     /// The live master that owns `key`'s slot now: the one that claims it in its own

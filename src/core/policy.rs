@@ -1,0 +1,71 @@
+//! The module's policy figures in one place: how much work one main-thread step may do, how
+//! long the publisher waits for what, how the logs are rate-limited. Each says why it has its
+//! value; the code that applies it names it from here.
+
+use std::time::Duration;
+
+// ------------------------------------------------------------------ main thread
+
+/// Events moved between memory and the fallback list per main-thread step (well under 1 ms).
+pub const SLICE: usize = 500;
+
+/// While the broker is away, events spill to the list together after waiting this long in
+/// memory (or at once when memory is full): Redis's own cron wakes the event loop every 100 ms,
+/// so they reach the list within about 0.2 s (the README promises about a second).
+pub const SPILL_DELAY: Duration = Duration::from_millis(100);
+
+/// Grace period before events waiting on an unusable broker go to the fallback list.
+pub const AWAY_AFTER: Duration = Duration::from_secs(1);
+
+/// `key_evt_amqp.queue_capacity`: events held in memory before they spill, by default and at
+/// most.
+pub const DEFAULT_QUEUE_CAPACITY: i64 = 100_000;
+pub const MAX_QUEUE_CAPACITY: i64 = 100_000_000;
+
+/// Events the inbox keeps room for once the outbox is idle.
+pub const INBOX_IDLE: usize = 64;
+
+/// The event-loop hook is dropped after this long without work (see `redis::hook`).
+pub const UNHOOK_AFTER_MS: u64 = 1000;
+
+/// How long a shutdown waits for the broker to confirm what is in memory.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+
+/// How often a cluster node checks which slots it serves (one `CLUSTER NODES`).
+pub const SLOT_CHECK_EVERY_MS: u64 = 1000;
+
+/// Slots looked at per step for a backlog left there (one `EXISTS` each).
+pub const SCAN_SLICE: usize = 256;
+
+// ------------------------------------------------------------------ publisher
+
+/// Events published per batch: written in one go, their confirms read together.
+pub const BATCH: usize = 1000;
+
+/// The outbox refills from the list when fewer than this many events are in flight or ready.
+pub const REFILL_BELOW: usize = 2 * BATCH;
+
+/// For the TCP connection, the TLS handshake, the login, the channel and confirm mode together.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A batch not confirmed within this time means a dead or stuck connection.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A polite close never waits longer for a peer that may be gone.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long the idle publisher sleeps between looks at its work (a notify cuts it short).
+pub const IDLE_WAIT: Duration = Duration::from_millis(200);
+
+/// Reconnection back-off: doubles from the first to the cap, with jitter.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+// ------------------------------------------------------------------ logs
+
+/// Drops and unroutable events are logged at once, then summed at most this often.
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+/// Connection lines: a burst of this many, then one line every [`LINK_LOG_EVERY_MS`].
+pub const LINK_LOG_BURST: u64 = 10;
+pub const LINK_LOG_EVERY_MS: u64 = 6_000;

@@ -1,0 +1,423 @@
+//! One publisher session: connect to the first broker that answers, publish batches with
+//! confirms until the connection fails or is no longer wanted, back off, and again. Several
+//! brokers (`key_evt_amqp.uri` lists them) are tried in order, each with its own deadline,
+//! before backing off; the session sticks to the one that works.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::amqp::connection::{Confirms, ConnError, Connection};
+use crate::amqp::tls::tls_config;
+use crate::core::limits::{Backoff, LastLogged, LogBudget, Throttle};
+use crate::core::link::{now_ms, LinkState};
+use crate::core::policy::{
+    BATCH, CLOSE_TIMEOUT, CONFIRM_TIMEOUT, CONNECT_TIMEOUT, IDLE_WAIT, SUMMARY_EVERY,
+};
+use crate::core::settings::Settings;
+use crate::core::uri::Endpoint;
+use crate::publisher::encode::{encode, scrub};
+use crate::publisher::in_flight::InFlight;
+use crate::publisher::plan::{Plan, PlanWatch};
+use crate::state::shared::Shared;
+use crate::state::stats::Stats;
+
+pub struct Session {
+    shared: Arc<Shared>,
+    connection_name: String,
+    /// Asks the main thread for a maintenance step (refill) without waiting for its next tick.
+    wake_main: fn(),
+    /// Unroutable events are counted in INFO; the log says so at most every 10 s.
+    returned_log: Throttle,
+    /// The last connection confirmed events or had none to send (see [`Session::healthy`]).
+    healthy: bool,
+    /// The brokers of the last connection round; per-broker state below refers to it.
+    plan: Option<Plan>,
+    /// Index of the broker tried first: the one that worked last.
+    current: usize,
+    /// Per broker, the failure last logged for it (a failover is logged once per reason).
+    failover_logged: Vec<LastLogged>,
+    /// The broker last logged as connected (a switch to another one is logged again).
+    connected_logged: Option<Endpoint>,
+    /// Caps the connection lines when brokers flap.
+    link_log: LogBudget,
+}
+
+/// Why a connection ended.
+enum End {
+    /// Stop, `disconnect`, `connect` or new connection settings: not an error.
+    Asked,
+    Failed(String),
+}
+
+/// A failure to log and show: what failed (`broker amqp://…` or `no broker reachable`) and why.
+struct Failure {
+    what: String,
+    error: String,
+}
+
+impl Session {
+    pub fn new(shared: Arc<Shared>, connection_name: String, wake_main: fn()) -> Session {
+        Session {
+            shared,
+            connection_name,
+            wake_main,
+            returned_log: Throttle::new(SUMMARY_EVERY),
+            healthy: false,
+            plan: None,
+            current: 0,
+            failover_logged: Vec::new(),
+            connected_logged: None,
+            link_log: LogBudget::new(now_ms()),
+        }
+    }
+
+    /// Connects, serves and reconnects until the module stops.
+    pub fn run(&mut self) {
+        let shared = self.shared.clone();
+        let mut backoff = Backoff::default();
+        while !shared.stopping() {
+            if !shared.wants_connection() {
+                let state = if shared.enabled.load(Relaxed) {
+                    LinkState::Idle
+                } else {
+                    LinkState::Disabled
+                };
+                shared.link.set(state);
+                shared.wait(IDLE_WAIT);
+                continue;
+            }
+            let generation = shared.broker_generation();
+            let plan = Plan::of(&shared, &shared.settings());
+            self.adopt(&plan);
+            shared.link.set(LinkState::Connecting);
+            let requests = shared.reconnect_requests.load(Relaxed);
+            let failure = self.connect_and_serve(&plan, requests);
+            if self.healthy {
+                backoff = Backoff::default();
+            }
+            if let Some(failure) = failure.filter(|_| !shared.stopping()) {
+                self.fail(failure);
+                self.pause(backoff.next_delay(clock_noise()), requests, generation);
+            }
+        }
+        shared.link.set(LinkState::Idle);
+    }
+
+    /// One connection: open, serve, close. Returns why it failed, if it did.
+    fn connect_and_serve(&mut self, plan: &Plan, requests: u64) -> Option<Failure> {
+        let shared = self.shared.clone();
+        let (mut conn, endpoint) = match self.connect_any(plan) {
+            Ok(opened) => opened,
+            Err(failure) => return Some(failure),
+        };
+        Stats::add(&shared.stats.connections, 1);
+        shared.link.set(LinkState::Connected);
+        let end = self.serve(plan, &endpoint, &mut conn, requests);
+        // Close politely, but never wait long for a peer that may be gone.
+        conn.close(CLOSE_TIMEOUT, &|| shared.stopping());
+        match end {
+            End::Asked => None,
+            End::Failed(e) => Some(Failure {
+                what: format!("broker {endpoint}"),
+                error: scrub(&e, &endpoint.password),
+            }),
+        }
+    }
+
+    /// Starts over with a new list of brokers (the first one first), or keeps the state of
+    /// the same list.
+    fn adopt(&mut self, plan: &Plan) {
+        if self.plan.as_ref() != Some(plan) {
+            self.plan = Some(plan.clone());
+            self.current = 0;
+            self.failover_logged = vec![LastLogged::default(); plan.endpoints.len()];
+        }
+    }
+
+    /// Connects to the first broker that answers, starting with the one that worked last.
+    fn connect_any(&mut self, plan: &Plan) -> Result<(Connection, Endpoint), Failure> {
+        let shared = self.shared.clone();
+        let n = plan.endpoints.len();
+        let start = self.current.min(n.saturating_sub(1));
+        // Built once per round, and only when a broker needs it.
+        let tls = plan
+            .endpoints
+            .iter()
+            .any(|e| e.tls)
+            .then(|| tls_config(&plan.tls));
+        let mut errors: Vec<(String, String)> = Vec::new();
+        for k in 0..n {
+            let i = (start + k) % n;
+            let Some(endpoint) = plan.endpoints.get(i) else {
+                break;
+            };
+            shared.link.set_endpoint(endpoint.to_string());
+            let attempt = match (&tls, endpoint.tls) {
+                (Some(Err(e)), true) => Err(e.clone()),
+                (tls, uses_tls) => {
+                    let config = tls
+                        .as_ref()
+                        .and_then(|t| t.as_ref().ok())
+                        .filter(|_| uses_tls);
+                    Connection::open(
+                        endpoint,
+                        config,
+                        &self.connection_name,
+                        CONNECT_TIMEOUT,
+                        &|| shared.stopping(),
+                    )
+                    .map_err(|e| format!("connect: {e}"))
+                }
+            };
+            match attempt {
+                Ok(conn) => {
+                    self.current = i;
+                    if let Some(logged) = self.failover_logged.get_mut(i) {
+                        logged.clear();
+                    }
+                    return Ok((conn, endpoint.clone()));
+                }
+                Err(e) => {
+                    let e = scrub(&e, &endpoint.password);
+                    if shared.stopping() {
+                        errors.push((endpoint.to_string(), e));
+                        break;
+                    }
+                    if k + 1 < n {
+                        let next = &plan.endpoints[(i + 1) % n];
+                        self.log_failover(i, endpoint, next, &e);
+                    }
+                    errors.push((endpoint.to_string(), e));
+                }
+            }
+        }
+        Err(Failure::of_attempts(errors))
+    }
+
+    /// Logs a failover once per broker and reason (not at every retry of an outage).
+    fn log_failover(&mut self, i: usize, from: &Endpoint, to: &Endpoint, error: &str) {
+        let Some(last) = self.failover_logged.get_mut(i) else {
+            return;
+        };
+        if last.changed(error) {
+            self.link_warning(&format!("failing over from {from} to {to}: {error}"));
+        }
+    }
+
+    /// The broker takes events (a batch was confirmed, or nothing waits): logs the recovery
+    /// once, and a switch to another broker.
+    fn healthy(&mut self, endpoint: &Endpoint) {
+        self.shared.link.mark_healthy();
+        let was_healthy = std::mem::replace(&mut self.healthy, true);
+        if !was_healthy || self.connected_logged.as_ref() != Some(endpoint) {
+            self.link_notice(&format!("connected to broker {endpoint}"));
+            self.shared.link.set_error(String::new());
+            self.connected_logged = Some(endpoint.clone());
+        }
+    }
+
+    /// Waits out a back-off delay. New events do not cut it short (they would turn the back-off
+    /// into a busy loop during an outage); unloading, `connect`, new settings or broker
+    /// configs, and running out of work do (the next event then gets a prompt attempt instead
+    /// of a stale verdict).
+    fn pause(&self, delay: Duration, requests: u64, generation: u64) {
+        let shared = &*self.shared;
+        let until = Instant::now() + delay;
+        let settings = shared.settings();
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero()
+                || shared.stopping()
+                || shared.reconnect_requests.load(Relaxed) != requests
+                || !Arc::ptr_eq(&settings, &shared.settings())
+                || shared.broker_generation() != generation
+                || !shared.wants_connection()
+            {
+                return;
+            }
+            shared.wait(left);
+        }
+    }
+
+    /// Unroutable events are counted in INFO; the log says so at most once every 10 s.
+    fn log_returned(&mut self, s: &Settings, returned: u64) {
+        if self.returned_log.note(returned, Instant::now()).is_some() {
+            self.shared.log.warning(&format!(
+                "events are unroutable: no queue is bound to exchange '{}' with routing key '{}' \
+                 ({} so far, see events_returned in INFO)",
+                s.exchange,
+                s.routing_key,
+                self.shared.stats.returned.load(Relaxed)
+            ));
+        }
+    }
+
+    /// Records a failure; logs it when the broker stops taking events or the reason changes,
+    /// so an outage makes one log line, not one per retry.
+    fn fail(&mut self, failure: Failure) {
+        let Failure { what, error } = failure;
+        let was_healthy = std::mem::replace(&mut self.healthy, false);
+        if was_healthy || error != self.shared.link.last_error() {
+            self.link_warning(&format!("{what}: {error}"));
+        }
+        self.shared.link.set_error(error);
+        self.shared.link.set(LinkState::Down);
+    }
+
+    /// Publishes batches on one connection until it fails or is no longer wanted.
+    fn serve(
+        &mut self,
+        plan: &Plan,
+        endpoint: &Endpoint,
+        conn: &mut Connection,
+        requests: u64,
+    ) -> End {
+        let shared = self.shared.clone();
+        let mut watch = PlanWatch::new(&shared);
+        if watch.plan(&shared) != *plan {
+            return End::Asked;
+        }
+        loop {
+            let settings = shared.settings();
+            if shared.stopping()
+                || !shared.enabled.load(Relaxed)
+                || shared.reconnect_requests.load(Relaxed) != requests
+                || watch.changed(&shared, plan)
+            {
+                return End::Asked;
+            }
+            let Some(batch) = self.next_batch(endpoint, conn) else {
+                continue;
+            };
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(e) => return End::Failed(e.to_string()),
+            };
+            if let Err(e) = self.publish(endpoint, conn, &settings, batch) {
+                return End::Failed(e);
+            }
+        }
+    }
+
+    /// The next batch to publish; `None` when there is none yet (after answering the broker
+    /// and waiting a little). An error means the connection is gone.
+    fn next_batch(
+        &mut self,
+        endpoint: &Endpoint,
+        conn: &mut Connection,
+    ) -> Option<Result<InFlight, ConnError>> {
+        let shared = self.shared.clone();
+        let mut outbox = shared.outbox.lock();
+        if outbox.has_ready() {
+            return Some(Ok(InFlight::take(&shared, &mut outbox, BATCH)));
+        }
+        // Connected and not stalled: nothing to send, or a refill is on its way (which needs
+        // the broker not to be considered away).
+        shared.link.mark_healthy();
+        let idle = !outbox.has_work();
+        drop(outbox);
+        if idle {
+            self.healthy(endpoint);
+        }
+        // Heartbeats and what the broker sent, without holding the outbox.
+        if let Err(e) = conn.keep_alive() {
+            return Some(Err(e));
+        }
+        let mut outbox = shared.outbox.lock();
+        if !outbox.has_ready() && !shared.stopping() {
+            shared.wake.wait_for(&mut outbox, IDLE_WAIT);
+        }
+        None
+    }
+
+    /// Publishes one batch and settles it: what the broker confirmed leaves the outbox, the
+    /// rest goes back to its front.
+    fn publish(
+        &mut self,
+        endpoint: &Endpoint,
+        conn: &mut Connection,
+        settings: &Settings,
+        batch: InFlight,
+    ) -> Result<(), String> {
+        let shared = self.shared.clone();
+        shared.link.batch_sent(true);
+        let mut confirms = Confirms::default();
+        let result = conn.publish_batch(
+            batch.events().len(),
+            |out, frame_max| encode(out, frame_max, settings, batch.events()),
+            CONFIRM_TIMEOUT,
+            &|| shared.stopping(),
+            &mut confirms,
+        );
+        shared.link.batch_sent(false);
+        let confirmed = confirms.acked_prefix();
+        let failure = match result {
+            Err(e @ ConnError::ChannelClosed(_)) => Some(format!(
+                "publish to exchange '{}' with routing key '{}': {e}",
+                settings.exchange, settings.routing_key
+            )),
+            Err(e) => Some(e.to_string()),
+            Ok(()) if confirms.nacked() => Some(format!(
+                "exchange '{}' refused (nack) an event; it will be retried",
+                settings.exchange
+            )),
+            Ok(()) => None,
+        };
+        let stats = &shared.stats;
+        Stats::add(&stats.published, confirms.written as u64);
+        Stats::add(&stats.confirmed, confirmed as u64);
+        Stats::add(&stats.returned, confirms.returned);
+        Stats::add(&stats.nacked, u64::from(confirms.nacked()));
+        if failure.is_none() {
+            self.healthy(endpoint);
+        }
+        if confirms.returned > 0 {
+            self.log_returned(settings, confirms.returned);
+        }
+        if batch.settle(confirmed, settings.fallback_size) {
+            (self.wake_main)();
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn link_warning(&mut self, msg: &str) {
+        if let Some(line) = self.link_log.line(msg, now_ms()) {
+            self.shared.log.warning(&line);
+        }
+    }
+
+    fn link_notice(&mut self, msg: &str) {
+        if let Some(line) = self.link_log.line(msg, now_ms()) {
+            self.shared.log.notice(&line);
+        }
+    }
+}
+
+impl Failure {
+    /// One broker's failure as it is; several as "no broker reachable" with each reason.
+    fn of_attempts(errors: Vec<(String, String)>) -> Failure {
+        match <[_; 1]>::try_from(errors) {
+            Ok([(endpoint, error)]) => Failure {
+                what: format!("broker {endpoint}"),
+                error,
+            },
+            Err(errors) => Failure {
+                what: "no broker reachable".into(),
+                error: errors
+                    .iter()
+                    .map(|(endpoint, error)| format!("{endpoint}: {error}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            },
+        }
+    }
+}
+
+/// Jitter for the back-off: the clock's nanoseconds.
+fn clock_noise() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+}

@@ -1,0 +1,208 @@
+//! What Redis calls on its main thread: keyspace events (the hot path), the event loop, role
+//! and loading changes. Each callback finds the running module and hands over; shutdown is in
+//! `lifecycle.rs`, the cluster bus in `cluster_bus.rs`, INFO in `info.rs`.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redis_module::{raw, Context};
+
+use crate::core::event::{self, Event, EventId};
+use crate::core::placement::Placement;
+use crate::redis::runtime::{self, Module, SEQ};
+use crate::redis::{hook, log};
+use crate::state::stats::MainThreadCounters;
+
+/// Subscribes to keyspace events of the classes `events`, to the server events we follow
+/// (`on_shutdown` is the lifecycle's), and (for the first step, which reads the list's length)
+/// to the event loop.
+pub fn subscribe(
+    ctx: &Context,
+    events: i32,
+    on_shutdown: raw::RedisModuleEventCallback,
+) -> Result<(), String> {
+    let server_events: [(u64, raw::RedisModuleEventCallback); 3] = [
+        (
+            raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
+            Some(on_role_changed),
+        ),
+        (raw::REDISMODULE_EVENT_LOADING, Some(on_loading)),
+        (raw::REDISMODULE_EVENT_SHUTDOWN, on_shutdown),
+    ];
+    // SAFETY: FFI registration with the load context and callbacks defined below.
+    unsafe {
+        let sub = raw::RedisModule_SubscribeToKeyspaceEvents.ok_or("no keyspace event API")?;
+        if sub(ctx.ctx, events, Some(on_keyspace_event)) != raw::REDISMODULE_OK as c_int {
+            return Err("cannot subscribe to keyspace events".into());
+        }
+    }
+    for (id, callback) in server_events {
+        subscribe_server_event(ctx, id, callback)?;
+    }
+    hook::install(Some(on_event_loop));
+    // The first step reads the list's length; later ones come with work (see `hook`).
+    if !hook::hook(ctx.ctx) {
+        return Err("cannot subscribe to the event loop (Redis 7.0 or newer needed)".into());
+    }
+    Ok(())
+}
+
+/// Subscribes `callback` to the server event `id`.
+fn subscribe_server_event(
+    ctx: &Context,
+    id: u64,
+    callback: raw::RedisModuleEventCallback,
+) -> Result<(), String> {
+    let event = raw::RedisModuleEvent { id, dataver: 1 };
+    // SAFETY: FFI registration with the load context and a callback of ours.
+    let status = unsafe {
+        let sub = raw::RedisModule_SubscribeToServerEvent.ok_or("no server event API")?;
+        sub(ctx.ctx, event, callback)
+    };
+    if status != raw::REDISMODULE_OK as c_int {
+        return Err(format!(
+            "cannot subscribe to server event {id} (Redis 7.0 or newer needed)"
+        ));
+    }
+    Ok(())
+}
+
+extern "C" fn on_keyspace_event(
+    ctx: *mut raw::RedisModuleCtx,
+    _type: c_int,
+    event: *const c_char,
+    key: *mut raw::RedisModuleString,
+) -> c_int {
+    const OK: c_int = raw::REDISMODULE_OK as c_int;
+    // The read guard, not a clone of the Arc: nothing to count on this hot path.
+    let module = runtime::read();
+    let Some(module) = module.as_ref() else {
+        return OK;
+    };
+    // SAFETY: Redis passes the key's string, alive for the duration of this call; the API
+    // pointer is set at load.
+    let key = unsafe {
+        let Some(ptr_len) = raw::RedisModule_StringPtrLen else {
+            return OK;
+        };
+        let mut len = 0;
+        let ptr = ptr_len(key, &mut len);
+        if ptr.is_null() {
+            return OK;
+        }
+        std::slice::from_raw_parts(ptr.cast::<u8>(), len)
+    };
+    let forwarded = module.on_event(key, || {
+        // SAFETY: Redis passes a live context and a NUL-terminated event name for the duration
+        // of this call.
+        unsafe {
+            (
+                i64::from(raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx))),
+                CStr::from_ptr(event).to_bytes(),
+            )
+        }
+    });
+    if forwarded && !hook::is_hooked() {
+        let _ = hook::hook(ctx);
+    }
+    OK
+}
+
+impl Module {
+    /// The keyspace callback's work: filter, encode, enqueue. No lock that another thread can
+    /// hold (the inbox and the settings are written on this thread only). The database and
+    /// the event name are only fetched (`details`) for a key that is forwarded: most events
+    /// of a filtering node stop at the mask. Costs per event are in docs/profiles/README.md.
+    /// Returns whether the event is forwarded.
+    fn on_event<'a>(&self, key: &[u8], details: impl FnOnce() -> (i64, &'a [u8])) -> bool {
+        let shared = &*self.shared;
+        if !shared.master.load(Relaxed) || self.loading.load(Relaxed) || self.own_io.load(Relaxed) {
+            return false;
+        }
+        MainThreadCounters::bump(&shared.stats.main.seen);
+        if Placement::is_fallback_key(key) || !shared.masks_match(key) {
+            return false;
+        }
+        MainThreadCounters::bump(&shared.stats.main.matched);
+        let (db, event) = details();
+        // Only this callback moves the sequence, and Redis runs it on one thread at a time
+        // (the main thread, or one holding the GIL): no locked read-modify-write needed.
+        let seq = SEQ.load(Relaxed) + 1;
+        SEQ.store(seq, Relaxed);
+        // Whole seconds, as `time(2)` gives them: libc's vDSO reads the kernel's coarse clock,
+        // without the clock read and conversions of `SystemTime::now`.
+        // SAFETY: `time` with a null pointer only returns the value.
+        let now = unsafe { libc::time(std::ptr::null_mut()) };
+        // The coarse clock lags the precise one by at most a tick.
+        debug_assert!(SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .is_ok_and(|d| d.as_secs().abs_diff(now as u64) <= 1));
+        let event = Event {
+            id: Some(EventId {
+                run_id: self.run_id,
+                seq,
+            }),
+            timestamp: u32::try_from(now).unwrap_or(0),
+            body: event::body(db, event, key),
+            list_copy: 0,
+        };
+        self.inbox.lock().push(event);
+        true
+    }
+}
+
+extern "C" fn on_event_loop(
+    ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    sub: u64,
+    _d: *mut c_void,
+) {
+    if sub != raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP {
+        return;
+    }
+    if let Some(m) = runtime::current() {
+        m.step(&Context::new(ctx));
+    }
+}
+
+extern "C" fn on_role_changed(
+    _ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    sub: u64,
+    _d: *mut c_void,
+) {
+    if let Some(m) = runtime::current() {
+        let master = sub == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER;
+        m.shared.master.store(master, Relaxed);
+        m.demoted.store(!master, Relaxed);
+        m.resync_list.store(true, Relaxed);
+        // Look at the slots afresh: a promoted replica takes over its master's list, and any
+        // other list left in the slots it now serves.
+        m.placement.lock().reset();
+        m.shared.notify();
+        hook::wake_main();
+        log::notice(if master {
+            "this node is now a master: publishing"
+        } else {
+            "this node is now a replica: not publishing"
+        });
+    }
+}
+
+extern "C" fn on_loading(
+    _ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    sub: u64,
+    _d: *mut c_void,
+) {
+    if let Some(m) = runtime::current() {
+        let ended = sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED
+            || sub == raw::REDISMODULE_SUBEVENT_LOADING_FAILED;
+        m.loading.store(!ended, Relaxed);
+        if ended {
+            m.resync_list.store(true, Relaxed);
+            hook::wake_main();
+        }
+    }
+}

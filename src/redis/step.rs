@@ -1,0 +1,259 @@
+//! The main thread's maintenance step, run by the event-loop hook before Redis sleeps: hand new
+//! events to the outbox and wake the publisher, follow the cluster's slots, spill or refill one
+//! slice, and account for it. Every part is bounded ([`SLICE`] events, [`SCAN_SLICE`] slots),
+//! and none waits for the publisher.
+//!
+//! [`SCAN_SLICE`]: crate::core::policy::SCAN_SLICE
+
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use redis_module::Context;
+
+use crate::core::link::now_ms;
+use crate::core::outbox::{ListStore, Outbox, TickInput};
+use crate::core::placement::Placement;
+use crate::core::policy::{INBOX_IDLE, SLICE, UNHOOK_AFTER_MS};
+use crate::redis::fallback::{RedisKeyspace, RedisList};
+use crate::redis::runtime::{self, Module};
+use crate::redis::{config, hook, log};
+use crate::state::stats::Stats;
+
+impl Module {
+    /// One maintenance step; on a replica, only forget the list's copies once demoted.
+    pub fn step(&self, ctx: &Context) {
+        if self.loading.load(Relaxed) {
+            return;
+        }
+        let mut quiet = true;
+        if self.shared.master.load(Relaxed) {
+            quiet = self.tick(ctx);
+        } else if self.demoted.load(Relaxed) {
+            match self.shared.outbox.try_lock() {
+                Some(mut outbox) => {
+                    outbox.forget_list();
+                    self.demoted.store(false, Relaxed);
+                }
+                None => hook::wake_main(),
+            }
+        }
+        self.unhook_when_quiet(quiet);
+    }
+
+    /// A master's step. If the publisher holds the outbox right now, it is retried at once
+    /// from the next loop iteration. Returns whether the step was quiet: no new event, and the
+    /// outbox idle at the end (nothing waiting, nothing in flight).
+    fn tick(&self, ctx: &Context) -> bool {
+        let shared = &*self.shared;
+        let Some(mut outbox) = shared.outbox.try_lock() else {
+            hook::wake_main();
+            return false;
+        };
+        let now_ms = now_ms();
+        let broker = shared.link.broker_at(now_ms);
+        // 1. New events: to the outbox, and tell the publisher.
+        let had_news = !self.inbox.lock().is_empty();
+        if had_news {
+            self.move_inbox(&mut outbox);
+            shared.notify();
+        }
+        outbox.set_capacity(config::queue_capacity());
+        let fallback_size = shared.settings().fallback_size;
+        // 2. Where the list lives (a cluster's slots move).
+        let mut resync = self.resync_list.swap(false, Relaxed);
+        let mut placement = self.placement.lock();
+        resync |= self.place_list(ctx, &mut placement, &mut outbox);
+        // 3. Spill, refill, trim: one slice.
+        if let Some(key) = placement.key() {
+            if resync || outbox.wants_tick(broker, fallback_size, now_ms) {
+                let input = TickInput {
+                    broker,
+                    fallback_size,
+                    slice: SLICE,
+                    now_ms,
+                };
+                if !self.maintain(ctx, key, &mut outbox, input, resync) {
+                    // A refused write: in a cluster the slot may have moved.
+                    placement.recheck();
+                }
+            }
+        }
+        // 4. Bookkeeping: give back burst memory, show the sizes, log drops.
+        outbox.release_spare();
+        let idle = outbox.is_idle();
+        if idle {
+            // After a burst, keep only what a trickle of events needs (no allocation per step).
+            let mut inbox = self.inbox.lock();
+            if inbox.is_empty() && inbox.capacity() > INBOX_IDLE {
+                inbox.shrink_to(INBOX_IDLE);
+            }
+        }
+        shared.stats.observe(&outbox);
+        self.log_drops(0, fallback_size);
+        idle && !had_news
+    }
+
+    /// In a cluster, follows the slots this node serves (see [`Placement`]). Returns whether
+    /// the list's length must be read again.
+    fn place_list(&self, ctx: &Context, placement: &mut Placement, outbox: &mut Outbox) -> bool {
+        let step = {
+            let _own = OwnWrites::start(&self.own_io);
+            placement.step(&mut RedisKeyspace { ctx }, SLICE, now_ms())
+        };
+        match step {
+            Ok(step) => {
+                for notice in &step.notices {
+                    log::notice(notice);
+                }
+                if step.appended > 0 {
+                    outbox.list_appended(step.appended);
+                    Stats::add(&self.shared.stats.adopted, step.appended);
+                    self.shared.notify();
+                }
+                if step.more {
+                    hook::wake_main();
+                }
+                step.moved_list
+            }
+            Err(e) => {
+                if placement.error_is_news(&e) {
+                    log::warning(&e);
+                }
+                false
+            }
+        }
+    }
+
+    /// Spills, refills and trims one slice of the list `key`. Returns false when a list
+    /// command failed (logged).
+    fn maintain(
+        &self,
+        ctx: &Context,
+        key: &[u8],
+        outbox: &mut Outbox,
+        input: TickInput,
+        resync: bool,
+    ) -> bool {
+        let shared = &*self.shared;
+        let cpu_before = thread_cpu_time();
+        let report = {
+            let _own = OwnWrites::start(&self.own_io);
+            let mut list = RedisList::new(ctx, key);
+            if resync {
+                match list.len() {
+                    Ok(n) => outbox.set_list_len(n),
+                    Err(e) => log::warning(&e),
+                }
+            }
+            outbox.tick(&mut list, input)
+        };
+        let took = thread_cpu_time().saturating_sub(cpu_before).as_micros() as u64;
+        shared.stats.step_max_us.fetch_max(took, Relaxed);
+        Stats::add(&shared.stats.spilled, report.spilled);
+        Stats::add(&shared.stats.refilled, report.refilled);
+        Stats::add(&shared.stats.dropped, report.dropped);
+        self.log_drops(report.dropped, input.fallback_size);
+        if let Some(e) = &report.error {
+            log::warning(e);
+            return false;
+        } else if report.more {
+            hook::wake_main();
+        }
+        // The publisher cares when work appears (refill, a backlog found) or vanishes (drops).
+        if report.refilled > 0 || report.dropped > 0 || (resync && outbox.has_work()) {
+            shared.notify();
+        }
+        true
+    }
+
+    fn log_drops(&self, dropped: u64, fallback_size: i64) {
+        let mut drops = self.drops.lock();
+        if dropped == 0 && drops.idle() {
+            return;
+        }
+        if let Some(n) = drops.note(dropped, Instant::now()) {
+            log::warning(&if fallback_size < 0 {
+                format!(
+                    "dropped {n} events: the broker cannot take them and there is no fallback \
+                     list (FALLBACK_SIZE {fallback_size}); further drops are summed every 10 s"
+                )
+            } else {
+                format!(
+                    "dropped {n} events, the oldest: the fallback list is capped at \
+                     FALLBACK_SIZE {fallback_size}; further drops are summed every 10 s"
+                )
+            });
+        }
+    }
+
+    /// Drops the event-loop hook once nothing has been to do for [`UNHOOK_AFTER_MS`]; new work
+    /// subscribes it again. Only on a single node: a cluster node looks at its slots every
+    /// second. `step_quiet`: what [`Module::tick`] returned (the cheap answer while events
+    /// flow); the full check follows only when it is true.
+    fn unhook_when_quiet(&self, step_quiet: bool) {
+        if self.cluster {
+            return;
+        }
+        if !step_quiet || !self.quiet() {
+            self.quiet_since_ms.store(0, Relaxed);
+            return;
+        }
+        let now = now_ms();
+        match self.quiet_since_ms.load(Relaxed) {
+            0 => self.quiet_since_ms.store(now, Relaxed),
+            since if now.saturating_sub(since) >= UNHOOK_AFTER_MS => hook::unhook_soon(on_unhook),
+            _ => {}
+        }
+    }
+
+    /// Nothing waits anywhere (inbox, memory, list, in flight) and no state is to catch up:
+    /// until new work arrives, which subscribes the hook again, a step would do nothing.
+    fn quiet(&self) -> bool {
+        !self.loading.load(Relaxed)
+            && !self.demoted.load(Relaxed)
+            && !self.resync_list.load(Relaxed)
+            && self.inbox.lock().is_empty()
+            && self.drops.lock().idle()
+            && self.shared.outbox.try_lock().is_some_and(|o| o.is_idle())
+    }
+}
+
+/// The one-shot that drops the hook, outside any server event (see `hook`), if the module is
+/// still quiet.
+extern "C" fn on_unhook(_data: *mut c_void) {
+    if let Some(m) = runtime::current() {
+        let quiet = m.quiet();
+        hook::unhook(m.detached.ctx(), quiet);
+        m.quiet_since_ms.store(0, Relaxed);
+    }
+}
+
+/// While it lives, the module writes the fallback list itself: the keyspace callback does not
+/// forward the events those writes raise. Cleared when dropped, also on an early return.
+struct OwnWrites<'a>(&'a AtomicBool);
+
+impl<'a> OwnWrites<'a> {
+    fn start(flag: &'a AtomicBool) -> OwnWrites<'a> {
+        flag.store(true, Relaxed);
+        OwnWrites(flag)
+    }
+}
+
+impl Drop for OwnWrites<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Relaxed);
+    }
+}
+
+/// CPU time of the calling thread: what a step costs, without the time the scheduler gave the
+/// CPU to others.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
