@@ -11,12 +11,13 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::amqp::transport::{check_wait, is_timeout, tcp_connect, tls_handshake, Transport};
-use crate::amqp::wire::{self as wire, CloseReason, Frame, Login, Method, WireError};
+pub use crate::amqp::error::ConnError;
+use crate::amqp::transport::{
+    check_wait, is_timeout, tcp_connect, tls_handshake, Cancel, Transport, SLICE,
+};
+use crate::amqp::wire::{self as wire, Frame, Login, Method};
 use crate::core::uri::Endpoint;
 
-/// The longest a blocking call waits before the caller checks its deadline and for an unload.
-pub const SLICE: Duration = Duration::from_millis(20);
 /// The frame size we ask for; the broker may impose a smaller one.
 const FRAME_MAX: u32 = 128 * 1024;
 /// Our only channel.
@@ -26,54 +27,6 @@ pub const CHANNEL: u16 = 1;
 const READ_CHUNK: usize = 16 * 1024;
 /// An idle connection gives back a write buffer grown larger than this by a batch.
 const OUT_KEEP: usize = 16 * 1024;
-
-/// Tells a wait to give up: the module is unloading.
-pub type Cancel<'a> = &'a dyn Fn() -> bool;
-
-/// Why a connection failed. Its text is what the log and INFO's `last_error` show.
-#[derive(Debug)]
-pub enum ConnError {
-    /// `channel.close` from the broker (a publish to a missing exchange, say).
-    ChannelClosed(CloseReason),
-    /// `connection.close` from the broker.
-    ConnectionClosed(CloseReason),
-    /// The broker broke the protocol.
-    Protocol(WireError),
-    /// The module is unloading: the wait was cut short.
-    Unloading,
-    /// The socket, a timeout, a refused login: as the log says it.
-    Failed(String),
-    /// What was being done when the error happened.
-    During(String, Box<ConnError>),
-}
-
-impl ConnError {
-    fn during(what: impl Into<String>) -> impl FnOnce(ConnError) -> ConnError {
-        let what = what.into();
-        move |e| ConnError::During(what, Box::new(e))
-    }
-}
-
-impl From<String> for ConnError {
-    fn from(e: String) -> ConnError {
-        ConnError::Failed(e)
-    }
-}
-
-impl std::fmt::Display for ConnError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConnError::ChannelClosed(reason) => write!(f, "channel closed by the broker: {reason}"),
-            ConnError::ConnectionClosed(reason) => {
-                write!(f, "connection closed by the broker: {reason}")
-            }
-            ConnError::Protocol(e) => write!(f, "protocol error: {e}"),
-            ConnError::Unloading => f.write_str("module unloading"),
-            ConnError::Failed(e) => f.write_str(e),
-            ConnError::During(what, e) => write!(f, "{what}: {e}"),
-        }
-    }
-}
 
 /// What the broker said of one message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

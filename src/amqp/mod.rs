@@ -2,6 +2,7 @@
 //! connection over TCP or TLS. No Redis.
 
 pub(crate) mod connection;
+pub(crate) mod error;
 pub(crate) mod tls;
 pub(crate) mod transport;
 pub mod wire;

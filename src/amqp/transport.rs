@@ -8,7 +8,13 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::amqp::connection::{Cancel, ConnError, SLICE};
+use crate::amqp::error::ConnError;
+
+/// The longest a blocking call waits before the caller checks its deadline and for an unload.
+pub const SLICE: Duration = Duration::from_millis(20);
+
+/// Tells a wait to give up: the module is unloading.
+pub type Cancel<'a> = &'a dyn Fn() -> bool;
 
 pub enum Transport {
     Plain(TcpStream),
