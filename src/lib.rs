@@ -1,6 +1,16 @@
 //! key_evt_amqp: a Redis module that publishes keyspace events to RabbitMQ (AMQP 0.9.1).
 //!
-//! This file only registers the module with Redis; see DESIGN.md for the architecture.
+//! This file only registers the module with Redis. The map of the code, the dependency rule
+//! and the path of one event are in `docs/ARCHITECTURE.md`.
+//!
+//! # Layout
+//!
+//! - [`core`]: the pure logic (events, the outbox, settings, masks, slots, policy), no Redis,
+//!   no I/O.
+//! - [`amqp`]: the AMQP 0-9-1 client; only its wire codec is public (for fuzzing).
+//! - `state`: what the main thread and the publisher thread share.
+//! - `publisher`: the publisher thread, supervised.
+//! - `redis`: the shell, the only place that talks to Redis.
 
 pub mod amqp;
 pub mod core;

@@ -201,21 +201,6 @@ fn take_varint(input: &mut &[u8]) -> Option<u64> {
     None
 }
 
-/// Renders bytes for logs and errors: printable ASCII as is, the rest as `\xNN`.
-pub fn escape(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len());
-    for &b in bytes {
-        match b {
-            b'\\' => s.push_str("\\\\"),
-            0x20..=0x7e => s.push(b as char),
-            _ => {
-                let _ = write!(s, "\\x{b:02x}");
-            }
-        }
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

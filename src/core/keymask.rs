@@ -20,6 +20,8 @@
 
 use std::fmt;
 
+use crate::core::escape::Escaped;
+
 /// One compiled mask.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyMask {
@@ -379,22 +381,9 @@ fn clear(bits: &mut [u64], i: usize) {
     }
 }
 
-/// Writes `bytes` with `\`, `"` and non-printable bytes escaped (`\\`, `\"`, `\x00`), so that
-/// the result is one printable line (safe for logs and INFO fields).
-fn write_escaped(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    for &b in bytes {
-        match b {
-            b'\\' | b'"' => write!(f, "\\{}", b as char)?,
-            0x20..=0x7e => write!(f, "{}", b as char)?,
-            _ => write!(f, "\\x{b:02x}")?,
-        }
-    }
-    Ok(())
-}
-
 impl fmt::Display for KeyMask {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_escaped(f, &self.src)
+        Escaped::quoted(&self.src).fmt(f)
     }
 }
 

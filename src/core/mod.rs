@@ -4,6 +4,7 @@
 
 pub mod broker_options;
 pub mod cluster;
+pub mod escape;
 pub mod event;
 pub mod keymask;
 pub mod limits;

@@ -144,7 +144,7 @@ impl Placement {
             }
         }
         notices.push(match &key {
-            Some(k) => format!("fallback list: {}", crate::core::event::escape(k)),
+            Some(k) => format!("fallback list: {}", crate::core::escape::escape(k)),
             None => "this node serves no hash slot: no fallback list".into(),
         });
         self.key = key;
@@ -171,7 +171,7 @@ impl Placement {
                 {
                     notices.push(format!(
                         "found a backlog in {}: it drains through this node's list",
-                        crate::core::event::escape(&name)
+                        crate::core::escape::escape(&name)
                     ));
                     self.foreign.push(name);
                 }
@@ -317,7 +317,7 @@ mod tests {
         assert_eq!(cluster::key_slot(p.key().unwrap()), 5461);
         let expected = format!(
             "fallback list: {}",
-            crate::core::event::escape(&key_in(5461))
+            crate::core::escape::escape(&key_in(5461))
         );
         assert_eq!(step.notices, vec![expected]);
         // Slots are read again only after a second.

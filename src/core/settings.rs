@@ -361,7 +361,7 @@ impl ArgError {
     pub fn new(name: &'static str, value: &[u8], accepted: &'static str) -> Self {
         ArgError {
             name,
-            value: Some(crate::core::event::escape(value)),
+            value: Some(crate::core::escape::escape(value)),
             accepted,
         }
     }

@@ -156,7 +156,7 @@ fn apply_fallback_storage_size_set(args: &[&[u8]]) -> RedisResult {
         .ok_or_else(|| {
             RedisError::String(format!(
                 "ERR invalid FALLBACK_SIZE '{}': expected an integer: >0 keep at most N events, 0 unlimited, <0 no fallback list",
-                crate::core::event::escape(n)
+                crate::core::escape::escape(n)
             ))
         })?;
     update(|s| {

@@ -24,7 +24,7 @@ pub fn register(ctx: *mut raw::RedisModuleCtx) -> bool {
 fn fallback_key(m: &Module) -> String {
     m.placement
         .try_lock()
-        .and_then(|p| p.key().map(crate::core::event::escape))
+        .and_then(|p| p.key().map(crate::core::escape::escape))
         .unwrap_or_default()
 }
 
