@@ -16,7 +16,7 @@
 //! given in redis.conf or `MODULE LOADEX … CONFIG` wins over the positional argument; one not
 //! given (Redis then applies its default, the empty string) leaves the positional value.
 //!
-//! Broker precedence (see [`Settings::endpoints`]): a URI list, when set, replaces HOST and PORT;
+//! Broker precedence (see `Settings::endpoints`): a URI list, when set, replaces HOST and PORT;
 //! what a URI leaves out (user, heartbeat) comes from the positional arguments; a non-empty
 //! password config replaces PASS. An empty URI config goes back to the positional broker.
 //!
@@ -34,9 +34,11 @@
 //!   may carry a password.
 //! - Errors, logs and INFO show endpoints in their redacted form (`amqps://user@host:5671/v`).
 //!
-//! The values live here; the publisher reads them (with the settings) each time it connects,
-//! and a change wakes it up, so it reconnects with the new ones. The module's own files need
-//! no change for that.
+//! The values live in the module's `Shared` state (the settings, the broker options); while
+//! `MODULE LOAD` applies the configs, in the state of the module being loaded. The publisher
+//! reads them each time it connects, and a change wakes it up, so it reconnects with the new
+//! ones. Only `queue_capacity` lives in a static of its own: Redis's integer config API needs
+//! one; each main-thread step applies it.
 
 use std::sync::atomic::{AtomicI64, AtomicPtr, Ordering, Ordering::Relaxed};
 use std::sync::Arc;

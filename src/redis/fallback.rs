@@ -104,7 +104,7 @@ impl ListStore for RedisList<'_> {
     }
 }
 
-/// The keyspace as [`Placement`] sees it: `CLUSTER NODES` and the lists of any slot.
+/// The keyspace as [`Placement`](crate::core::placement::Placement) sees it: `CLUSTER NODES` and the lists of any slot.
 pub struct RedisKeyspace<'a> {
     pub ctx: &'a Context,
 }

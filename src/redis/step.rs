@@ -63,7 +63,7 @@ impl Module {
         // 2. Where the list lives (a cluster's slots move).
         let mut resync = self.resync_list.swap(false, Relaxed);
         let mut placement = self.placement.lock();
-        resync |= self.place_list(ctx, &mut placement, &mut outbox);
+        resync |= self.place_list(ctx, &mut placement, &mut outbox, now_ms);
         // 3. Spill, refill, trim: one slice.
         if let Some(key) = placement.key() {
             if resync || outbox.wants_tick(broker, fallback_size, now_ms) {
@@ -96,10 +96,16 @@ impl Module {
 
     /// In a cluster, follows the slots this node serves (see [`Placement`]). Returns whether
     /// the list's length must be read again.
-    fn place_list(&self, ctx: &Context, placement: &mut Placement, outbox: &mut Outbox) -> bool {
+    fn place_list(
+        &self,
+        ctx: &Context,
+        placement: &mut Placement,
+        outbox: &mut Outbox,
+        now_ms: u64,
+    ) -> bool {
         let step = {
             let _own = OwnWrites::start(&self.own_io);
-            placement.step(&mut RedisKeyspace { ctx }, SLICE, now_ms())
+            placement.step(&mut RedisKeyspace { ctx }, SLICE, now_ms)
         };
         match step {
             Ok(step) => {
