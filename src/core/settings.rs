@@ -231,9 +231,11 @@ impl Settings {
             "keymasks" => match &self.masks {
                 KeyMasks::None => String::new(),
                 KeyMasks::All => "ALL".into(),
+                // The masks as given, not their escaped Display form (`\\`, `\x00`), which
+                // would set other masks when CONFIG GET's value is set again (CONFIG REWRITE).
                 KeyMasks::Some(v) => v
                     .iter()
-                    .map(ToString::to_string)
+                    .map(|m| String::from_utf8_lossy(m.as_bytes()))
                     .collect::<Vec<_>>()
                     .join(" "),
             },
@@ -423,6 +425,21 @@ mod tests {
             None,
             "never through this path"
         );
+    }
+
+    #[test]
+    fn keymasks_read_back_as_given_not_escaped() {
+        // Found by fuzz/fuzz_targets/load_args.rs: CONFIG GET showed `a\\b` for the mask `a\b`.
+        let s = Settings::default();
+        for value in ["a\\b", "say\"hi\"", "nul\0x", "caf\u{e9}:*"] {
+            let set = s
+                .with_option("key_evt_amqp.keymasks", value.as_bytes())
+                .unwrap();
+            let shown = set.option("key_evt_amqp.keymasks").unwrap();
+            assert_eq!(shown, value);
+            let again = set.with_option("key_evt_amqp.keymasks", shown.as_bytes());
+            assert_eq!(again.unwrap(), set, "{value:?}");
+        }
     }
 
     #[test]
