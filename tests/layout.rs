@@ -31,7 +31,11 @@ fn sources() -> BTreeMap<String, String> {
                 .trim_end_matches("mod")
                 .trim_end_matches('/')
                 .replace('/', "::");
-            let module = if module == "lib" { String::new() } else { module };
+            let module = if module == "lib" {
+                String::new()
+            } else {
+                module
+            };
             let text = std::fs::read_to_string(&path).unwrap();
             let code = text
                 .split("#[cfg(test)]\nmod tests")
@@ -111,7 +115,14 @@ fn the_core_is_pure_and_imports_only_the_core() {
         if layer(module) != "core" {
             continue;
         }
-        for word in ["std::thread", "std::net", "libc::", "socket2", "rustls", "parking_lot"] {
+        for word in [
+            "std::thread",
+            "std::net",
+            "libc::",
+            "socket2",
+            "rustls",
+            "parking_lot",
+        ] {
             assert!(!code.contains(word), "{module} uses {word}");
         }
     }
@@ -177,8 +188,16 @@ fn the_checker_sees_imports() {
     // Guards the tests above against a parser that finds nothing.
     let graph = imports(&sources());
     let step = &graph["redis::step"];
-    for dep in ["redis::hook", "redis::runtime", "core::outbox", "state::stats"] {
-        assert!(step.contains(dep), "redis::step should import {dep}: {step:?}");
+    for dep in [
+        "redis::hook",
+        "redis::runtime",
+        "core::outbox",
+        "state::stats",
+    ] {
+        assert!(
+            step.contains(dep),
+            "redis::step should import {dep}: {step:?}"
+        );
     }
     assert!(graph["publisher::session"].contains("amqp::connection"));
 }
