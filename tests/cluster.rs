@@ -2,12 +2,10 @@
 //! published once, by the master that owns its key; commands given to one node reach all;
 //! failovers, a killed master and a moved slot lose nothing.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use support::{
+use testkit::{
     unique_routing_key, wait_until, Cluster, Consumer, FaultProxy, Message, Mode, ModuleArgs,
     RedisServer,
 };
@@ -214,7 +212,7 @@ fn a_killed_masters_backlog_is_drained_by_its_promoted_replica() {
 
     // The list lives in a slot the node serves, and reaches the replica.
     let list = info(victim, "fallback_key");
-    assert!(list.starts_with(support::FALLBACK), "{list}");
+    assert!(list.starts_with(testkit::FALLBACK), "{list}");
     assert_eq!(
         slot_owner(&cluster, list.as_bytes()).port(),
         victim.port(),

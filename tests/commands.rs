@@ -1,11 +1,9 @@
 //! The seven `key_evt_amqp.*` commands: what each changes, and that bad input changes nothing.
 
-mod support;
-
 use std::fmt::Debug;
 use std::time::Duration;
 
-use support::{
+use testkit::{
     fallback_len, set, unique_routing_key, wait_until, Consumer, Message, ModuleArgs, RedisServer,
 };
 
@@ -43,7 +41,7 @@ impl Node {
             c.arg(a.as_ref());
         }
         c.query::<String>(&mut self.redis)
-            .map_err(|e| support::server_error_text(&e))
+            .map_err(|e| testkit::server_error_text(&e))
     }
 
     fn ok(&mut self, args: &[impl AsRef<str> + Debug]) {
@@ -303,7 +301,7 @@ fn commands_need_the_permission_to_configure_redis() {
             c.arg(*a);
         }
         let err = c.query::<String>(&mut app).expect_err("not allowed");
-        let text = support::server_error_text(&err);
+        let text = testkit::server_error_text(&err);
         assert!(
             text.starts_with("NOPERM") && text.contains(args[0]),
             "{args:?}: {text}"

@@ -3,12 +3,10 @@
 //! argument's error, wins over the positional argument at load, and the event classes stay
 //! fixed after load.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use support::{
+use testkit::{
     module_path, server_error_text, set, unique_routing_key, Consumer, Message, ModuleArgs,
     RedisServer,
 };
@@ -236,7 +234,7 @@ impl FromFile {
             dir: dir.to_path_buf(),
         };
         assert!(
-            support::wait_until(WAIT, || server.client().is_ok()),
+            testkit::wait_until(WAIT, || server.client().is_ok()),
             "redis-server from {} did not answer",
             conf.display()
         );

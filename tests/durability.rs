@@ -3,12 +3,10 @@
 //! large backlog stays out of the module's memory. Each test checks what a user would: every
 //! event arrives, once, in order, with the identity it got on the node that saw it.
 
-mod support;
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use support::{
+use testkit::{
     fallback_exists, fallback_len, set, tail_lines, unique_routing_key, wait_until, Consumer,
     FaultProxy, Message, Mode, ModuleArgs, RedisServer,
 };

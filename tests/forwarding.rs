@@ -1,10 +1,8 @@
 //! What reaches RabbitMQ for each write: event classes, key masks, bodies, properties.
 
-mod support;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::{
+use testkit::{
     body, set, unique_routing_key, wait_until, Consumer, Message, ModuleArgs, RedisServer,
 };
 

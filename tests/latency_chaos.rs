@@ -8,15 +8,13 @@
 //! it only roughly), `CHAOS_RATE` sets the writes per second (default 2000).
 //! `scripts/chaos.sh [seconds]` runs it with its output shown.
 
-mod support;
-
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{
+use testkit::{
     tail_lines, unique_routing_key, Consumer, FaultProxy, Message, Mode, ModuleArgs, RedisServer,
     FALLBACK,
 };

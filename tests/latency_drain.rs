@@ -2,14 +2,12 @@
 //! fallback list) does not slow Redis down, and delivers every event once, in order. Runs
 //! alone (`--test-threads=1`): it measures latency.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{
+use testkit::{
     fallback_exists, fallback_len, tail_lines, unique_routing_key, Consumer, ModuleArgs,
     RedisServer, FALLBACK,
 };

@@ -1,11 +1,9 @@
 //! A broker that refuses connections: events wait in the fallback list, then arrive once, in
 //! order, with their identity; the cap keeps the newest.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{
+use testkit::{
     fallback_exists, fallback_len, set, unique_routing_key, wait_until, Consumer, FaultProxy,
     Message, Mode, ModuleArgs, RedisServer,
 };

@@ -2,11 +2,9 @@
 //! makes, a wrong CA then the right one, several brokers tried in order, configs changed at run
 //! time, and the password kept out of the log, INFO, CONFIG GET and error replies.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{
+use testkit::{
     fallback_len, server_error_text, set, unique_routing_key, wait_until, Consumer, FaultProxy,
     Message, Mode, ModuleArgs, RedisServer, TestCa, TlsTerminator,
 };

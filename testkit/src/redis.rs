@@ -553,7 +553,8 @@ pub fn set(redis: &mut ::redis::Connection, key: &str) {
 
 /// The module under test: `$KEY_EVT_AMQP_MODULE` if set, else `libkey_evt_amqp.so` next to
 /// this test binary's profile directory (`target/<profile>/`, which also works with a custom
-/// `CARGO_TARGET_DIR`), else `<manifest>/target/{debug|release}/`.
+/// `CARGO_TARGET_DIR`), else `<workspace root>/target/{debug|release}/` (the root package's
+/// target directory: this crate's manifest is one level down, in `testkit/`).
 pub fn module_path() -> PathBuf {
     if let Some(path) = std::env::var_os("KEY_EVT_AMQP_MODULE") {
         let path = PathBuf::from(path);
@@ -570,17 +571,17 @@ pub fn module_path() -> PathBuf {
     } else {
         "release"
     };
-    // Test binaries live in target/<profile>/deps/.
+    // Test binaries live in target/<profile>/deps/, examples in target/<profile>/examples/.
     let next_to_exe = std::env::current_exe()
         .ok()
         .and_then(|exe| Some(exe.parent()?.parent()?.join(FILE)));
-    let in_manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target")
-        .join(profile)
-        .join(FILE);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit/ lies inside the workspace root");
+    let in_root = root.join("target").join(profile).join(FILE);
     next_to_exe
         .into_iter()
-        .chain([in_manifest.clone()])
+        .chain([in_root.clone()])
         .find(|p| p.is_file())
         .unwrap_or_else(|| {
             let flag = if profile == "release" {
@@ -591,7 +592,7 @@ pub fn module_path() -> PathBuf {
             panic!(
                 "module not found at {}; build it: cargo build{flag}, or run scripts/test.sh \
                  (or point KEY_EVT_AMQP_MODULE at it)",
-                in_manifest.display()
+                in_root.display()
             )
         })
 }
