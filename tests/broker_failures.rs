@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use testkit::{set, unique_routing_key, wait_until, Consumer, Message, ModuleArgs, RedisServer};
+use testkit::{
+    run, set, unique_routing_key, wait_until, Consumer, Message, ModuleArgs, RedisServer,
+};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -73,18 +75,9 @@ fn a_missing_exchange_is_logged_once_and_keeps_the_events() {
     );
     assert!(server.module_info("last_error").contains(&missing));
 
-    redis::cmd("key_evt_amqp.config_set")
-        .arg(&[
-            "127.0.0.1",
-            "5672",
-            "guest",
-            "guest",
-            "30",
-            "amq.direct",
-            &rk,
-        ])
-        .query::<()>(&mut r)
-        .unwrap();
+    // Only HOST … ROUTING_KEY: the arguments left out keep their values.
+    let config_set = ModuleArgs::with_routing_key(&rk).short_command("key_evt_amqp.config_set", 7);
+    run::<()>(&mut r, &config_set).unwrap();
     let got: Vec<String> = consumer
         .expect(10, WAIT)
         .iter()

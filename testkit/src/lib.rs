@@ -14,6 +14,8 @@
 // get a `redis` module shadowing the `redis` crate.
 mod amqp;
 mod cluster;
+mod node;
+mod pings;
 mod proxy;
 mod redis;
 mod tls;
@@ -22,13 +24,16 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use self::amqp::{
-    amqp_channel, amqp_connect, amqp_publish, amqp_url, body, unique_routing_key, Consumer, Message,
+    amqp_channel, amqp_connect, amqp_publish, amqp_url, body, keys_of, redact_url,
+    unique_routing_key, Consumer, ConsumerOptions, Message,
 };
 pub use self::cluster::{Cluster, NODES, NODE_TIMEOUT_MS, SLOT_RANGES};
+pub use self::node::{set_keys, Node, NodeBuilder};
+pub use self::pings::Pings;
 pub use self::proxy::{FaultProxy, Mode};
 pub use self::redis::{
-    fallback_exists, fallback_len, module_path, server_error_text, set, tail_lines, LoadFailure,
-    ModuleArgs, RedisServer, FALLBACK,
+    fallback_exists, fallback_len, module_path, run, server_error_text, set, tail_lines,
+    LoadFailure, ModuleArgs, RedisServer, FALLBACK,
 };
 pub use self::tls::{TestCa, TlsTerminator};
 

@@ -1,5 +1,6 @@
 //! A throw-away `redis-server` process, optionally with the module loaded.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -339,6 +340,39 @@ impl RedisServer {
 
 /// Inspection and replication helpers.
 impl RedisServer {
+    /// `CONFIG GET pattern` as a map (a new connection).
+    pub fn config_get(&self, pattern: &str) -> HashMap<String, String> {
+        ::redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(pattern)
+            .query(&mut self.client())
+            .unwrap_or_else(|e| panic!("CONFIG GET {pattern} on port {}: {e}", self.port))
+    }
+
+    /// `CONFIG GET pattern` as `name value` lines, in the order the server sent them.
+    pub fn config_text(&self, pattern: &str) -> String {
+        let pairs: Vec<String> = ::redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(pattern)
+            .query(&mut self.client())
+            .unwrap_or_else(|e| panic!("CONFIG GET {pattern} on port {}: {e}", self.port));
+        pairs
+            .chunks(2)
+            .map(|c| c.join(" "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// `CONFIG SET name value` (a new connection); `Err` holds the error reply.
+    pub fn config_set(&self, name: &str, value: &str) -> Result<(), String> {
+        ::redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query::<()>(&mut self.client())
+            .map_err(|e| server_error_text(&e))
+    }
+
     /// The value of `field` in `INFO <section>` (the text after `field:`), if present.
     pub fn info_field(&self, section: &str, field: &str) -> Option<String> {
         let info: String = ::redis::cmd("INFO")
@@ -506,6 +540,15 @@ impl ModuleArgs {
         args
     }
 
+    /// `name` followed by the first `n` arguments after EVENTS (`HOST PORT …`): the ones left
+    /// out keep the values in force (`short_command("key_evt_amqp.config_set", 7)` stops after
+    /// ROUTING_KEY).
+    pub fn short_command(&self, name: &str, n: usize) -> Vec<String> {
+        let mut args = self.command(name);
+        args.truncate(1 + n);
+        args
+    }
+
     fn broker_args(&self) -> Vec<String> {
         let mut args = vec![
             self.host.clone(),
@@ -540,6 +583,19 @@ pub fn fallback_exists(redis: &mut ::redis::Connection) -> bool {
         .arg(FALLBACK)
         .query(redis)
         .unwrap_or_else(|e| panic!("EXISTS {FALLBACK} failed: {e}"))
+}
+
+/// Runs a command given as its words (`["HSET", "h", "f", "v"]`); the reply, or the error as
+/// Redis sent it (see [`server_error_text`]).
+pub fn run<T: ::redis::FromRedisValue>(
+    redis: &mut ::redis::Connection,
+    args: &[impl AsRef<[u8]>],
+) -> Result<T, String> {
+    let mut cmd = ::redis::Cmd::new();
+    for arg in args {
+        cmd.arg(arg.as_ref());
+    }
+    cmd.query(redis).map_err(|e| server_error_text(&e))
 }
 
 /// `SET key v`.
