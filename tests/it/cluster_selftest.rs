@@ -1,4 +1,4 @@
-//! Checks the cluster test support against real processes: six redis-servers running the
+//! Checks the testkit's cluster against real processes: six redis-servers running the
 //! module form a 3-master, 3-replica cluster, writes are routed to their slot's owner, and a
 //! manual failover is seen by the helpers.
 

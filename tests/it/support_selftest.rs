@@ -1,4 +1,4 @@
-//! Checks the test support itself against the real services (no module involved).
+//! Checks the testkit itself against the real services (no module involved).
 
 use std::io::ErrorKind;
 use std::net::TcpStream;
