@@ -23,7 +23,7 @@
 //! `target/bench-quick` with `--quick`). Figures never make it fail; errors do.
 
 #[allow(dead_code)]
-#[path = "../tests/support/proxy.rs"]
+#[path = "../../tests/support/proxy.rs"]
 mod proxy;
 
 use futures_lite::StreamExt;
