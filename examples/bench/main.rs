@@ -35,6 +35,7 @@ use lapin::{
     types::FieldTable,
     BasicProperties, Connection, ConnectionProperties,
 };
+use serde::{Serialize, Serializer};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::future::Future;
@@ -1889,56 +1890,65 @@ fn machine() -> Vec<(String, String)> {
     ]
 }
 
-fn json_str(s: &str) -> String {
-    let mut o = String::from("\"");
-    for ch in s.chars() {
-        match ch {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
+/// Figures rounded to 3 decimals, as readers of results.json have had them: an integral value
+/// is written without a fraction (`0`, `1000000`), one that is not finite as `null`.
+struct Num(f64);
+
+impl Serialize for Num {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let v = (self.0 * 1000.0).round() / 1000.0;
+        if !v.is_finite() {
+            ser.serialize_none()
+        } else if v.fract() == 0.0 && v.abs() < 9e15 {
+            ser.serialize_i64(v as i64)
+        } else {
+            ser.serialize_f64(v)
         }
     }
-    o.push('"');
-    o
 }
 
-fn json_num(v: f64) -> String {
-    if v.is_finite() {
-        format!("{}", (v * 1000.0).round() / 1000.0)
-    } else {
-        "null".into()
+/// (name, value) pairs written as a JSON object in their order (serde_json's own map sorts).
+struct Ordered<'a, V>(&'a [(String, V)]);
+
+impl<V: Serialize> Serialize for Ordered<'_, V> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_map(self.0.iter().map(|(k, v)| (k, v)))
     }
 }
 
-fn write_json(rep: &Report, mach: &[(String, String)], command: &str) -> String {
-    let mut o = String::from("{\n");
-    let _ = writeln!(o, "  \"command\": {},", json_str(command));
-    o.push_str("  \"machine\": {");
-    let m: Vec<String> = mach
-        .iter()
-        .map(|(k, v)| format!("{}: {}", json_str(k), json_str(v)))
-        .collect();
-    o.push_str(&m.join(", "));
-    o.push_str("},\n");
-    let notes: Vec<String> = rep.notes.iter().map(|n| json_str(n)).collect();
-    let _ = writeln!(o, "  \"errors\": [{}],", notes.join(", "));
-    let sections: Vec<String> = rep
-        .json
-        .iter()
-        .map(|(sec, vals)| {
-            let inner: Vec<String> = vals
-                .iter()
-                .map(|(k, v)| format!("    {}: {}", json_str(k), json_num(*v)))
-                .collect();
-            format!("  {}: {{\n{}\n  }}", json_str(sec), inner.join(",\n"))
-        })
-        .collect();
-    o.push_str(&sections.join(",\n"));
-    o.push_str("\n}\n");
-    o
+/// Serialized as a section of results.json: its figures in the order they were measured.
+struct Figures<'a>(&'a [(String, f64)]);
+
+impl Serialize for Figures<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_map(self.0.iter().map(|(k, v)| (k, Num(*v))))
+    }
+}
+
+/// results.json: the command, the machine, the errors, then one object per section.
+#[derive(Serialize)]
+struct Json<'a> {
+    command: &'a str,
+    machine: Ordered<'a, String>,
+    errors: &'a [String],
+    #[serde(flatten)]
+    sections: BTreeMap<&'a str, Figures<'a>>,
+}
+
+fn write_json(rep: &Report, mach: &[(String, String)], command: &str) -> Res<String> {
+    let json = Json {
+        command,
+        machine: Ordered(mach),
+        errors: &rep.notes,
+        sections: rep
+            .json
+            .iter()
+            .map(|(sec, vals)| (sec.as_str(), Figures(vals)))
+            .collect(),
+    };
+    let mut text = serde_json::to_string_pretty(&json).map_err(|e| format!("results.json: {e}"))?;
+    text.push('\n');
+    Ok(text)
 }
 
 fn svg_panel(
@@ -2083,7 +2093,7 @@ fn run(quick: bool, only: &[usize], out: &Path) -> Res<bool> {
         std::fs::write(out.join(name), text).map_err(|e| format!("write {name}: {e}"))
     };
     write("results.md", &rep.md)?;
-    write("results.json", &write_json(&rep, &mach, command))?;
+    write("results.json", &write_json(&rep, &mach, command)?)?;
     write("chart.svg", &write_svg(&rep))?;
     eprintln!(
         "bench: wrote {}/results.md, results.json, chart.svg",
