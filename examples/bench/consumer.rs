@@ -125,8 +125,9 @@ impl Drop for Consumer {
     }
 }
 
-/// The child process: consumes until its stream ends, printing `count distinct` on every change.
-pub fn consume_main(routing_key: &str, distinct: bool) -> Res<()> {
+/// Connects to the local RabbitMQ and consumes (no ack) from an exclusive queue bound to
+/// `routing_key` on amq.direct. The channel is returned too: it must outlive the stream.
+fn subscribe(routing_key: &str) -> Res<(Connection, lapin::Channel, lapin::Consumer)> {
     let (conn, channel) = with_deadline(Duration::from_secs(15), "consumer connect", async {
         let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
             .await
@@ -170,30 +171,39 @@ pub fn consume_main(routing_key: &str, distinct: bool) -> Res<()> {
             .await
             .map_err(|e| format!("basic_consume: {e}"))
     })?;
+    Ok((conn, channel, consumer))
+}
+
+/// Prints `ready`, then `count keys` every 2 ms when they changed; exits the process when
+/// stdout is closed (the bench has gone).
+fn report_counts(count: Arc<AtomicU64>, keys: Arc<AtomicU64>) {
+    std::thread::spawn(move || {
+        let mut last = (u64::MAX, u64::MAX);
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "ready");
+        let _ = out.flush();
+        loop {
+            let now = (count.load(Ordering::SeqCst), keys.load(Ordering::SeqCst));
+            if now != last {
+                last = now;
+                if writeln!(out, "{} {}", now.0, now.1)
+                    .and_then(|_| out.flush())
+                    .is_err()
+                {
+                    std::process::exit(0);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+}
+
+/// The child process: consumes until its stream ends, printing `count distinct` on every change.
+pub fn consume_main(routing_key: &str, distinct: bool) -> Res<()> {
+    let (conn, _channel, consumer) = subscribe(routing_key)?;
     let count = Arc::new(AtomicU64::new(0));
     let keys = Arc::new(AtomicU64::new(0));
-    {
-        let (count, keys) = (count.clone(), keys.clone());
-        std::thread::spawn(move || {
-            let mut last = (u64::MAX, u64::MAX);
-            let mut out = std::io::stdout();
-            let _ = writeln!(out, "ready");
-            let _ = out.flush();
-            loop {
-                let now = (count.load(Ordering::SeqCst), keys.load(Ordering::SeqCst));
-                if now != last {
-                    last = now;
-                    if writeln!(out, "{} {}", now.0, now.1)
-                        .and_then(|_| out.flush())
-                        .is_err()
-                    {
-                        std::process::exit(0);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        });
-    }
+    report_counts(count.clone(), keys.clone());
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     async_global_executor::block_on(async {
         let mut consumer = consumer;
