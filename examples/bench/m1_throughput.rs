@@ -94,25 +94,62 @@ const VARIANTS: [Variant; 6] = [
 const TESTS: [&str; 3] = ["SET", "HSET", "LPUSH"];
 const PIPELINES: [u32; 2] = [1, 16];
 
-/// redis-benchmark's figures: (name in results.json, index in its row, decimals, decimals of
-/// the ratio to no module, the ratio's name in results.json if it is there).
-type Metric = (&'static str, usize, usize, usize, Option<&'static str>);
+/// A figure of redis-benchmark, a column of the first table with its ratio to no module.
+struct Metric {
+    /// Its name in results.json.
+    json: &'static str,
+    /// Its index in a row of [`run_redis_benchmark`].
+    index: usize,
+    digits: usize,
+    ratio_digits: usize,
+    /// The ratio's name in results.json, if it is there.
+    ratio_json: Option<&'static str>,
+}
+
 const METRICS: [Metric; 3] = [
-    ("ops", 0, 0, 3, Some("ops_ratio")),
-    ("p50_ms", 1, 3, 2, None),
-    ("p99_ms", 2, 3, 2, Some("p99_ratio")),
+    Metric {
+        json: "ops",
+        index: 0,
+        digits: 0,
+        ratio_digits: 3,
+        ratio_json: Some("ops_ratio"),
+    },
+    Metric {
+        json: "p50_ms",
+        index: 1,
+        digits: 3,
+        ratio_digits: 2,
+        ratio_json: None,
+    },
+    Metric {
+        json: "p99_ms",
+        index: 2,
+        digits: 3,
+        ratio_digits: 2,
+        ratio_json: Some("p99_ratio"),
+    },
 ];
 
-/// The columns of the CPU table: (its part of a [`CpuSplit`], counted in the total (the
-/// publisher thread is part of redis-server's), name in results.json).
-type CpuPart = (fn(&CpuSplit) -> f64, bool, Option<&'static str>);
+/// A column of the CPU table: cores used by one part of the machine.
+struct CpuPart {
+    of: fn(&CpuSplit) -> f64,
+    /// Counted in the total (the publisher thread is part of redis-server's).
+    in_total: bool,
+    /// Its name in results.json, if it is there.
+    json: Option<&'static str>,
+}
+
+const fn part(of: fn(&CpuSplit) -> f64, in_total: bool, json: Option<&'static str>) -> CpuPart {
+    CpuPart { of, in_total, json }
+}
+
 const CPU_PARTS: [CpuPart; 6] = [
-    (|r| r.redis, true, Some("redis")),
-    (|r| r.publisher, false, None),
-    (|r| r.benchmark, true, None),
-    (|r| r.rabbitmq, true, Some("rabbitmq")),
-    (|r| r.consumer, true, None),
-    (|r| r.feeder, true, None),
+    part(|r| r.redis, true, Some("redis")),
+    part(|r| r.publisher, false, None),
+    part(|r| r.benchmark, true, None),
+    part(|r| r.rabbitmq, true, Some("rabbitmq")),
+    part(|r| r.consumer, true, None),
+    part(|r| r.feeder, true, None),
 ];
 
 impl Variant {
@@ -341,12 +378,19 @@ fn benchmark_table(out: &mut Section, s: &Sizes, runs: &Runs) {
                 median_of(runs, pipeline, v, |r| r.rows.get(t).map(|row| row[i]))
             };
             for (v, variant) in VARIANTS.iter().enumerate() {
-                let figures = METRICS.map(|(_, i, ..)| (med(v, i), med(v, i) / med(0, i)));
+                // (median, ratio to no module) of each metric
+                let figures = METRICS
+                    .each_ref()
+                    .map(|m| (med(v, m.index), med(v, m.index) / med(0, m.index)));
                 let cells: Vec<String> = METRICS
                     .iter()
                     .zip(&figures)
-                    .map(|(&(_, _, d, rd, _), &(m, r))| {
-                        format!("{} | {}", fixed(m, d), fixed(r, rd))
+                    .map(|(metric, &(m, r))| {
+                        format!(
+                            "{} | {}",
+                            fixed(m, metric.digits),
+                            fixed(r, metric.ratio_digits)
+                        )
                     })
                     .collect();
                 out.line(format!(
@@ -355,12 +399,12 @@ fn benchmark_table(out: &mut Section, s: &Sizes, runs: &Runs) {
                     cells.join(" | ")
                 ));
                 let key = format!("P{pipeline}_{t}_{}", variant.key);
-                for ((name, ..), (m, _)) in METRICS.iter().zip(&figures) {
-                    out.put(SEC, format!("{key}_{name}"), *m);
+                for (metric, (m, _)) in METRICS.iter().zip(&figures) {
+                    out.put(SEC, format!("{key}_{}", metric.json), *m);
                 }
                 if v > 0 {
-                    for ((.., ratio), (_, r)) in METRICS.iter().zip(&figures) {
-                        if let Some(name) = ratio {
+                    for (metric, (_, r)) in METRICS.iter().zip(&figures) {
+                        if let Some(name) = metric.ratio_json {
                             out.put(SEC, format!("{key}_{name}"), *r);
                         }
                     }
@@ -413,13 +457,13 @@ fn cpu_table(out: &mut Section, runs: &Runs) {
     out.line("|---:|---------|-------------:|-----------------------:|----------------:|---------:|---------:|-------------:|------:|---------------------------:|");
     for pipeline in PIPELINES {
         for (v, variant) in VARIANTS.iter().enumerate() {
-            let parts = CPU_PARTS.map(|(part, ..)| {
-                median_of(runs, pipeline, v, |r| Some(part(&r.cpu) / r.cpu.wall))
-            });
+            let parts = CPU_PARTS
+                .each_ref()
+                .map(|part| median_of(runs, pipeline, v, |r| Some((part.of)(&r.cpu) / r.cpu.wall)));
             let total: f64 = CPU_PARTS
                 .iter()
                 .zip(&parts)
-                .filter(|((_, in_total, _), _)| *in_total)
+                .filter(|(part, _)| part.in_total)
                 .map(|(_, p)| *p)
                 .sum();
             let rate = median_of(runs, pipeline, v, |r| Some(r.delivered));
@@ -432,8 +476,8 @@ fn cpu_table(out: &mut Section, runs: &Runs) {
                 fixed(rate, 0)
             ));
             let key = format!("P{pipeline}_{}", variant.key);
-            for ((_, _, name), p) in CPU_PARTS.iter().zip(&parts) {
-                if let Some(name) = name {
+            for (part, p) in CPU_PARTS.iter().zip(&parts) {
+                if let Some(name) = part.json {
                     out.put("1_cpu_cores", format!("{key}_{name}"), *p);
                 }
             }
