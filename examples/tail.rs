@@ -8,8 +8,8 @@
 //! (default `amq.direct`), `ROUTING_KEY` (default `redis_keyspace_events`); positional
 //! arguments win over the environment.
 //!
-//! The consumer declares an exclusive, auto-delete, server-named queue, binds it to EXCHANGE with
-//! ROUTING_KEY and prints every message as
+//! The consumer (the testkit's `Consumer`) declares an exclusive, auto-delete, server-named
+//! queue, binds it to EXCHANGE with ROUTING_KEY and prints every message as
 //!
 //! ```text
 //! db=0 event=set key=hello  id=<message_id> ts=<timestamp>
@@ -22,15 +22,11 @@
 //! `--count N` exits after N messages; `--ready-file PATH` creates PATH once the queue is bound
 //! (scripts wait for it before they make Redis write).
 
-use futures_lite::StreamExt;
-use lapin::{
-    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
-    Connection, ConnectionProperties,
-};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
+
+use testkit::{redact_url as redact, Consumer, ConsumerOptions};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -95,27 +91,6 @@ fn parse_args() -> Result<Options, String> {
     Ok(opts)
 }
 
-/// The URI with its password replaced by `***`, for messages.
-fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_string();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..scheme_end + 3],
-            &rest[..colon],
-            &rest[at..]
-        ),
-        None => url.to_string(),
-    }
-}
-
 /// Escape bytes for a one-line, unambiguous display.
 fn escape(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
@@ -148,72 +123,23 @@ fn format_line(body: &[u8], id: Option<&str>, ts: Option<u64>) -> String {
     }
 }
 
-async fn run(opts: Options) -> Result<(), String> {
+fn run(opts: Options) -> Result<(), String> {
     let shown_url = redact(&opts.url);
-    let runtime = lapin::runtime::default_runtime()
-        .map_err(|e| format!("no async runtime available: {e}"))?;
-    // lapin waits forever on a peer that accepts TCP and never answers: bound the handshake.
-    let connect = async {
-        Connection::connect_with_runtime(&opts.url, ConnectionProperties::default(), runtime)
-            .await
-            .map_err(|e| format!("cannot connect to {shown_url}: {e}"))
-    };
-    let deadline = async {
-        async_io::Timer::after(CONNECT_TIMEOUT).await;
-        Err(format!(
-            "no answer from {shown_url} within {} s",
-            CONNECT_TIMEOUT.as_secs()
-        ))
-    };
-    let conn = futures_lite::future::or(connect, deadline).await?;
-    let channel = conn
-        .create_channel()
-        .await
-        .map_err(|e| format!("cannot open a channel on {shown_url}: {e}"))?;
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| format!("cannot declare a queue: {e}"))?;
-    let queue_name = queue.name().clone();
-    channel
-        .queue_bind(
-            queue_name.clone(),
-            opts.exchange.as_str().into(),
-            opts.routing_key.as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot bind to exchange '{}' with routing key '{}': {e}",
-                opts.exchange, opts.routing_key
-            )
-        })?;
-    let mut consumer = channel
-        .basic_consume(
-            queue_name.clone(),
-            "tail".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| format!("cannot consume from queue {queue_name}: {e}"))?;
+    // The testkit's consumer: an exclusive, auto-delete, server-named queue bound to EXCHANGE
+    // with ROUTING_KEY, automatic acks; each setup step bounded (lapin waits forever on a peer
+    // that accepts TCP and never answers).
+    let mut consumer = Consumer::connect(&ConsumerOptions {
+        url: opts.url.clone(),
+        tag: "tail".into(),
+        timeout: CONNECT_TIMEOUT,
+        ..ConsumerOptions::new(&opts.exchange, &opts.routing_key)
+    })?;
 
     eprintln!(
-        "tail: listening on {shown_url}, exchange '{}', routing key '{}' (queue {queue_name})",
-        opts.exchange, opts.routing_key
+        "tail: listening on {shown_url}, exchange '{}', routing key '{}' (queue {})",
+        opts.exchange,
+        opts.routing_key,
+        consumer.queue()
     );
     if let Some(path) = &opts.ready_file {
         std::fs::write(path, b"ready\n")
@@ -225,13 +151,15 @@ async fn run(opts: Options) -> Result<(), String> {
     }
     let stdout = std::io::stdout();
     let mut seen: u64 = 0;
-    while let Some(delivery) = consumer.next().await {
-        let delivery = delivery.map_err(|e| format!("lost the broker: {e}"))?;
-        let props = &delivery.properties;
+    loop {
+        let message = consumer
+            .try_recv(None)
+            .map_err(|e| format!("lost the broker: {e}"))?
+            .ok_or("the consumer stopped waiting")?;
         let line = format_line(
-            &delivery.data,
-            props.message_id().as_ref().map(|s| s.as_str()),
-            *props.timestamp(),
+            &message.body,
+            message.message_id.as_deref(),
+            message.timestamp,
         );
         let mut out = stdout.lock();
         if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
@@ -240,11 +168,10 @@ async fn run(opts: Options) -> Result<(), String> {
         }
         seen += 1;
         if opts.count.is_some_and(|n| seen >= n) {
-            let _ = conn.close(200, "bye".into()).await;
+            // Dropping the consumer closes the connection.
             return Ok(());
         }
     }
-    Err("the consumer was cancelled or the connection closed".to_string())
 }
 
 fn main() -> ExitCode {
@@ -259,7 +186,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match async_global_executor::block_on(run(opts)) {
+    match run(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("tail: {msg}");

@@ -26,4 +26,4 @@ if ! [[ "$seconds" =~ ^[1-9][0-9]*$ ]]; then
 fi
 
 scripts/setup.sh
-CHAOS_SECONDS=$seconds exec cargo test --release --test latency_chaos -- --nocapture --test-threads=1
+CHAOS_SECONDS=$seconds exec cargo test --release --test latency chaos:: -- --nocapture --test-threads=1

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The whole suite: setup, format, lints, unit tests, each integration test binary, the latency
-# test binaries one at a time, and an end-to-end smoke run. Every step runs even when an earlier
-# one failed; the script exits non-zero if any failed and ends with "N passed, N failed".
+# The whole suite: setup, format, lints (the workspace: the module and testkit/), unit tests,
+# each integration topic, the latency tests one at a time, and an end-to-end smoke run. Every
+# step runs even when an earlier one failed; the script exits non-zero if any failed and ends
+# with "N passed, N failed".
 #
-# Integration test binaries are tests/*.rs and tests/*/main.rs. Those whose name starts with
-# `latency_` measure timing: they run after all others, one binary at a time, single-threaded.
+# Integration test binaries are tests/*.rs and tests/*/main.rs: today tests/it (every topic) and
+# tests/latency (the timing tests). A binary made of modules (tests/NAME/TOPIC.rs beside its
+# main.rs) runs one step per module, `cargo test --release --test NAME TOPIC::`, so that a failure
+# names its topic and STEP_TIMEOUT bounds a hang per topic. The binary `latency` (and any named
+# `latency_*`) measures timing: it runs after all others, one step at a time, single-threaded.
 #
 # Environment:
 #   STEP_TIMEOUT=1200   seconds allowed per step (build included)
@@ -66,11 +70,11 @@ if ! scripts/setup.sh; then
 fi
 passed=1 # setup
 
-step fmt cargo fmt --check
-step clippy cargo clippy --all-targets --release -- -D warnings
+step fmt cargo fmt --all --check
+step clippy cargo clippy --workspace --all-targets --release -- -D warnings
 step unit cargo test --release --lib --bins --examples
 
-# Integration test binaries, by name.
+# Integration test steps: "NAME" (a whole binary) or "NAME TOPIC" (one module of it).
 regular=()
 latency=()
 shopt -s nullglob
@@ -79,18 +83,37 @@ for f in tests/*.rs tests/*/main.rs; do
     */main.rs) name=${f#tests/} name=${name%/main.rs} ;;
     *) name=$(basename "$f" .rs) ;;
     esac
+    units=()
+    if [ "${f##*/}" = main.rs ]; then
+        for m in "tests/$name"/*.rs; do
+            [ "$m" = "$f" ] || units+=("$name $(basename "$m" .rs)")
+        done
+    fi
+    [ "${#units[@]}" -gt 0 ] || units=("$name")
     case "$name" in
-    latency_*) latency+=("$name") ;;
-    *) regular+=("$name") ;;
+    latency | latency_*) latency+=("${units[@]}") ;;
+    *) regular+=("${units[@]}") ;;
     esac
 done
 shopt -u nullglob
 
-for name in "${regular[@]}"; do
-    step "test $name" cargo test --release --test "$name"
+# integration STEP_NAME_SUFFIX UNIT [TEST ARGS...]: one step for a binary or one of its modules.
+integration() {
+    local suffix=$1 unit=$2 name topic
+    shift 2
+    read -r name topic <<<"$unit"
+    if [ -n "$topic" ]; then
+        step "test $name::$topic$suffix" cargo test --release --test "$name" "$topic::" -- "$@"
+    else
+        step "test $name$suffix" cargo test --release --test "$name" -- "$@"
+    fi
+}
+
+for unit in "${regular[@]}"; do
+    integration '' "$unit"
 done
-for name in "${latency[@]}"; do
-    step "test $name (alone)" cargo test --release --test "$name" -- --test-threads=1
+for unit in "${latency[@]}"; do
+    integration ' (alone)' "$unit" --test-threads=1
 done
 
 step smoke timeout 60 scripts/run.sh --demo --once

@@ -2,12 +2,10 @@
 //! published once, by the master that owns its key; commands given to one node reach all;
 //! failovers, a killed master and a moved slot lose nothing.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use support::{
+use testkit::{
     unique_routing_key, wait_until, Cluster, Consumer, FaultProxy, Message, Mode, ModuleArgs,
     RedisServer,
 };
@@ -27,7 +25,7 @@ fn cluster_to(port: u16, rk: &str) -> Cluster {
         wait_until(Duration::from_secs(5), || cluster
             .masters()
             .iter()
-            .all(|m| !info(m, "fallback_key").is_empty())),
+            .all(|m| !m.module_info("fallback_key").is_empty())),
         "every master names its fallback list in INFO"
     );
     cluster
@@ -35,11 +33,7 @@ fn cluster_to(port: u16, rk: &str) -> Cluster {
 
 /// The `run_id` part of a `message_id` (`<run_id>-<seq>`).
 fn sender(m: &Message) -> String {
-    let id = m
-        .message_id
-        .as_deref()
-        .expect("every event has a message_id");
-    id.rsplit_once('-').expect("<run_id>-<seq>").0.to_string()
+    m.identity().0
 }
 
 /// Receives until `expected` keys arrived (then a quiet period) and checks each came once.
@@ -56,14 +50,6 @@ fn expect_each_once(consumer: &mut Consumer, expected: &[String]) -> Vec<Message
     let have: BTreeSet<&String> = count.keys().collect();
     assert_eq!(have, want, "exactly the keys written, each once");
     got
-}
-
-fn info(node: &RedisServer, field: &str) -> String {
-    node.module_info(field)
-}
-
-fn slot_owner<'a>(cluster: &'a Cluster, slot_key: &[u8]) -> &'a RedisServer {
-    cluster.node_for_key(slot_key)
 }
 
 #[test]
@@ -91,8 +77,8 @@ fn every_event_is_published_once_by_the_master_that_owns_it() {
         assert_eq!(sender(m), owner.run_id(), "published by the key's owner");
     }
     for r in cluster.replicas() {
-        assert_eq!(info(r, "publishing"), "no");
-        assert_eq!(info(r, "events_published"), "0");
+        assert_eq!(r.module_info("publishing"), "no");
+        assert_eq!(r.module_info("events_published"), "0");
     }
 }
 
@@ -112,12 +98,12 @@ fn a_command_on_one_node_applies_on_every_node() {
         wait_until(Duration::from_secs(5), || cluster
             .nodes()
             .iter()
-            .all(|n| info(n, "keymasks") == "\"wanted:*\"")),
+            .all(|n| n.module_info("keymasks") == "\"wanted:*\"")),
         "every node has the new mask: {:?}",
         cluster
             .nodes()
             .iter()
-            .map(|n| info(n, "keymasks"))
+            .map(|n| n.module_info("keymasks"))
             .collect::<Vec<_>>()
     );
 
@@ -145,11 +131,11 @@ fn a_command_on_one_node_applies_on_every_node() {
     std::thread::sleep(Duration::from_millis(500));
     for n in cluster.nodes() {
         assert!(
-            info(n, "broker").contains("127.0.0.1:5672"),
+            n.module_info("broker").contains("127.0.0.1:5672"),
             "{}",
-            info(n, "broker")
+            n.module_info("broker")
         );
-        assert_eq!(info(n, "keymasks"), "\"wanted:*\"");
+        assert_eq!(n.module_info("keymasks"), "\"wanted:*\"");
     }
 }
 
@@ -168,12 +154,12 @@ fn cluster_failover_keeps_events_flowing_exactly_once() {
     let replica = cluster.replica_of(old_master);
     cluster.failover(replica, WAIT);
     assert!(
-        wait_until(Duration::from_secs(5), || info(replica, "publishing")
+        wait_until(Duration::from_secs(5), || replica.module_info("publishing")
             == "yes"
-            && info(old_master, "publishing") == "no"),
+            && old_master.module_info("publishing") == "no"),
         "roles follow the failover at once: new master publishing {}, old master {}",
-        info(replica, "publishing"),
-        info(old_master, "publishing")
+        replica.module_info("publishing"),
+        old_master.module_info("publishing")
     );
 
     let after: Vec<String> = (0..300).map(|i| format!("after:{i}")).collect();
@@ -213,10 +199,10 @@ fn a_killed_masters_backlog_is_drained_by_its_promoted_replica() {
     }
 
     // The list lives in a slot the node serves, and reaches the replica.
-    let list = info(victim, "fallback_key");
-    assert!(list.starts_with(support::FALLBACK), "{list}");
+    let list = victim.module_info("fallback_key");
+    assert!(list.starts_with(testkit::FALLBACK), "{list}");
     assert_eq!(
-        slot_owner(&cluster, list.as_bytes()).port(),
+        cluster.node_for_key(list.as_bytes()).port(),
         victim.port(),
         "the list {list} is in one of the node's own slots"
     );
@@ -235,7 +221,7 @@ fn a_killed_masters_backlog_is_drained_by_its_promoted_replica() {
         }),
         "the {} events reach the list on the replica (master has {})",
         keys.len(),
-        info(victim, "fallback_length")
+        victim.module_info("fallback_length")
     );
     consumer.expect_none(QUIET);
     let check = std::process::Command::new("redis-cli")
@@ -265,10 +251,9 @@ fn a_killed_masters_backlog_is_drained_by_its_promoted_replica() {
         got.iter().all(|m| sender(m) == victim_id),
         "the events keep their identity (the dead master's run id)"
     );
-    assert!(wait_until(Duration::from_secs(5), || info(
-        replica,
-        "fallback_length"
-    ) == "0"));
+    assert!(wait_until(Duration::from_secs(5), || replica
+        .module_info("fallback_length")
+        == "0"));
 }
 
 #[test]
@@ -283,7 +268,7 @@ fn a_list_in_a_moved_slot_still_drains() {
     // and moves the arriving one into it (a master whose lowest slot this became would simply
     // take the arriving list as its own).
     let mut masters = cluster.masters();
-    masters.sort_by_key(|m| Cluster::slot(info(m, "fallback_key").as_bytes()));
+    masters.sort_by_key(|m| Cluster::slot(m.module_info("fallback_key").as_bytes()));
     let (to, from) = (masters[0], masters[2]);
     let keys: Vec<String> = Cluster::keys_covering_all_masters(300)
         .into_iter()
@@ -293,12 +278,12 @@ fn a_list_in_a_moved_slot_still_drains() {
         cluster.set(k);
     }
     assert!(
-        wait_until(WAIT, || info(from, "fallback_length")
+        wait_until(WAIT, || from.module_info("fallback_length")
             == keys.len().to_string()),
         "events wait in the list: {}",
-        info(from, "fallback_length")
+        from.module_info("fallback_length")
     );
-    let list = info(from, "fallback_key");
+    let list = from.module_info("fallback_key");
 
     // Move the list's slot to another master, as `redis-cli --cluster reshard` does.
     let slot = Cluster::slot(list.as_bytes());
@@ -337,14 +322,14 @@ fn a_list_in_a_moved_slot_still_drains() {
 
     // `from` now keeps its list elsewhere; `to` found the old one in its new slot.
     assert!(
-        wait_until(WAIT, || info(from, "fallback_key") != list),
+        wait_until(WAIT, || from.module_info("fallback_key") != list),
         "the node moved its list out of the slot it gave away"
     );
     assert!(
-        wait_until(WAIT, || info(to, "events_adopted")
+        wait_until(WAIT, || to.module_info("events_adopted")
             == keys.len().to_string()),
         "the node that took the slot takes the list over: adopted {}",
-        info(to, "events_adopted")
+        to.module_info("events_adopted")
     );
     let later: Vec<String> = (0..50).map(|i| format!("later:{i}")).collect();
     for k in &later {
@@ -355,7 +340,8 @@ fn a_list_in_a_moved_slot_still_drains() {
     expect_each_once(&mut consumer, &all);
     for n in cluster.masters() {
         assert!(
-            wait_until(Duration::from_secs(5), || info(n, "fallback_length") == "0"),
+            wait_until(Duration::from_secs(5), || n.module_info("fallback_length")
+                == "0"),
             "lists drained"
         );
     }

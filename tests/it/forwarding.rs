@@ -1,29 +1,22 @@
 //! What reaches RabbitMQ for each write: event classes, key masks, bodies, properties.
 
-mod support;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::{
-    body, set, unique_routing_key, wait_until, Consumer, Message, ModuleArgs, RedisServer,
-};
+use testkit::{body, set, wait_until, Message, Node};
 
 const WAIT: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(400);
 
-/// Starts Redis with the module publishing to `amq.direct` under a fresh routing key, and a
-/// consumer bound to it.
-fn start(events: &str, delivery_mode: u8, masks: &[&str]) -> (RedisServer, Consumer, String) {
-    let rk = unique_routing_key("fwd-");
-    let consumer = Consumer::bind("amq.direct", &rk);
-    let args = ModuleArgs {
-        events: events.into(),
-        delivery_mode,
-        fallback_size: 1000,
-        masks: masks.iter().map(|m| m.to_string()).collect(),
-        ..ModuleArgs::with_routing_key(&rk)
-    };
-    (RedisServer::start(&args.to_vec()), consumer, rk)
+/// Redis with the module publishing to `amq.direct` under a fresh routing key, and a consumer
+/// bound to it.
+fn start(events: &str, delivery_mode: u8, masks: &[&str]) -> Node {
+    Node::builder("fwd-")
+        .events(events)
+        .delivery_mode(delivery_mode)
+        .fallback_size(1000)
+        .masks(masks)
+        .timeouts(WAIT, QUIET)
+        .start()
 }
 
 fn bodies(messages: &[Message]) -> Vec<Vec<u8>> {
@@ -31,18 +24,13 @@ fn bodies(messages: &[Message]) -> Vec<Vec<u8>> {
 }
 
 fn run(redis: &mut redis::Connection, args: &[&[u8]]) {
-    let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query::<redis::Value>(redis)
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    testkit::run::<redis::Value>(redis, args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
 }
 
 #[test]
 fn every_class_yields_one_message_per_write() {
-    let (server, mut consumer, _) = start("A", 1, &["ALL"]);
-    let mut r = server.client();
+    let mut n = start("A", 1, &["ALL"]);
+    let mut r = n.server.client();
     let writes: [&[&[u8]]; 9] = [
         &[b"SET", b"s", b"v"],
         &[b"HSET", b"h", b"f", b"v"],
@@ -72,39 +60,26 @@ fn every_class_yields_one_message_per_write() {
     .iter()
     .map(|(ev, key)| body(0, ev, key.as_bytes()))
     .collect();
-    let got = consumer.expect(expected.len(), WAIT);
+    let got = n.consumer.expect(expected.len(), WAIT);
     assert_eq!(bodies(&got), expected);
-    consumer.expect_none(QUIET);
+    n.consumer.expect_none(QUIET);
 }
 
 #[test]
 fn only_the_loaded_classes_are_forwarded() {
-    let (server, mut consumer, _) = start("$", 1, &["ALL"]);
-    let mut r = server.client();
+    let mut n = start("$", 1, &["ALL"]);
+    let mut r = n.server.client();
     run(&mut r, &[b"SET", b"a", b"1"]);
     run(&mut r, &[b"EXPIRE", b"a", b"100"]);
     run(&mut r, &[b"DEL", b"a"]);
     run(&mut r, &[b"HSET", b"h", b"f", b"v"]);
     run(&mut r, &[b"SET", b"b", b"1"]);
-    let got = consumer.expect(2, WAIT);
+    let got = n.consumer.expect(2, WAIT);
     assert_eq!(
         bodies(&got),
         vec![body(0, "set", b"a"), body(0, "set", b"b")]
     );
-    consumer.expect_none(QUIET);
-}
-
-/// SETs each key and returns the keys whose events arrived.
-fn forwarded(server: &RedisServer, consumer: &mut Consumer, keys: &[&str]) -> Vec<String> {
-    let mut r = server.client();
-    for k in keys {
-        set(&mut r, k);
-    }
-    consumer
-        .drain_quiet(QUIET)
-        .iter()
-        .map(Message::key_lossy)
-        .collect()
+    n.consumer.expect_none(QUIET);
 }
 
 const KEYS: [&str; 8] = [
@@ -120,11 +95,8 @@ const KEYS: [&str; 8] = [
 
 #[test]
 fn without_a_mask_nothing_is_forwarded() {
-    let (server, mut consumer, _) = start("A", 1, &[]);
-    assert_eq!(
-        forwarded(&server, &mut consumer, &KEYS),
-        Vec::<String>::new()
-    );
+    let mut n = start("A", 1, &[]);
+    assert_eq!(n.forwarded(&KEYS), Vec::<String>::new());
 }
 
 #[test]
@@ -140,24 +112,20 @@ fn masks_loaded_at_start() {
         ),
     ];
     for (masks, expected) in cases {
-        let (server, mut consumer, _) = start("$", 1, masks);
-        assert_eq!(
-            forwarded(&server, &mut consumer, &KEYS),
-            expected,
-            "masks {masks:?}"
-        );
+        let mut n = start("$", 1, masks);
+        assert_eq!(n.forwarded(&KEYS), expected, "masks {masks:?}");
     }
 }
 
 #[test]
 fn keys_arrive_byte_for_byte_with_their_database() {
-    let (server, mut consumer, _) = start("A", 1, &["ALL"]);
-    let mut r = server.client();
+    let mut n = start("A", 1, &["ALL"]);
+    let mut r = n.server.client();
     let key: &[u8] = b"line1\nline2\x00nul\xff\xfe-not-utf8";
     run(&mut r, &[b"SET", key, b"v"]);
     run(&mut r, &[b"SELECT", b"3"]);
     run(&mut r, &[b"SET", b"in-db-3", b"v"]);
-    let got = consumer.expect(2, WAIT);
+    let got = n.consumer.expect(2, WAIT);
     assert_eq!(got[0].body, body(0, "set", key));
     assert_eq!(got[0].key(), key);
     assert_eq!(got[1].body, body(3, "set", b"in-db-3"));
@@ -167,8 +135,8 @@ fn keys_arrive_byte_for_byte_with_their_database() {
 fn keys_larger_than_a_frame_arrive_whole_and_in_order() {
     // RabbitMQ's frame_max is 128 KiB: these bodies span one, two and nine frames, and the
     // small ones around them share a batch with them.
-    let (server, mut consumer, _) = start("A", 1, &["ALL"]);
-    let mut r = server.client();
+    let mut n = start("A", 1, &["ALL"]);
+    let mut r = n.server.client();
     let keys: Vec<Vec<u8>> = [10, 131_072, 1_000, 1_100_000, 5]
         .iter()
         .enumerate()
@@ -179,27 +147,27 @@ fn keys_larger_than_a_frame_arrive_whole_and_in_order() {
         pipe.cmd("SET").arg(k.as_slice()).arg("v").ignore();
     }
     pipe.query::<()>(&mut r).expect("pipelined SETs");
-    let got = consumer.expect(keys.len(), WAIT);
+    let got = n.consumer.expect(keys.len(), WAIT);
     let expected: Vec<Vec<u8>> = keys.iter().map(|k| body(0, "set", k)).collect();
     assert!(
         bodies(&got) == expected,
         "body lengths {:?}",
         got.iter().map(|m| m.body.len()).collect::<Vec<_>>()
     );
-    // The confirms can reach the module just after the messages reach the consumer.
+    // The confirms can reach the module just after the messages reach the n.consumer.
     assert!(
-        wait_until(WAIT, || server.module_info_u64("events_confirmed")
+        wait_until(WAIT, || n.server.module_info_u64("events_confirmed")
             == keys.len() as u64),
         "confirmed: {}",
-        server.module_info_u64("events_confirmed")
+        n.server.module_info_u64("events_confirmed")
     );
 }
 
 #[test]
 fn properties_exchange_and_identity() {
     for mode in [1, 2] {
-        let (server, mut consumer, rk) = start("$", mode, &["ALL"]);
-        let mut r = server.client();
+        let mut n = start("$", mode, &["ALL"]);
+        let mut r = n.server.client();
         for k in ["a", "b", "c"] {
             set(&mut r, k);
         }
@@ -207,13 +175,13 @@ fn properties_exchange_and_identity() {
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let got = consumer.expect(3, WAIT);
-        let run_id = server.run_id();
+        let got = n.consumer.expect(3, WAIT);
+        let run_id = n.server.run_id();
         assert_eq!(run_id.len(), 40);
         for (i, m) in got.iter().enumerate() {
             assert_eq!(
                 (m.exchange.as_str(), m.routing_key.as_str()),
-                ("amq.direct", rk.as_str())
+                ("amq.direct", n.rk.as_str())
             );
             assert_eq!(m.content_type.as_deref(), Some("text/plain"));
             assert_eq!(m.delivery_mode, Some(mode));
@@ -231,21 +199,17 @@ fn properties_exchange_and_identity() {
 
 #[test]
 fn another_exchange_and_routing_key() {
-    let rk = unique_routing_key("topic-");
-    let mut consumer = Consumer::bind("amq.topic", &rk);
-    let args = ModuleArgs {
-        heartbeat: 0,
-        exchange: "amq.topic".into(),
-        delivery_mode: 2,
-        fallback_size: 100,
-        ..ModuleArgs::with_routing_key(&rk)
-    };
-    let server = RedisServer::start(&args.to_vec());
-    set(&mut server.client(), "k");
-    let m = &consumer.expect(1, WAIT)[0];
+    let mut n = Node::builder("topic-")
+        .heartbeat(0)
+        .exchange("amq.topic")
+        .delivery_mode(2)
+        .fallback_size(100)
+        .start();
+    set(&mut n.redis, "k");
+    let m = &n.consumer.expect(1, WAIT)[0];
     assert_eq!(
         (m.exchange.as_str(), m.routing_key.as_str()),
-        ("amq.topic", rk.as_str())
+        ("amq.topic", n.rk.as_str())
     );
     assert_eq!(m.delivery_mode, Some(2));
 }
@@ -255,23 +219,23 @@ fn another_exchange_and_routing_key() {
 /// Redis's cron raises while the module is quiet.
 #[test]
 fn events_after_a_quiet_spell_are_forwarded() {
-    let (server, mut consumer, _) = start("A", 1, &["ALL"]);
-    let mut r = server.client();
+    let mut n = start("A", 1, &["ALL"]);
+    let mut r = n.server.client();
     run(&mut r, &[b"SET", b"first", b"v"]);
     run(&mut r, &[b"SET", b"expiring", b"v", b"PX", b"2500"]);
-    assert_eq!(consumer.expect(3, WAIT).len(), 3, "set, set and expire");
+    assert_eq!(n.consumer.expect(3, WAIT).len(), 3, "set, set and expire");
     // Quiet for more than a second, then the key expires on its own.
-    let expired = consumer.expect(1, WAIT);
+    let expired = n.consumer.expect(1, WAIT);
     assert_eq!(bodies(&expired), [body(0, "expired", b"expiring")]);
     std::thread::sleep(Duration::from_millis(1500));
     let sent = std::time::Instant::now();
     run(&mut r, &[b"SET", b"after", b"v"]);
-    let got = consumer.expect(1, WAIT);
+    let got = n.consumer.expect(1, WAIT);
     assert_eq!(bodies(&got), [body(0, "set", b"after")]);
     assert!(
         sent.elapsed() < Duration::from_secs(1),
         "forwarded at once, not at the next periodic step: {:?}",
         sent.elapsed()
     );
-    consumer.expect_none(QUIET);
+    n.consumer.expect_none(QUIET);
 }

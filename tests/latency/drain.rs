@@ -2,15 +2,13 @@
 //! fallback list) does not slow Redis down, and delivers every event once, in order. Runs
 //! alone (`--test-threads=1`): it measures latency.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{
-    fallback_exists, fallback_len, tail_lines, unique_routing_key, Consumer, ModuleArgs,
+use testkit::{
+    fallback_exists, fallback_len, tail_lines, unique_routing_key, Consumer, ModuleArgs, Pings,
     RedisServer, FALLBACK,
 };
 
@@ -30,14 +28,6 @@ const STEP_BOUND: Duration = Duration::from_millis(5);
 
 fn plain_body(i: usize) -> Vec<u8> {
     format!("0\nset\nk{i}").into_bytes()
-}
-
-/// The PING loop's findings.
-struct Pings {
-    count: u64,
-    worst: Duration,
-    /// The slowest PINGs, with the time since the load, for the failure message.
-    slow: Vec<(Duration, Duration)>,
 }
 
 /// Sets the flag when dropped, so the PING thread also stops when the test panics.
@@ -85,21 +75,13 @@ fn spawn_pinger(mut c: redis::Connection, stop: Arc<AtomicBool>) -> thread::Join
     thread::spawn(move || {
         set_thread_nice(-20);
         let started = Instant::now();
-        let mut pings = Pings {
-            count: 0,
-            worst: Duration::ZERO,
-            slow: Vec::new(),
-        };
+        let mut pings = Pings::new(Some(PING_BOUND));
         while !stop.load(Ordering::Relaxed) {
             let t = Instant::now();
             let pong: String = redis::cmd("PING").query(&mut c).expect("PING");
             let took = t.elapsed();
             assert_eq!(pong, "PONG");
-            pings.count += 1;
-            pings.worst = pings.worst.max(took);
-            if took >= PING_BOUND {
-                pings.slow.push((started.elapsed(), took));
-            }
+            pings.record(started.elapsed(), took);
             thread::sleep(PING_EVERY);
         }
         pings
@@ -225,8 +207,8 @@ fn a_million_event_backlog_drains_without_slowing_redis() {
         "drained {EVENTS} events in {drained_in:?} ({rate:.0} events/s; first after {:?}); \
          {} PINGs, worst {:?}, {} at or over {PING_BOUND:?}",
         first_at.map(|t| t - load_started),
-        pings.count,
-        pings.worst,
+        pings.count(),
+        pings.max,
         pings.slow.len()
     );
     eprintln!(
@@ -237,15 +219,15 @@ fn a_million_event_backlog_drains_without_slowing_redis() {
     eprintln!(
         "control (idle Redis without the module): {} PINGs, worst {:?}, {} at or over \
          {PING_BOUND:?}; slowlog (>= 1 ms) of the draining Redis: {slowlog:?}",
-        control_pings.count,
-        control_pings.worst,
+        control_pings.count(),
+        control_pings.max,
         control_pings.slow.len()
     );
     assert!(!exists, "the list is gone once drained");
     assert!(
-        pings.count > 1000,
+        pings.count() > 1000,
         "too few PINGs ({}) to say anything",
-        pings.count
+        pings.count()
     );
     // What the module itself costs Redis: its longest hold of the main thread.
     let step_max = Duration::from_micros(server.module_info_u64("main_thread_step_max_us"));
@@ -263,13 +245,13 @@ fn a_million_event_backlog_drains_without_slowing_redis() {
     // (measured: worst 8-23 ms for both, 0.05-0.2% of PINGs over 5 ms for both). So the
     // bound is on the 99th percentile, not on the one worst PING, which is reported.
     assert!(
-        pings.slow.len() as u64 * 100 <= pings.count,
+        pings.slow.len() as u64 * 100 <= pings.count(),
         "{} of {} PINGs took {PING_BOUND:?} or more while the backlog drained (control: {} of {}); \
          slow ones (time since start, duration): {:?}",
         pings.slow.len(),
-        pings.count,
+        pings.count(),
         control_pings.slow.len(),
-        control_pings.count,
+        control_pings.count(),
         &pings.slow[..pings.slow.len().min(20)]
     );
 }

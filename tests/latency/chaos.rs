@@ -8,17 +8,15 @@
 //! it only roughly), `CHAOS_RATE` sets the writes per second (default 2000).
 //! `scripts/chaos.sh [seconds]` runs it with its output shown.
 
-mod support;
-
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{
-    tail_lines, unique_routing_key, Consumer, FaultProxy, Message, Mode, ModuleArgs, RedisServer,
-    FALLBACK,
+use testkit::{
+    tail_lines, unique_routing_key, Consumer, FaultProxy, Message, Mode, ModuleArgs, Pings,
+    RedisServer, FALLBACK,
 };
 
 const DEFAULT_SECONDS: u64 = 20;
@@ -136,7 +134,7 @@ fn nothing_is_lost_under_chaos() {
         let drain_time = drain_start.elapsed();
         flags.stop.store(true, SeqCst);
         let tally = join(consumer_thread, "consumer");
-        let pings = join(pinger, "pinger");
+        let (pings, max_ping_during_ctl) = join(pinger, "pinger");
         Run {
             written,
             faults,
@@ -144,6 +142,7 @@ fn nothing_is_lost_under_chaos() {
             drain_time,
             tally,
             pings,
+            max_ping_during_ctl,
         }
     });
 
@@ -161,6 +160,7 @@ fn nothing_is_lost_under_chaos() {
     let tally = run.tally;
     let faults = run.faults;
     let pings = run.pings;
+    let max_ping_during_ctl = run.max_ping_during_ctl;
     let lost = tally.missing(written);
     let heap_peak: u64 = field("heap_peak_bytes").parse().unwrap_or(0);
 
@@ -197,7 +197,7 @@ fn nothing_is_lost_under_chaos() {
         pings.samples.len(),
         pings.samples.iter().filter(|&&us| us > 10_000).count(),
         pings.max_at.as_secs_f64(),
-        if pings.max_during_ctl {
+        if max_ping_during_ctl {
             ", while rabbitmqctl ran"
         } else {
             ""
@@ -287,6 +287,8 @@ struct Run {
     drain_time: Duration,
     tally: Tally,
     pings: Pings,
+    /// Whether a `rabbitmqctl` was running during the worst PING.
+    max_ping_during_ctl: bool,
 }
 
 #[derive(Default)]
@@ -366,40 +368,12 @@ fn write(
 
 // ------------------------------------------------------------------------------------ pinger
 
-struct Pings {
-    /// Round trips in microseconds.
-    samples: Vec<u32>,
-    max: Duration,
-    /// When the worst one happened, since the pinger started.
-    max_at: Duration,
-    /// Whether a `rabbitmqctl` was running during the worst one.
-    max_during_ctl: bool,
-    /// The longest a 10 ms sleep of the pinger overran: how starved of CPU the test itself was.
-    max_oversleep: Duration,
-}
-
-impl Pings {
-    fn percentile(&self, p: f64) -> Duration {
-        if self.samples.is_empty() {
-            return Duration::ZERO;
-        }
-        let mut sorted = self.samples.clone();
-        sorted.sort_unstable();
-        let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-        Duration::from_micros(u64::from(sorted[rank.min(sorted.len() - 1)]))
-    }
-}
-
-/// PINGs every 10 ms on its own connection until the drain is over.
-fn ping(mut redis: redis::Connection, flags: &Flags) -> Pings {
+/// PINGs every 10 ms on its own connection until the drain is over. Also returns whether a
+/// `rabbitmqctl` was running during the worst PING.
+fn ping(mut redis: redis::Connection, flags: &Flags) -> (Pings, bool) {
     let start = Instant::now();
-    let mut pings = Pings {
-        samples: Vec::new(),
-        max: Duration::ZERO,
-        max_at: Duration::ZERO,
-        max_during_ctl: false,
-        max_oversleep: Duration::ZERO,
-    };
+    let mut pings = Pings::new(None);
+    let mut max_during_ctl = false;
     while !flags.stop.load(SeqCst) && !flags.aborted() {
         let ctl_before = flags.ctl_running.load(SeqCst);
         let t = Instant::now();
@@ -414,21 +388,14 @@ fn ping(mut redis: redis::Connection, flags: &Flags) -> Pings {
             }
         }
         let took = t.elapsed();
-        pings
-            .samples
-            .push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
-        if took > pings.max {
-            pings.max = took;
-            pings.max_at = t - start;
-            pings.max_during_ctl = ctl_before || flags.ctl_running.load(SeqCst);
+        if pings.record(t - start, took) {
+            max_during_ctl = ctl_before || flags.ctl_running.load(SeqCst);
         }
         let slept = Instant::now();
         thread::sleep(PING_EVERY);
-        pings.max_oversleep = pings
-            .max_oversleep
-            .max(slept.elapsed().saturating_sub(PING_EVERY));
+        pings.record_oversleep(slept.elapsed().saturating_sub(PING_EVERY));
     }
-    pings
+    (pings, max_during_ctl)
 }
 
 // ---------------------------------------------------------------------------------- consumer

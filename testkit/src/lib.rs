@@ -1,20 +1,21 @@
-//! Shared support for the integration tests: a throw-away `redis-server` running the module
-//! ([`RedisServer`]), an AMQP consumer on the real broker ([`Consumer`]) and a
-//! fault-injecting TCP proxy in front of the broker ([`FaultProxy`]).
+//! The test kit of key-evt-amqp: a throw-away `redis-server` running the module
+//! ([`RedisServer`]), an AMQP consumer on the real broker ([`Consumer`]), a fault-injecting
+//! TCP proxy in front of the broker ([`FaultProxy`]), a TLS terminator with a CA of its own
+//! ([`TlsTerminator`]) and a six-node Redis Cluster ([`Cluster`]).
 //!
 //! Everything talks to real services (RabbitMQ on 127.0.0.1:5672, `/usr/bin/redis-server`);
 //! when one is missing the helpers panic and say to run `scripts/setup.sh`. Every wait has a
 //! deadline so that a broken build fails a test instead of hanging it.
 //!
-//! Use from a test file with `mod support;`.
+//! Used by the integration tests (`tests/`) and the examples as a dev-dependency:
+//! `testkit = { path = "testkit", package = "key-evt-amqp-testkit" }`.
 
-// Each test binary compiles this module on its own and uses only part of it.
-#![allow(dead_code)]
-
-// Private modules, everything re-exported below: a test doing `use support::*;` must not
+// Private modules, everything re-exported below: a test doing `use testkit::*;` must not
 // get a `redis` module shadowing the `redis` crate.
 mod amqp;
 mod cluster;
+mod node;
+mod pings;
 mod proxy;
 mod redis;
 mod tls;
@@ -22,21 +23,18 @@ mod tls;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-// A given test binary uses only some of these.
-#[allow(unused_imports)]
 pub use self::amqp::{
-    amqp_channel, amqp_connect, amqp_publish, amqp_url, body, unique_routing_key, Consumer, Message,
+    amqp_channel, amqp_connect, amqp_publish, amqp_url, body, keys_of, redact_url,
+    unique_routing_key, Consumer, ConsumerOptions, Message,
 };
-#[allow(unused_imports)]
 pub use self::cluster::{Cluster, NODES, NODE_TIMEOUT_MS, SLOT_RANGES};
-#[allow(unused_imports)]
+pub use self::node::{set_keys, Node, NodeBuilder};
+pub use self::pings::Pings;
 pub use self::proxy::{FaultProxy, Mode};
-#[allow(unused_imports)]
 pub use self::redis::{
-    fallback_exists, fallback_len, module_path, server_error_text, set, tail_lines, LoadFailure,
-    ModuleArgs, RedisServer, FALLBACK,
+    fallback_exists, fallback_len, module_path, run, server_error_text, set, tail_lines,
+    LoadFailure, ModuleArgs, RedisServer, FALLBACK,
 };
-#[allow(unused_imports)]
 pub use self::tls::{TestCa, TlsTerminator};
 
 /// Polls `condition` every ~20 ms until it returns true or `timeout` has passed.

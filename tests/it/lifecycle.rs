@@ -1,10 +1,8 @@
 //! Loading with bad arguments, unloading and loading again in the same Redis process.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{
+use testkit::{
     fallback_len, set, unique_routing_key, wait_until, Consumer, Message, ModuleArgs, RedisServer,
 };
 

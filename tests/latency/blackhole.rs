@@ -1,12 +1,10 @@
 //! A black-holed broker (accepts bytes, never answers) does not slow Redis down, and loses no
 //! event. Runs alone (`--test-threads=1`): it measures latency.
 
-mod support;
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use support::{set, unique_routing_key, Consumer, FaultProxy, Mode, ModuleArgs, RedisServer};
+use testkit::{set, unique_routing_key, Consumer, FaultProxy, Mode, ModuleArgs, RedisServer};
 
 #[test]
 fn redis_keeps_answering_while_the_broker_is_black_holed() {

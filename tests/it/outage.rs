@@ -1,70 +1,30 @@
 //! A broker that refuses connections: events wait in the fallback list, then arrive once, in
 //! order, with their identity; the cap keeps the newest.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{
-    fallback_exists, fallback_len, set, unique_routing_key, wait_until, Consumer, FaultProxy,
-    Message, Mode, ModuleArgs, RedisServer,
-};
+use testkit::{fallback_exists, set, wait_until, Message, Mode, Node};
 
 const WAIT: Duration = Duration::from_secs(20);
 const QUIET: Duration = Duration::from_millis(500);
 
-struct Setup {
-    proxy: FaultProxy,
-    server: RedisServer,
-    redis: redis::Connection,
-    consumer: Consumer,
-}
-
 /// Redis publishing through a proxy that refuses connections from the start.
-fn refused_broker(fallback_size: i64) -> Setup {
-    let proxy = FaultProxy::start();
-    proxy.set_mode(Mode::Refuse);
-    let rk = unique_routing_key("outage-");
-    let consumer = Consumer::bind("amq.direct", &rk);
-    let args = ModuleArgs {
-        port: proxy.port(),
-        heartbeat: 5,
-        delivery_mode: 2,
-        fallback_size,
-        ..ModuleArgs::with_routing_key(&rk)
-    };
-    let server = RedisServer::start(&args.to_vec());
-    let redis = server.client();
-    Setup {
-        proxy,
-        server,
-        redis,
-        consumer,
-    }
-}
-
-impl Setup {
-    fn set_keys(&mut self, n: usize) -> Vec<String> {
-        let keys: Vec<String> = (0..n).map(|i| format!("key:{i}")).collect();
-        for k in &keys {
-            set(&mut self.redis, k);
-        }
-        keys
-    }
-
-    fn received_keys(&mut self, n: usize) -> Vec<String> {
-        let got = self.consumer.expect(n, WAIT);
-        self.consumer.expect_none(QUIET);
-        got.iter().map(Message::key_lossy).collect()
-    }
+fn refused_broker(fallback_size: i64) -> Node {
+    Node::builder("outage-")
+        .through_proxy(Mode::Refuse)
+        .heartbeat(5)
+        .delivery_mode(2)
+        .fallback_size(fallback_size)
+        .timeouts(WAIT, QUIET)
+        .start()
 }
 
 #[test]
 fn events_wait_in_the_list_and_arrive_once_in_order() {
     let mut s = refused_broker(0);
-    let keys = s.set_keys(50);
+    let keys = s.set_keys("key:", 50);
     assert!(
-        wait_until(Duration::from_secs(5), || fallback_len(&mut s.redis) == 50),
+        wait_until(Duration::from_secs(5), || s.fallback_len() == 50),
         "events reach the list within about a second"
     );
     s.consumer.expect_none(QUIET);
@@ -79,7 +39,7 @@ fn events_wait_in_the_list_and_arrive_once_in_order() {
     for k in &later {
         set(&mut s.redis, k);
     }
-    s.proxy.heal();
+    s.proxy().heal();
     let mut all = keys.clone();
     all.extend(later);
     let got = s.consumer.expect(60, WAIT);
@@ -87,24 +47,12 @@ fn events_wait_in_the_list_and_arrive_once_in_order() {
     let got_keys: Vec<String> = got.iter().map(Message::key_lossy).collect();
     assert_eq!(got_keys, all, "every event once, in the original order");
     // Identity survives the list: sequence numbers 1..=60 in order, persistent as configured.
-    let seqs: Vec<u64> = got
-        .iter()
-        .map(|m| {
-            m.message_id
-                .as_deref()
-                .unwrap()
-                .rsplit('-')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let seqs: Vec<u64> = got.iter().map(|m| m.identity().1).collect();
     assert_eq!(seqs, (1..=60).collect::<Vec<u64>>());
     assert!(got
         .iter()
         .all(|m| m.delivery_mode == Some(2) && m.timestamp.is_some()));
-    assert!(wait_until(WAIT, || fallback_len(&mut s.redis) == 0));
+    assert!(wait_until(WAIT, || s.fallback_len() == 0));
     assert!(!fallback_exists(&mut s.redis), "the list is gone");
     assert_eq!(s.server.module_info("connection"), "connected");
 }
@@ -112,19 +60,19 @@ fn events_wait_in_the_list_and_arrive_once_in_order() {
 #[test]
 fn a_cap_keeps_the_newest_events() {
     let mut s = refused_broker(5);
-    let keys = s.set_keys(10);
+    let keys = s.set_keys("key:", 10);
     assert!(wait_until(Duration::from_secs(5), || {
         s.server.module_info("events_dropped") == "5"
     }));
-    assert_eq!(fallback_len(&mut s.redis), 5);
-    s.proxy.heal();
-    assert_eq!(s.received_keys(5), keys[5..]);
+    assert_eq!(s.fallback_len(), 5);
+    s.proxy().heal();
+    assert_eq!(s.received(5), keys[5..]);
 }
 
 #[test]
 fn no_fallback_list_keeps_nothing() {
     let mut s = refused_broker(-1);
-    s.set_keys(10);
+    s.set_keys("key:", 10);
     assert!(wait_until(Duration::from_secs(5), || {
         s.server.module_info("events_dropped") == "10"
     }));
@@ -133,32 +81,26 @@ fn no_fallback_list_keeps_nothing() {
         s.server.module_info("connection") == "idle"
     }));
     assert!(!fallback_exists(&mut s.redis), "no fallback list");
-    s.proxy.heal();
+    s.proxy().heal();
     // New events flow again; the dropped ones never come.
     let later = vec!["after".to_string()];
     set(&mut s.redis, "after");
-    assert_eq!(s.received_keys(1), later);
+    assert_eq!(s.received(1), later);
 }
 
 #[test]
 fn a_connection_cut_mid_stream_loses_nothing() {
-    let proxy = FaultProxy::start();
-    let rk = unique_routing_key("cut-");
-    let mut consumer = Consumer::bind("amq.direct", &rk);
-    let args = ModuleArgs {
-        port: proxy.port(),
-        heartbeat: 5,
-        ..ModuleArgs::with_routing_key(&rk)
-    };
-    let server = RedisServer::start(&args.to_vec());
-    let mut r = server.client();
+    let mut n = Node::builder("cut-")
+        .through_proxy(Mode::Pass)
+        .heartbeat(5)
+        .start();
     for i in 0..2000 {
-        set(&mut r, &format!("k{i}"));
+        set(&mut n.redis, &format!("k{i}"));
         if i % 500 == 250 {
-            proxy.set_mode(Mode::CutMidStream);
+            n.proxy().set_mode(Mode::CutMidStream);
         }
     }
-    let got = consumer.drain_quiet(Duration::from_secs(8));
+    let got = n.consumer.drain_quiet(Duration::from_secs(8));
     let mut seen = std::collections::HashSet::new();
     let firsts: Vec<String> = got
         .iter()
@@ -167,5 +109,4 @@ fn a_connection_cut_mid_stream_loses_nothing() {
         .collect();
     let expected: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
     assert_eq!(firsts, expected, "every event, first occurrences in order");
-    drop(proxy);
 }

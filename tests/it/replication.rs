@@ -2,11 +2,9 @@
 //! replication stream, so a promoted replica behaves like its old master; replayed from the
 //! AOF at startup they are not applied (a restart starts from the load arguments).
 
-mod support;
-
 use std::time::Duration;
 
-use support::{set, unique_routing_key, wait_until, Consumer, Message, ModuleArgs, RedisServer};
+use testkit::{set, unique_routing_key, wait_until, Consumer, Message, ModuleArgs, RedisServer};
 
 const WAIT: Duration = Duration::from_secs(20);
 

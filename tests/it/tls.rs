@@ -2,14 +2,9 @@
 //! makes, a wrong CA then the right one, several brokers tried in order, configs changed at run
 //! time, and the password kept out of the log, INFO, CONFIG GET and error replies.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{
-    fallback_len, server_error_text, set, unique_routing_key, wait_until, Consumer, FaultProxy,
-    Message, Mode, ModuleArgs, RedisServer, TestCa, TlsTerminator,
-};
+use testkit::{run, wait_until, FaultProxy, Mode, Node, RedisServer, TestCa, TlsTerminator};
 
 const WAIT: Duration = Duration::from_secs(20);
 const QUIET: Duration = Duration::from_millis(500);
@@ -17,77 +12,22 @@ const QUIET: Duration = Duration::from_millis(500);
 /// A made-up password that must never show anywhere but `CONFIG GET key_evt_amqp.password`.
 const SECRET: &str = "Xk7canaryPw93";
 
-struct Node {
-    server: RedisServer,
-    redis: redis::Connection,
-    consumer: Consumer,
-}
-
 /// Redis with the module whose positional broker is `positional_port` (a refused one proves
 /// that the configs win), module configs `configs`, and a consumer of its events.
 fn start(positional_port: u16, configs: &[(&str, &str)]) -> Node {
-    let rk = unique_routing_key("tls-");
-    let consumer = Consumer::bind("amq.direct", &rk);
-    let args = ModuleArgs {
-        port: positional_port,
-        heartbeat: 5,
-        ..ModuleArgs::with_routing_key(&rk)
-    };
-    let server = RedisServer::start_with(configs, Some(&args.to_vec()));
-    let redis = server.client();
-    Node {
-        server,
-        redis,
-        consumer,
+    let mut builder = Node::builder("tls-")
+        .port(positional_port)
+        .heartbeat(5)
+        .timeouts(WAIT, QUIET);
+    for (name, value) in configs {
+        builder = builder.config(name, value);
     }
+    builder.start()
 }
 
-impl Node {
-    fn set_keys(&mut self, prefix: &str, n: usize) -> Vec<String> {
-        let keys: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
-        for k in &keys {
-            set(&mut self.redis, k);
-        }
-        keys
-    }
-
-    /// Exactly `n` events arrive, then nothing more; their keys in order.
-    fn received(&mut self, n: usize) -> Vec<String> {
-        let got = self.consumer.expect(n, WAIT);
-        self.consumer.expect_none(QUIET);
-        got.iter().map(Message::key_lossy).collect()
-    }
-
-    fn config_set(&mut self, name: &str, value: &str) -> Result<(), String> {
-        redis::cmd("CONFIG")
-            .arg("SET")
-            .arg(name)
-            .arg(value)
-            .query::<()>(&mut self.redis)
-            .map_err(|e| server_error_text(&e))
-    }
-
-    /// `CONFIG GET pattern` as `name value` lines.
-    fn config_get(&mut self, pattern: &str) -> String {
-        let pairs: Vec<String> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg(pattern)
-            .query(&mut self.redis)
-            .unwrap_or_else(|e| panic!("CONFIG GET {pattern}: {e}"));
-        pairs
-            .chunks(2)
-            .map(|c| c.join(" "))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    fn info(&self, field: &str) -> String {
-        self.server.module_info(field)
-    }
-
-    fn log(&self) -> String {
-        self.server.log()
-    }
+/// `CONFIG GET pattern` as `name value` lines.
+fn config_get(n: &Node, pattern: &str) -> String {
+    n.server.config_text(pattern)
 }
 
 /// A local port where nothing listens (connections are refused).
@@ -120,12 +60,14 @@ fn amqps_with_the_test_ca_delivers_events() {
     assert_eq!(n.info("connection"), "connected");
     let shown = format!("amqps://guest@127.0.0.1:{}/%2f", tls.port());
     assert!(
-        n.log().contains(&format!("connected to broker {shown}")),
+        n.server
+            .log()
+            .contains(&format!("connected to broker {shown}")),
         "the log names the broker in use:\n{}",
-        n.log()
+        n.server.log()
     );
     assert_eq!(
-        n.config_get("key_evt_amqp.uri"),
+        config_get(&n, "key_evt_amqp.uri"),
         format!("key_evt_amqp.uri amqps://guest@127.0.0.1:{}", tls.port()),
         "the URI is shown without its password"
     );
@@ -147,7 +89,7 @@ fn a_certificate_of_another_ca_is_refused_until_the_right_ca_is_set() {
     );
     let keys = n.set_keys("wrong-ca:", 10);
     assert!(
-        wait_until(WAIT, || fallback_len(&mut n.redis) == 10),
+        wait_until(WAIT, || n.fallback_len() == 10),
         "events wait in the fallback list; INFO:\n{}",
         n.server.module_info_text()
     );
@@ -161,18 +103,20 @@ fn a_certificate_of_another_ca_is_refused_until_the_right_ca_is_set() {
     assert_ne!(n.info("connection"), "connected");
 
     // A file that is no CA bundle is refused and changes nothing.
-    let before = n.config_get("key_evt_amqp.tls_ca_file");
+    let before = config_get(&n, "key_evt_amqp.tls_ca_file");
     let e = n
+        .server
         .config_set("key_evt_amqp.tls_ca_file", "/nonexistent/ca.pem")
         .unwrap_err();
     assert!(
         e.contains("invalid key_evt_amqp.tls_ca_file '/nonexistent/ca.pem': cannot read"),
         "{e}"
     );
-    assert_eq!(n.config_get("key_evt_amqp.tls_ca_file"), before);
+    assert_eq!(config_get(&n, "key_evt_amqp.tls_ca_file"), before);
 
     // The right CA: the waiting events arrive, in order, and new ones after them.
-    n.config_set("key_evt_amqp.tls_ca_file", &ca.path())
+    n.server
+        .config_set("key_evt_amqp.tls_ca_file", &ca.path())
         .expect("CONFIG SET the right CA");
     let mut all = keys;
     all.extend(n.set_keys("right-ca:", 5));
@@ -196,9 +140,9 @@ fn skipping_verification_accepts_any_certificate_and_says_so() {
     let keys = n.set_keys("skip:", 5);
     assert_eq!(n.received(5), keys);
     assert!(
-        n.log().contains("tls_skip_verify is on"),
+        n.server.log().contains("tls_skip_verify is on"),
         "a warning says that nothing is verified:\n{}",
-        n.log()
+        n.server.log()
     );
 }
 
@@ -227,7 +171,11 @@ fn brokers_are_tried_in_order_and_the_working_one_is_kept() {
     let from = format!("amqp://guest@127.0.0.1:{}/%2f", first.port());
     let to = format!("amqp://guest@127.0.0.1:{}/%2f", second.port());
     let line = format!("failing over from {from} to {to}");
-    assert!(n.log().contains(&line), "the log says so:\n{}", n.log());
+    assert!(
+        n.server.log().contains(&line),
+        "the log says so:\n{}",
+        n.server.log()
+    );
 
     // The first one is back: the publisher stays with the one that works.
     first.heal();
@@ -236,10 +184,10 @@ fn brokers_are_tried_in_order_and_the_working_one_is_kept() {
     assert_eq!(n.received(5), later);
     assert_eq!(first.accepted_total(), accepted, "no switch back");
     assert_eq!(
-        n.log().matches(&line).count(),
+        n.server.log().matches(&line).count(),
         1,
         "the failover is logged once:\n{}",
-        n.log()
+        n.server.log()
     );
     assert!(n.info("connection") == "connected");
 }
@@ -273,10 +221,11 @@ fn a_silent_tls_peer_times_out_and_the_next_broker_takes_over() {
     let keys = n.set_keys("silent:", 5);
     assert_eq!(n.received(5), keys, "through the second broker");
     assert!(
-        n.log()
+        n.server
+            .log()
             .contains("failing over from amqps://guest@127.0.0.1"),
         "{}",
-        n.log()
+        n.server.log()
     );
     // The attempt on the silent peer left no thread behind: besides Redis's own, the module
     // runs its publisher thread and nothing else.
@@ -305,18 +254,20 @@ fn config_changes_reach_the_running_module() {
     let mut n = start(down_port, &[]);
     let keys = n.set_keys("positional:", 5);
     assert!(
-        wait_until(WAIT, || fallback_len(&mut n.redis) == 5),
+        wait_until(WAIT, || n.fallback_len() == 5),
         "the positional broker is down: events wait"
     );
     n.consumer.expect_none(QUIET);
 
     // A URI wins over the positional arguments, at once.
-    n.config_set("key_evt_amqp.uri", "amqp://guest:guest@127.0.0.1:5672")
+    n.server
+        .config_set("key_evt_amqp.uri", "amqp://guest:guest@127.0.0.1:5672")
         .expect("CONFIG SET key_evt_amqp.uri");
     assert_eq!(n.received(5), keys);
 
     // A bad URI is refused and changes nothing.
     let e = n
+        .server
         .config_set("key_evt_amqp.uri", "amqp://guest:guest@127.0.0.1:0")
         .unwrap_err();
     assert!(
@@ -324,18 +275,19 @@ fn config_changes_reach_the_running_module() {
         "{e}"
     );
     assert_eq!(
-        n.config_get("key_evt_amqp.uri"),
+        config_get(&n, "key_evt_amqp.uri"),
         "key_evt_amqp.uri amqp://guest@127.0.0.1:5672"
     );
     let more = n.set_keys("uri:", 3);
     assert_eq!(n.received(3), more);
 
     // Empty: back to the positional broker, which is down.
-    n.config_set("key_evt_amqp.uri", "")
+    n.server
+        .config_set("key_evt_amqp.uri", "")
         .expect("CONFIG SET empty");
     n.set_keys("again-positional:", 3);
     assert!(
-        wait_until(WAIT, || fallback_len(&mut n.redis) == 3),
+        wait_until(WAIT, || n.fallback_len() == 3),
         "the positional broker is used again"
     );
     n.consumer.expect_none(QUIET);
@@ -352,13 +304,13 @@ fn the_password_never_shows() {
     let mut n = start(down_port, &[("key_evt_amqp.uri", &uri)]);
     n.set_keys("secret:", 3);
     assert!(
-        wait_until(WAIT, || fallback_len(&mut n.redis) == 3),
+        wait_until(WAIT, || n.fallback_len() == 3),
         "no broker takes the events"
     );
     assert!(
-        wait_until(WAIT, || n.log().contains("no broker reachable")),
+        wait_until(WAIT, || n.server.log().contains("no broker reachable")),
         "the failure is logged:\n{}",
-        n.log()
+        n.server.log()
     );
     let error = n.info("last_error");
     assert!(error.contains("ACCESS_REFUSED"), "{error}");
@@ -366,7 +318,7 @@ fn the_password_never_shows() {
     let connections = n.info("connections");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(n.info("connections"), connections, "no broker ever took it");
-    let log = n.log();
+    let log = n.server.log();
     assert_eq!(log.matches("no broker reachable").count(), 1, "{log}");
     assert_eq!(log.matches("failing over from").count(), 1, "{log}");
 
@@ -384,7 +336,7 @@ fn the_password_never_shows() {
         ),
         ("key_evt_amqp.uri", format!("http://leaky:{SECRET}@h")),
     ] {
-        let e = n.config_set(name, &value).unwrap_err();
+        let e = n.server.config_set(name, &value).unwrap_err();
         assert!(e.contains("invalid key_evt_amqp.uri"), "{e}");
         replies.push(e);
     }
@@ -392,21 +344,14 @@ fn the_password_never_shows() {
         vec!["key_evt_amqp.config_set", "127.0.0.1", "x", "leaky", SECRET],
         vec!["key_evt_amqp.connect", "127.0.0.1", "0", "leaky", SECRET],
     ] {
-        let mut cmd = redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        let e = cmd
-            .query::<()>(&mut n.redis)
-            .map_err(|e| server_error_text(&e))
-            .unwrap_err();
+        let e = run::<()>(&mut n.redis, &args).unwrap_err();
         replies.push(e);
     }
 
-    let config = n.config_get("key_evt_amqp.*");
-    let all_config = n.config_get("*");
+    let config = config_get(&n, "key_evt_amqp.*");
+    let all_config = config_get(&n, "*");
     let info = n.server.module_info_text();
-    let log = n.log();
+    let log = n.server.log();
     for (what, text) in [
         ("CONFIG GET key_evt_amqp.*", &config),
         ("CONFIG GET *", &all_config),
@@ -422,7 +367,7 @@ fn the_password_never_shows() {
     );
     // By its exact name, like Redis's own requirepass: what CONFIG REWRITE writes.
     assert_eq!(
-        n.config_get("key_evt_amqp.password"),
+        config_get(&n, "key_evt_amqp.password"),
         format!("key_evt_amqp.password {SECRET}")
     );
 }

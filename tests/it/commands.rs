@@ -1,86 +1,40 @@
 //! The seven `key_evt_amqp.*` commands: what each changes, and that bad input changes nothing.
 
-mod support;
-
-use std::fmt::Debug;
 use std::time::Duration;
 
-use support::{
-    fallback_len, set, unique_routing_key, wait_until, Consumer, Message, ModuleArgs, RedisServer,
+use testkit::{
+    fallback_len, run, set, unique_routing_key, wait_until, Consumer, Message, ModuleArgs, Node,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(400);
 
-struct Node {
-    server: RedisServer,
-    redis: redis::Connection,
-    consumer: Consumer,
-    rk: String,
+/// A node whose module forwards the keys matching `masks`.
+fn start(masks: &[&str]) -> Node {
+    Node::builder("cmd-")
+        .masks(masks)
+        .timeouts(WAIT, QUIET)
+        .start()
 }
 
-impl Node {
-    fn start(masks: &[&str]) -> Node {
-        let rk = unique_routing_key("cmd-");
-        let consumer = Consumer::bind("amq.direct", &rk);
-        let args = ModuleArgs {
-            masks: masks.iter().map(|m| m.to_string()).collect(),
-            ..ModuleArgs::with_routing_key(&rk)
-        };
-        let server = RedisServer::start(&args.to_vec());
-        let redis = server.client();
-        Node {
-            server,
-            redis,
-            consumer,
-            rk,
-        }
-    }
-
-    fn cmd(&mut self, args: &[impl AsRef<str>]) -> Result<String, String> {
-        let mut c = redis::cmd(args[0].as_ref());
-        for a in &args[1..] {
-            c.arg(a.as_ref());
-        }
-        c.query::<String>(&mut self.redis)
-            .map_err(|e| support::server_error_text(&e))
-    }
-
-    fn ok(&mut self, args: &[impl AsRef<str> + Debug]) {
-        assert_eq!(self.cmd(args), Ok("OK".to_string()), "{args:?}");
-    }
-
-    /// SETs each key; returns the keys whose events arrived.
-    fn forwarded(&mut self, keys: &[&str]) -> Vec<String> {
-        for k in keys {
-            set(&mut self.redis, k);
-        }
-        self.consumer
-            .drain_quiet(QUIET)
-            .iter()
-            .map(Message::key_lossy)
-            .collect()
-    }
-
-    /// The configuration as INFO shows it.
-    fn config(&self) -> Vec<String> {
-        [
-            "broker",
-            "exchange",
-            "routing_key",
-            "keymasks",
-            "fallback_size",
-            "connection",
-        ]
-        .iter()
-        .map(|f| self.server.module_info(f))
-        .collect()
-    }
+/// The configuration as INFO shows it.
+fn config(n: &Node) -> Vec<String> {
+    [
+        "broker",
+        "exchange",
+        "routing_key",
+        "keymasks",
+        "fallback_size",
+        "connection",
+    ]
+    .iter()
+    .map(|f| n.info(f))
+    .collect()
 }
 
 #[test]
 fn keymask_commands_change_forwarding() {
-    let mut n = Node::start(&["^a"]);
+    let mut n = start(&["^a"]);
     assert_eq!(n.forwarded(&["a1", "b1"]), ["a1"]);
 
     n.ok(&["key_evt_amqp.keymask_add", "^b", "^c"]);
@@ -103,21 +57,13 @@ fn keymask_commands_change_forwarding() {
 
 #[test]
 fn config_set_and_connect_reconfigure() {
-    let mut n = Node::start(&["ALL"]);
+    let mut n = start(&["ALL"]);
     assert_eq!(n.forwarded(&["k1"]), ["k1"]);
 
     let rk2 = unique_routing_key("cmd2-");
     let mut second = Consumer::bind("amq.direct", &rk2);
-    n.ok(&[
-        "key_evt_amqp.config_set",
-        "127.0.0.1",
-        "5672",
-        "guest",
-        "guest",
-        "30",
-        "amq.direct",
-        &rk2,
-    ]);
+    // Only HOST … ROUTING_KEY: the arguments left out keep their values (the masks: ALL).
+    n.ok(&ModuleArgs::with_routing_key(&rk2).short_command("key_evt_amqp.config_set", 7));
     assert_eq!(n.forwarded(&["k2"]), Vec::<String>::new());
     assert_eq!(second.expect(1, WAIT)[0].key(), b"k2");
 
@@ -141,7 +87,7 @@ fn config_set_and_connect_reconfigure() {
 
 #[test]
 fn disconnect_keeps_events_in_the_list_until_connect() {
-    let mut n = Node::start(&["ALL"]);
+    let mut n = start(&["ALL"]);
     n.ok(&["key_evt_amqp.connect"]);
     assert!(
         wait_until(WAIT, || n.server.module_info("connection") == "connected"),
@@ -184,8 +130,8 @@ fn disconnect_keeps_events_in_the_list_until_connect() {
 
 #[test]
 fn bad_commands_reply_err_and_change_nothing() {
-    let mut n = Node::start(&["^a"]);
-    let before = n.config();
+    let mut n = start(&["^a"]);
+    let before = config(&n);
     let bad: [(&[&str], &str); 12] = [
         (&["key_evt_amqp.config_set"], "wrong number of arguments"),
         (&["key_evt_amqp.config_set", "h", "abc"], "PORT"),
@@ -234,7 +180,7 @@ fn bad_commands_reply_err_and_change_nothing() {
         let err = n.cmd(args).expect_err(&format!("{args:?} must fail"));
         assert!(err.starts_with("ERR"), "{args:?}: {err}");
         assert!(err.contains(names), "{args:?}: {err} should name {names}");
-        assert_eq!(n.config(), before, "{args:?} changed the configuration");
+        assert_eq!(config(&n), before, "{args:?} changed the configuration");
     }
     let err = n
         .cmd(&[
@@ -262,7 +208,7 @@ fn bad_commands_reply_err_and_change_nothing() {
 /// CONFIG SET (here `-@admin`) gets NOPERM and changes nothing; its writes are still forwarded.
 #[test]
 fn commands_need_the_permission_to_configure_redis() {
-    let mut n = Node::start(&["^a"]);
+    let mut n = start(&["^a"]);
     n.ok(&[
         "ACL",
         "SETUSER",
@@ -284,7 +230,7 @@ fn commands_need_the_permission_to_configure_redis() {
         "&*",
         "+@all",
     ]);
-    let before = n.config();
+    let before = config(&n);
     let login = |user: &str| {
         let url = format!("redis://{user}:{user}-pass@127.0.0.1:{}/", n.server.port());
         redis::Client::open(url.as_str())
@@ -298,18 +244,13 @@ fn commands_need_the_permission_to_configure_redis() {
         &["key_evt_amqp.disconnect"],
         &["key_evt_amqp.config_set", "127.0.0.1"],
     ] {
-        let mut c = redis::cmd(args[0]);
-        for a in &args[1..] {
-            c.arg(*a);
-        }
-        let err = c.query::<String>(&mut app).expect_err("not allowed");
-        let text = support::server_error_text(&err);
+        let text = run::<String>(&mut app, args).expect_err("not allowed");
         assert!(
             text.starts_with("NOPERM") && text.contains(args[0]),
             "{args:?}: {text}"
         );
     }
-    assert_eq!(n.config(), before, "nothing changed");
+    assert_eq!(config(&n), before, "nothing changed");
     set(&mut app, "a-from-app");
     assert_eq!(n.forwarded(&[]), ["a-from-app"]);
 

@@ -1,11 +1,11 @@
 //! Failures on the broker side: unroutable events, a missing exchange, negative
 //! acknowledgements. None is fatal, none loses events, none is retried forever.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{set, unique_routing_key, wait_until, Consumer, Message, ModuleArgs, RedisServer};
+use testkit::{
+    run, set, unique_routing_key, wait_until, Consumer, Message, ModuleArgs, RedisServer,
+};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -75,18 +75,9 @@ fn a_missing_exchange_is_logged_once_and_keeps_the_events() {
     );
     assert!(server.module_info("last_error").contains(&missing));
 
-    redis::cmd("key_evt_amqp.config_set")
-        .arg(&[
-            "127.0.0.1",
-            "5672",
-            "guest",
-            "guest",
-            "30",
-            "amq.direct",
-            &rk,
-        ])
-        .query::<()>(&mut r)
-        .unwrap();
+    // Only HOST … ROUTING_KEY: the arguments left out keep their values.
+    let config_set = ModuleArgs::with_routing_key(&rk).short_command("key_evt_amqp.config_set", 7);
+    run::<()>(&mut r, &config_set).unwrap();
     let got: Vec<String> = consumer
         .expect(10, WAIT)
         .iter()
@@ -100,8 +91,8 @@ fn a_missing_exchange_is_logged_once_and_keeps_the_events() {
 fn nacked_events_are_retried_in_order() {
     // A queue that holds one message and refuses the rest: RabbitMQ nacks them.
     let rk = unique_routing_key("nack-");
-    let (conn, channel) = support::amqp_channel();
-    let queue = support::block_on_timeout(Duration::from_secs(5), async {
+    let (conn, channel) = testkit::amqp_channel();
+    let queue = testkit::block_on_timeout(Duration::from_secs(5), async {
         use lapin::options::{QueueBindOptions, QueueDeclareOptions};
         use lapin::types::{AMQPValue, FieldTable};
         let mut args = FieldTable::default();
@@ -151,7 +142,7 @@ fn nacked_events_are_retried_in_order() {
     let mut got = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(40);
     while got.len() < 5 && std::time::Instant::now() < deadline {
-        let m = support::block_on_timeout(Duration::from_secs(5), async {
+        let m = testkit::block_on_timeout(Duration::from_secs(5), async {
             use lapin::options::BasicGetOptions;
             channel
                 .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -67,6 +67,20 @@ fn step<T, E: fmt::Display>(what: &str, fut: impl std::future::Future<Output = R
         Some(Ok(value)) => value,
         Some(Err(e)) => panic!("AMQP {what} failed: {e}"),
         None => panic!("AMQP {what} timed out after {SETUP_TIMEOUT:?}"),
+    }
+}
+
+/// The outcome of a setup step of [`Consumer::connect`] run with `block_on_timeout(limit, …)`.
+fn in_time<T>(
+    shown: &str,
+    limit: Duration,
+    what: &str,
+    result: Option<Result<T, lapin::Error>>,
+) -> Result<T, String> {
+    match result {
+        Some(Ok(value)) => Ok(value),
+        Some(Err(e)) => Err(format!("AMQP {what} on {shown} failed: {e}")),
+        None => Err(format!("AMQP {what} on {shown} timed out after {limit:?}")),
     }
 }
 
@@ -141,6 +155,22 @@ impl Message {
         String::from_utf8_lossy(self.key()).into_owned()
     }
 
+    /// `(run_id, seq)` from `message_id = <run_id>-<seq>`; panics if there is none or it has
+    /// another form.
+    pub fn identity(&self) -> (String, u64) {
+        let id = self
+            .message_id
+            .as_deref()
+            .unwrap_or_else(|| panic!("no message_id on {self:?}"));
+        let (run_id, seq) = id
+            .rsplit_once('-')
+            .unwrap_or_else(|| panic!("message_id {id:?} is not <run_id>-<seq>"));
+        let seq = seq
+            .parse()
+            .unwrap_or_else(|e| panic!("message_id {id:?}: bad seq ({e})"));
+        (run_id.to_string(), seq)
+    }
+
     fn from_delivery(d: lapin::message::Delivery) -> Message {
         let p = &d.properties;
         let string = |s: &Option<lapin::types::ShortString>| s.as_ref().map(|s| s.to_string());
@@ -154,6 +184,32 @@ impl Message {
             app_id: string(p.app_id()),
             body: d.data,
         }
+    }
+}
+
+/// The keys of `messages` ([`Message::key_lossy`]), in order.
+pub fn keys_of(messages: &[Message]) -> Vec<String> {
+    messages.iter().map(Message::key_lossy).collect()
+}
+
+/// `url` with the password replaced by `***` (`amqp://user:***@host`), for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!(
+                "{}{}:***{}",
+                &url[..scheme_end],
+                &rest[..colon],
+                &rest[at..]
+            ),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
     }
 }
 
@@ -173,65 +229,135 @@ impl fmt::Debug for Message {
     }
 }
 
+/// How [`Consumer::connect`] sets up: the broker, what the queue is bound to, and whether
+/// deliveries are acknowledged. [`ConsumerOptions::new`] gives `$AMQP_URL` (see [`amqp_url`]),
+/// automatic acks, an empty consumer tag and a 10 s deadline for each setup step.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    pub url: String,
+    pub exchange: String,
+    pub routing_key: String,
+    /// `false`: the broker counts a message delivered once sent (`no_ack`). `true`: each one is
+    /// acknowledged when [`Consumer::recv`] hands it out, so unreceived ones stay with the
+    /// broker.
+    pub ack: bool,
+    /// The consumer tag; empty lets the broker choose one.
+    pub tag: String,
+    /// Deadline of the connect and of each setup step.
+    pub timeout: Duration,
+}
+
+impl ConsumerOptions {
+    pub fn new(exchange: &str, routing_key: &str) -> ConsumerOptions {
+        ConsumerOptions {
+            url: amqp_url(),
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            ack: false,
+            tag: String::new(),
+            timeout: SETUP_TIMEOUT,
+        }
+    }
+}
+
 /// A consumer on a server-named, exclusive, auto-delete queue bound to one exchange and
-/// routing key. Messages are auto-acked; lapin buffers them until they are received.
+/// routing key. Messages are auto-acked unless [`ConsumerOptions::ack`] says otherwise; lapin
+/// buffers them until they are received.
 pub struct Consumer {
     conn: Connection,
     // Kept so that the channel outlives the consumer stream.
     _channel: Channel,
     stream: lapin::Consumer,
     queue: String,
+    ack: bool,
 }
 
 impl Consumer {
     /// Declares the queue, binds it to `exchange` with `routing_key` and starts consuming.
-    /// Once this returns, every message routed there is received.
+    /// Once this returns, every message routed there is received. Panics (saying to run
+    /// `scripts/setup.sh`) when the broker cannot be reached.
     pub fn bind(exchange: &str, routing_key: &str) -> Consumer {
-        let url = amqp_url();
-        let conn = amqp_connect(&url, SETUP_TIMEOUT)
-            .unwrap_or_else(|e| panic!("cannot connect to RabbitMQ at {url}: {e}; {SETUP_HINT}"));
-        let channel = step("channel open", conn.create_channel());
-        let queue = step(
+        let options = ConsumerOptions::new(exchange, routing_key);
+        Consumer::connect(&options).unwrap_or_else(|e| panic!("{e}; {SETUP_HINT}"))
+    }
+
+    /// Like [`Consumer::bind`] with every option; `Err` says which step failed and why (the
+    /// URL shown without its password).
+    pub fn connect(options: &ConsumerOptions) -> Result<Consumer, String> {
+        let shown = redact_url(&options.url);
+        let limit = options.timeout;
+        let conn = amqp_connect(&options.url, limit).map_err(|e| {
+            format!(
+                "cannot connect to {shown}: {}",
+                e.replace(&options.url, &shown)
+            )
+        })?;
+        let channel = in_time(
+            &shown,
+            limit,
+            "channel open",
+            block_on_timeout(limit, conn.create_channel()),
+        )?;
+        let queue = in_time(
+            &shown,
+            limit,
             "queue.declare",
-            channel.queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
+            block_on_timeout(
+                limit,
+                channel.queue_declare(
+                    "".into(),
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        auto_delete: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                ),
             ),
-        );
+        )?;
         let queue = queue.name().to_string();
-        step(
-            &format!("queue.bind to {exchange:?} with {routing_key:?}"),
-            channel.queue_bind(
-                queue.as_str().into(),
-                exchange.into(),
-                routing_key.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
+        in_time(
+            &shown,
+            limit,
+            &format!(
+                "queue.bind to {:?} with {:?}",
+                options.exchange, options.routing_key
             ),
-        );
-        let stream = step(
+            block_on_timeout(
+                limit,
+                channel.queue_bind(
+                    queue.as_str().into(),
+                    options.exchange.as_str().into(),
+                    options.routing_key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                ),
+            ),
+        )?;
+        let stream = in_time(
+            &shown,
+            limit,
             "basic.consume",
-            channel.basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
+            block_on_timeout(
+                limit,
+                channel.basic_consume(
+                    queue.as_str().into(),
+                    options.tag.as_str().into(),
+                    BasicConsumeOptions {
+                        no_ack: !options.ack,
+                        ..BasicConsumeOptions::default()
+                    },
+                    FieldTable::default(),
+                ),
             ),
-        );
-        Consumer {
+        )?;
+        Ok(Consumer {
             conn,
             _channel: channel,
             stream,
             queue,
-        }
+            ack: options.ack,
+        })
     }
 
     /// The server-generated queue name.
@@ -242,11 +368,36 @@ impl Consumer {
     /// The next message, or `None` if none arrives within `timeout`. Panics if the consumer
     /// fails (connection or channel lost).
     pub fn recv(&mut self, timeout: Duration) -> Option<Message> {
-        match block_on_timeout(timeout, self.stream.next()) {
-            None => None,
-            Some(Some(Ok(delivery))) => Some(Message::from_delivery(delivery)),
-            Some(Some(Err(e))) => panic!("AMQP consumer on {} failed: {e}", self.queue),
-            Some(None) => panic!("AMQP consumer on {} was cancelled", self.queue),
+        self.try_recv(Some(timeout))
+            .unwrap_or_else(|e| panic!("AMQP consumer on {} failed: {e}", self.queue))
+    }
+
+    /// The next message, waiting at most `timeout` (`None`: as long as it takes); `Ok(None)`
+    /// when the deadline won, `Err` when the consumer failed or was cancelled. With
+    /// [`ConsumerOptions::ack`] the message is acknowledged before it is returned.
+    pub fn try_recv(&mut self, timeout: Option<Duration>) -> Result<Option<Message>, String> {
+        let next = match timeout {
+            Some(timeout) => match block_on_timeout(timeout, self.stream.next()) {
+                None => return Ok(None),
+                Some(next) => next,
+            },
+            None => async_global_executor::block_on(self.stream.next()),
+        };
+        match next {
+            Some(Ok(delivery)) => {
+                if self.ack {
+                    let acked =
+                        block_on_timeout(SETUP_TIMEOUT, delivery.ack(BasicAckOptions::default()));
+                    match acked {
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return Err(format!("basic.ack failed: {e}")),
+                        None => return Err(format!("basic.ack timed out after {SETUP_TIMEOUT:?}")),
+                    }
+                }
+                Ok(Some(Message::from_delivery(delivery)))
+            }
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("the consumer was cancelled".into()),
         }
     }
 
@@ -264,6 +415,35 @@ impl Consumer {
                     got.len()
                 ),
             }
+        }
+        got
+    }
+
+    /// Exactly `n` messages within `timeout`, then none for `quiet`. Panics if fewer arrive
+    /// (with how many, their keys when there are few, and the last one) or if one more does.
+    pub fn expect_exactly(&mut self, n: usize, timeout: Duration, quiet: Duration) -> Vec<Message> {
+        let deadline = Instant::now() + timeout;
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv(left) {
+                Some(message) => got.push(message),
+                None => {
+                    let keys = if got.len() <= 50 {
+                        format!("keys {:?}; ", keys_of(&got))
+                    } else {
+                        String::new()
+                    };
+                    panic!(
+                        "expected {n} messages within {timeout:?}, got {}: {keys}last: {:?}",
+                        got.len(),
+                        got.last()
+                    )
+                }
+            }
+        }
+        if let Some(extra) = self.recv(quiet) {
+            panic!("expected exactly {n} messages, an extra one came: {extra:?}");
         }
         got
     }

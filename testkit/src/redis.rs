@@ -1,5 +1,6 @@
 //! A throw-away `redis-server` process, optionally with the module loaded.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -339,6 +340,39 @@ impl RedisServer {
 
 /// Inspection and replication helpers.
 impl RedisServer {
+    /// `CONFIG GET pattern` as a map (a new connection).
+    pub fn config_get(&self, pattern: &str) -> HashMap<String, String> {
+        ::redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(pattern)
+            .query(&mut self.client())
+            .unwrap_or_else(|e| panic!("CONFIG GET {pattern} on port {}: {e}", self.port))
+    }
+
+    /// `CONFIG GET pattern` as `name value` lines, in the order the server sent them.
+    pub fn config_text(&self, pattern: &str) -> String {
+        let pairs: Vec<String> = ::redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(pattern)
+            .query(&mut self.client())
+            .unwrap_or_else(|e| panic!("CONFIG GET {pattern} on port {}: {e}", self.port));
+        pairs
+            .chunks(2)
+            .map(|c| c.join(" "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// `CONFIG SET name value` (a new connection); `Err` holds the error reply.
+    pub fn config_set(&self, name: &str, value: &str) -> Result<(), String> {
+        ::redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query::<()>(&mut self.client())
+            .map_err(|e| server_error_text(&e))
+    }
+
     /// The value of `field` in `INFO <section>` (the text after `field:`), if present.
     pub fn info_field(&self, section: &str, field: &str) -> Option<String> {
         let info: String = ::redis::cmd("INFO")
@@ -506,6 +540,15 @@ impl ModuleArgs {
         args
     }
 
+    /// `name` followed by the first `n` arguments after EVENTS (`HOST PORT …`): the ones left
+    /// out keep the values in force (`short_command("key_evt_amqp.config_set", 7)` stops after
+    /// ROUTING_KEY).
+    pub fn short_command(&self, name: &str, n: usize) -> Vec<String> {
+        let mut args = self.command(name);
+        args.truncate(1 + n);
+        args
+    }
+
     fn broker_args(&self) -> Vec<String> {
         let mut args = vec![
             self.host.clone(),
@@ -542,6 +585,19 @@ pub fn fallback_exists(redis: &mut ::redis::Connection) -> bool {
         .unwrap_or_else(|e| panic!("EXISTS {FALLBACK} failed: {e}"))
 }
 
+/// Runs a command given as its words (`["HSET", "h", "f", "v"]`); the reply, or the error as
+/// Redis sent it (see [`server_error_text`]).
+pub fn run<T: ::redis::FromRedisValue>(
+    redis: &mut ::redis::Connection,
+    args: &[impl AsRef<[u8]>],
+) -> Result<T, String> {
+    let mut cmd = ::redis::Cmd::new();
+    for arg in args {
+        cmd.arg(arg.as_ref());
+    }
+    cmd.query(redis).map_err(|e| server_error_text(&e))
+}
+
 /// `SET key v`.
 pub fn set(redis: &mut ::redis::Connection, key: &str) {
     ::redis::cmd("SET")
@@ -553,7 +609,8 @@ pub fn set(redis: &mut ::redis::Connection, key: &str) {
 
 /// The module under test: `$KEY_EVT_AMQP_MODULE` if set, else `libkey_evt_amqp.so` next to
 /// this test binary's profile directory (`target/<profile>/`, which also works with a custom
-/// `CARGO_TARGET_DIR`), else `<manifest>/target/{debug|release}/`.
+/// `CARGO_TARGET_DIR`), else `<workspace root>/target/{debug|release}/` (the root package's
+/// target directory: this crate's manifest is one level down, in `testkit/`).
 pub fn module_path() -> PathBuf {
     if let Some(path) = std::env::var_os("KEY_EVT_AMQP_MODULE") {
         let path = PathBuf::from(path);
@@ -570,17 +627,17 @@ pub fn module_path() -> PathBuf {
     } else {
         "release"
     };
-    // Test binaries live in target/<profile>/deps/.
+    // Test binaries live in target/<profile>/deps/, examples in target/<profile>/examples/.
     let next_to_exe = std::env::current_exe()
         .ok()
         .and_then(|exe| Some(exe.parent()?.parent()?.join(FILE)));
-    let in_manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target")
-        .join(profile)
-        .join(FILE);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit/ lies inside the workspace root");
+    let in_root = root.join("target").join(profile).join(FILE);
     next_to_exe
         .into_iter()
-        .chain([in_manifest.clone()])
+        .chain([in_root.clone()])
         .find(|p| p.is_file())
         .unwrap_or_else(|| {
             let flag = if profile == "release" {
@@ -591,7 +648,7 @@ pub fn module_path() -> PathBuf {
             panic!(
                 "module not found at {}; build it: cargo build{flag}, or run scripts/test.sh \
                  (or point KEY_EVT_AMQP_MODULE at it)",
-                in_manifest.display()
+                in_root.display()
             )
         })
 }

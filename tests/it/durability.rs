@@ -3,14 +3,12 @@
 //! large backlog stays out of the module's memory. Each test checks what a user would: every
 //! event arrives, once, in order, with the identity it got on the node that saw it.
 
-mod support;
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use support::{
-    fallback_exists, fallback_len, set, tail_lines, unique_routing_key, wait_until, Consumer,
-    FaultProxy, Message, Mode, ModuleArgs, RedisServer,
+use testkit::{
+    fallback_exists, fallback_len, tail_lines, wait_until, Consumer, Message, Mode, Node,
+    RedisServer,
 };
 
 /// Events reach the list within about a second of the broker going away; allow for a slow,
@@ -23,24 +21,22 @@ const DELIVERY_WAIT: Duration = Duration::from_secs(30);
 const QUIET: Duration = Duration::from_millis(1000);
 const N: usize = 200;
 
-/// Load arguments: string events, the broker at `port`, heartbeat 5, `rk`, persistent, no cap,
-/// every key.
-fn module_args(port: u16, rk: &str) -> Vec<String> {
-    ModuleArgs {
-        port,
-        heartbeat: 5,
-        delivery_mode: 2,
-        ..ModuleArgs::with_routing_key(rk)
+/// A node publishing through a proxy in `mode`: string events, heartbeat 5, persistent, no
+/// cap, every key; `config` for the server.
+fn node(prefix: &str, mode: Mode, config: &[(&str, &str)]) -> Node {
+    let mut builder = Node::builder(prefix)
+        .through_proxy(mode)
+        .heartbeat(5)
+        .delivery_mode(2);
+    for (name, value) in config {
+        builder = builder.config(name, value);
     }
-    .to_vec()
+    builder.start()
 }
 
 /// `SET key:<i> v` for i in `range`, one command at a time.
 fn set_keys(server: &RedisServer, range: std::ops::Range<usize>) {
-    let mut r = server.client();
-    for i in range {
-        set(&mut r, &format!("key:{i}"));
-    }
+    testkit::set_keys(&mut server.client(), "key:", range);
 }
 
 /// Waits until the server's fallback list holds exactly `n` items; panics with the list
@@ -76,41 +72,10 @@ fn key_of(m: &Message) -> String {
     String::from_utf8_lossy(key).into_owned()
 }
 
-/// `(run_id, seq)` from `message_id = <run_id>-<seq>`.
-fn identity(m: &Message) -> (String, u64) {
-    let id = m
-        .message_id
-        .as_deref()
-        .unwrap_or_else(|| panic!("no message_id on {m:?}"));
-    let (run_id, seq) = id
-        .rsplit_once('-')
-        .unwrap_or_else(|| panic!("message_id {id:?} is not <run_id>-<seq>"));
-    let seq = seq
-        .parse()
-        .unwrap_or_else(|e| panic!("message_id {id:?}: bad seq ({e})"));
-    (run_id.to_string(), seq)
-}
-
 /// Receives exactly `n` messages within `timeout`, then checks that nothing more comes for
-/// [`QUIET`]. Panics with a short summary (not every message) if fewer arrive.
+/// [`QUIET`].
 fn receive_exactly(consumer: &mut Consumer, n: usize, timeout: Duration) -> Vec<Message> {
-    let deadline = Instant::now() + timeout;
-    let mut got = Vec::with_capacity(n);
-    while got.len() < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match consumer.recv(left) {
-            Some(m) => got.push(m),
-            None => panic!(
-                "expected {n} messages within {timeout:?}, got {}; last: {:?}",
-                got.len(),
-                got.last()
-            ),
-        }
-    }
-    if let Some(extra) = consumer.recv(QUIET) {
-        panic!("expected exactly {n} messages, an extra one came: {extra:?}");
-    }
-    got
+    consumer.expect_exactly(n, timeout, QUIET)
 }
 
 /// Asserts that `got` is `key:0 .. key:n-1` in order, with message ids `<run_id>-1 ..
@@ -119,7 +84,7 @@ fn assert_once_in_order(got: &[Message], n: usize, run_id: &str) {
     let keys: Vec<String> = got.iter().map(key_of).collect();
     let expected: Vec<String> = (0..n).map(|i| format!("key:{i}")).collect();
     assert_eq!(keys, expected, "every event once, in the original order");
-    let ids: Vec<(String, u64)> = got.iter().map(identity).collect();
+    let ids: Vec<(String, u64)> = got.iter().map(Message::identity).collect();
     let expected_ids: Vec<(String, u64)> =
         (1..=n as u64).map(|s| (run_id.to_string(), s)).collect();
     assert_eq!(
@@ -132,76 +97,73 @@ fn assert_once_in_order(got: &[Message], n: usize, run_id: &str) {
 /// backlog is delivered once, in order, with the first process's identities.
 #[test]
 fn a_backlog_survives_a_crash_through_the_aof() {
-    let proxy = FaultProxy::start();
-    proxy.set_mode(Mode::Refuse);
-    let rk = unique_routing_key("durability-aof-");
-    let mut consumer = Consumer::bind("amq.direct", &rk);
-    let args = module_args(proxy.port(), &rk);
-    let mut server = RedisServer::start_with(
+    let mut n = node(
+        "durability-aof-",
+        Mode::Refuse,
         &[("appendonly", "yes"), ("appendfsync", "always")],
-        Some(&args),
     );
-    let first_run_id = server.run_id();
+    let first_run_id = n.server.run_id();
 
-    set_keys(&server, 0..N);
-    wait_list_len(&server, N as i64, "before the crash");
-    assert_eq!(server.module_info_u64("events_spilled"), N as u64);
+    set_keys(&n.server, 0..N);
+    wait_list_len(&n.server, N as i64, "before the crash");
+    assert_eq!(n.server.module_info_u64("events_spilled"), N as u64);
 
-    server.kill9();
-    server.restart();
-    let second_run_id = server.run_id();
+    n.server.kill9();
+    n.server.restart();
+    let second_run_id = n.server.run_id();
     assert_ne!(first_run_id, second_run_id, "a restart gets a new run_id");
     // Right after the restart, and for a while (the module reconnects, fails, and must keep
     // the backlog in the list), the list holds every event.
     assert_eq!(
-        fallback_len(&mut server.client()),
+        fallback_len(&mut n.server.client()),
         N as i64,
         "the AOF kept the list; INFO:\n{}",
-        server.module_info_text()
+        n.server.module_info_text()
     );
     // Watch it for a while: the module finds the backlog, tries the broker, fails, and must
     // not take events out of the list (where a second crash would lose them) meanwhile.
-    let lowest = lowest_list_len(&server, Duration::from_millis(2500));
+    let lowest = lowest_list_len(&n.server, Duration::from_millis(2500));
     assert_eq!(
         lowest,
         N as i64,
         "the backlog stays in the list while the broker is away; INFO:\n{}\nlog tail:\n{}",
-        server.module_info_text(),
-        tail_lines(&server.log(), 30)
+        n.server.module_info_text(),
+        tail_lines(&n.server.log(), 30)
     );
-    assert_eq!(server.module_info("publishing"), "yes");
+    assert_eq!(n.server.module_info("publishing"), "yes");
     eprintln!(
         "after the restart: lowest list length {lowest}, refilled {}, spilled {}, connection {}",
-        server.module_info("events_refilled"),
-        server.module_info("events_spilled"),
-        server.module_info("connection")
+        n.server.module_info("events_refilled"),
+        n.server.module_info("events_spilled"),
+        n.server.module_info("connection")
     );
-    consumer.expect_none(QUIET);
+    n.consumer.expect_none(QUIET);
 
-    proxy.heal();
-    let got = receive_exactly(&mut consumer, N, DELIVERY_WAIT);
+    n.proxy().heal();
+    let got = receive_exactly(&mut n.consumer, N, DELIVERY_WAIT);
     assert_once_in_order(&got, N, &first_run_id);
     assert!(
-        wait_until(SPILL_WAIT, || !fallback_exists(&mut server.client())),
+        wait_until(SPILL_WAIT, || !fallback_exists(&mut n.server.client())),
         "the list is gone after delivery; it holds {}",
-        fallback_len(&mut server.client())
+        fallback_len(&mut n.server.client())
     );
-    assert_eq!(server.module_info("connection"), "connected");
+    assert_eq!(n.server.module_info("connection"), "connected");
 }
 
-/// Master and replica, both with the module, both pointed at `proxy`. The master gets
-/// `repl-diskless-sync-delay 0` so the initial sync starts at once.
-fn master_and_replica(proxy: &FaultProxy, rk: &str) -> (RedisServer, RedisServer) {
-    let args = module_args(proxy.port(), rk);
-    let master = RedisServer::start_with(&[("repl-diskless-sync-delay", "0")], Some(&args));
-    let replica = RedisServer::start_with(&[], Some(&args));
-    replica.replicate_from(&master, Duration::from_secs(20));
+/// Master and replica, both with the module, both pointed at the master node's proxy (in
+/// `mode`), the consumer on the master node. The master gets `repl-diskless-sync-delay 0` so
+/// the initial sync starts at once.
+fn master_and_replica(prefix: &str, mode: Mode) -> (Node, RedisServer) {
+    let master = node(prefix, mode, &[("repl-diskless-sync-delay", "0")]);
+    let replica = RedisServer::start(&master.args.to_vec());
+    let master_server = &master.server;
+    replica.replicate_from(master_server, Duration::from_secs(20));
     assert_eq!(
         replica.module_info("publishing"),
         "no",
         "a replica does not publish"
     );
-    assert_eq!(master.module_info("publishing"), "yes");
+    assert_eq!(master_server.module_info("publishing"), "yes");
     (master, replica)
 }
 
@@ -209,20 +171,16 @@ fn master_and_replica(proxy: &FaultProxy, rk: &str) -> (RedisServer, RedisServer
 /// promoted it delivers it once, in order, with the old master's identities.
 #[test]
 fn a_promoted_replica_delivers_the_old_masters_backlog() {
-    let proxy = FaultProxy::start();
-    proxy.set_mode(Mode::Refuse);
-    let rk = unique_routing_key("durability-failover-");
-    let mut consumer = Consumer::bind("amq.direct", &rk);
-    let (mut master, replica) = master_and_replica(&proxy, &rk);
-    let master_run_id = master.run_id();
+    let (mut n, replica) = master_and_replica("durability-failover-", Mode::Refuse);
+    let master_run_id = n.server.run_id();
 
-    set_keys(&master, 0..N);
-    wait_list_len(&master, N as i64, "master");
+    set_keys(&n.server, 0..N);
+    wait_list_len(&n.server, N as i64, "master");
     wait_list_len(&replica, N as i64, "replica");
     assert_eq!(replica.module_info("publishing"), "no");
     assert_eq!(replica.module_info_u64("events_matched"), 0);
 
-    master.kill9();
+    n.server.kill9();
     replica.promote();
     assert!(
         wait_until(SPILL_WAIT, || replica.module_info("publishing") == "yes"),
@@ -246,10 +204,10 @@ fn a_promoted_replica_delivers_the_old_masters_backlog() {
         replica.module_info_text(),
         tail_lines(&replica.log(), 30)
     );
-    consumer.expect_none(QUIET);
+    n.consumer.expect_none(QUIET);
 
-    proxy.heal();
-    let got = receive_exactly(&mut consumer, N, DELIVERY_WAIT);
+    n.proxy().heal();
+    let got = receive_exactly(&mut n.consumer, N, DELIVERY_WAIT);
     assert_once_in_order(&got, N, &master_run_id);
     assert!(
         wait_until(SPILL_WAIT, || !fallback_exists(&mut replica.client())),
@@ -262,28 +220,25 @@ fn a_promoted_replica_delivers_the_old_masters_backlog() {
 /// sees the same events and stays silent.
 #[test]
 fn a_replica_stays_silent() {
-    let proxy = FaultProxy::start();
-    let rk = unique_routing_key("durability-silent-");
-    let mut consumer = Consumer::bind("amq.direct", &rk);
-    let (master, replica) = master_and_replica(&proxy, &rk);
-    let master_run_id = master.run_id();
+    let (mut n, replica) = master_and_replica("durability-silent-", Mode::Pass);
+    let master_run_id = n.server.run_id();
 
-    set_keys(&master, 0..N);
+    set_keys(&n.server, 0..N);
     // The replica has applied every write (so it saw every event) before we count.
-    let mut r = master.client();
+    let mut r = n.server.client();
     let acked: i64 = redis::cmd("WAIT")
         .arg(1)
         .arg(10_000)
         .query(&mut r)
         .expect("WAIT");
     assert_eq!(acked, 1, "the replica acknowledged the writes");
-    let got = receive_exactly(&mut consumer, N, DELIVERY_WAIT);
+    let got = receive_exactly(&mut n.consumer, N, DELIVERY_WAIT);
     assert_once_in_order(&got, N, &master_run_id);
 
     assert_eq!(replica.module_info_u64("events_published"), 0);
     assert_eq!(replica.module_info_u64("connections"), 0);
-    assert_eq!(master.module_info_u64("events_confirmed"), N as u64);
-    assert!(!fallback_exists(&mut master.client()) && !fallback_exists(&mut replica.client()));
+    assert_eq!(n.server.module_info_u64("events_confirmed"), N as u64);
+    assert!(!fallback_exists(&mut n.server.client()) && !fallback_exists(&mut replica.client()));
 }
 
 /// d. A large backlog with a small memory queue: memory stays bounded, the list takes the
@@ -292,24 +247,19 @@ fn a_replica_stays_silent() {
 fn a_large_backlog_stays_out_of_memory() {
     const EVENTS: usize = 200_000;
     const PIPELINE: usize = 5_000;
-    let proxy = FaultProxy::start();
-    proxy.set_mode(Mode::Refuse);
-    let rk = unique_routing_key("durability-memory-");
-    let mut consumer = Consumer::bind("amq.direct", &rk);
-    let args = module_args(proxy.port(), &rk);
-    let server = RedisServer::start(&args);
-    let run_id = server.run_id();
-    let mut r = server.client();
+    let mut n = node("durability-memory-", Mode::Refuse, &[]);
+    let run_id = n.server.run_id();
+    let mut r = n.server.client();
     redis::cmd("CONFIG")
         .arg("SET")
         .arg("key_evt_amqp.queue_capacity")
         .arg(1000)
         .query::<()>(&mut r)
         .expect("CONFIG SET key_evt_amqp.queue_capacity");
-    assert_eq!(server.module_info_u64("queue_capacity"), 1000);
+    assert_eq!(n.server.module_info_u64("queue_capacity"), 1000);
 
-    let heap_before = server.module_info_u64("heap_bytes");
-    let peak_before = server.module_info_u64("heap_peak_bytes");
+    let heap_before = n.server.module_info_u64("heap_bytes");
+    let peak_before = n.server.module_info_u64("heap_peak_bytes");
     let mut max_queue = 0;
     for start in (0..EVENTS).step_by(PIPELINE) {
         let mut pipe = redis::pipe();
@@ -317,10 +267,10 @@ fn a_large_backlog_stays_out_of_memory() {
             pipe.cmd("SET").arg(format!("key:{i}")).arg("v").ignore();
         }
         pipe.query::<()>(&mut r).expect("pipelined SETs");
-        max_queue = max_queue.max(server.module_info_u64("queue_length"));
+        max_queue = max_queue.max(n.server.module_info_u64("queue_length"));
     }
-    wait_list_len(&server, EVENTS as i64, "after the writes");
-    let peak_after = server.module_info_u64("heap_peak_bytes");
+    wait_list_len(&n.server, EVENTS as i64, "after the writes");
+    let peak_after = n.server.module_info_u64("heap_peak_bytes");
     // The module's growth while taking the writes: its highest heap use since it started,
     // minus what it held before (an upper bound of the growth, as the peak may be older).
     let growth = peak_after.saturating_sub(heap_before);
@@ -341,46 +291,47 @@ fn a_large_backlog_stays_out_of_memory() {
         "the module's heap grew by up to {growth} B taking {EVENTS} events with a queue of \
          1000 (bound {BOUND} B)"
     );
-    assert_eq!(server.module_info_u64("events_spilled"), EVENTS as u64);
-    assert_eq!(server.module_info_u64("events_dropped"), 0);
+    assert_eq!(n.server.module_info_u64("events_spilled"), EVENTS as u64);
+    assert_eq!(n.server.module_info_u64("events_dropped"), 0);
 
-    proxy.heal();
+    n.proxy().heal();
     // Stream-check: no need to keep 50,000 messages.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen_keys = HashSet::new();
     for i in 0..EVENTS {
         let left = deadline.saturating_duration_since(Instant::now());
-        let m = consumer.recv(left).unwrap_or_else(|| {
+        let m = n.consumer.recv(left).unwrap_or_else(|| {
             panic!(
                 "only {i} of {EVENTS} messages arrived within 60 s; INFO:\n{}",
-                server.module_info_text()
+                n.server.module_info_text()
             )
         });
         let key = key_of(&m);
         assert!(seen_keys.insert(key.clone()), "duplicate: {m:?}");
         assert_eq!(key, format!("key:{i}"), "message {i} out of order: {m:?}");
         assert_eq!(
-            identity(&m),
+            m.identity(),
             (run_id.clone(), i as u64 + 1),
             "identity of {m:?}"
         );
     }
-    if let Some(extra) = consumer.recv(QUIET) {
+    if let Some(extra) = n.consumer.recv(QUIET) {
         panic!("expected exactly {EVENTS} messages, an extra one came: {extra:?}");
     }
     assert!(
-        wait_until(SPILL_WAIT, || !fallback_exists(&mut server.client())),
+        wait_until(SPILL_WAIT, || !fallback_exists(&mut n.server.client())),
         "the list is gone after delivery; it holds {}",
-        fallback_len(&mut server.client())
+        fallback_len(&mut n.server.client())
     );
     // Nothing of the backlog stays on the module's heap: queues and buffers that grew with it
     // are given back once nothing waits (a connection's few buffers remain).
     const IDLE_SLACK: u64 = 64 * 1024;
     assert!(
-        wait_until(Duration::from_secs(5), || server
+        wait_until(Duration::from_secs(5), || n
+            .server
             .module_info_u64("heap_bytes")
             <= heap_before + IDLE_SLACK),
         "heap {} B after the drain, {heap_before} B before the writes",
-        server.module_info_u64("heap_bytes")
+        n.server.module_info_u64("heap_bytes")
     );
 }

@@ -1,13 +1,11 @@
-//! Checks the cluster test support against real processes: six redis-servers running the
+//! Checks the testkit's cluster against real processes: six redis-servers running the
 //! module form a 3-master, 3-replica cluster, writes are routed to their slot's owner, and a
 //! manual failover is seen by the helpers.
-
-mod support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use support::{unique_routing_key, Cluster, Consumer, ModuleArgs, NODES, SLOT_RANGES};
+use testkit::{unique_routing_key, Cluster, Consumer, ModuleArgs, NODES, SLOT_RANGES};
 
 const SECOND: Duration = Duration::from_secs(1);
 const WAIT: Duration = Duration::from_secs(30);
@@ -23,7 +21,7 @@ fn cluster() -> (Cluster, Consumer) {
     (cluster, consumer)
 }
 
-fn dbsize(node: &support::RedisServer) -> u64 {
+fn dbsize(node: &testkit::RedisServer) -> u64 {
     redis::cmd("DBSIZE")
         .query(&mut node.client())
         .unwrap_or_else(|e| panic!("DBSIZE on port {} failed: {e}", node.port()))

@@ -1,11 +1,9 @@
 //! `INFO key_evt_amqp`: each field moves with the scenario that must move it. (`events_nacked`
 //! and `events_returned` are checked in broker_failures.rs, `events_adopted` in cluster.rs.)
 
-mod support;
-
 use std::time::Duration;
 
-use support::{
+use testkit::{
     set, unique_routing_key, wait_until, Consumer, FaultProxy, Mode, ModuleArgs, RedisServer,
 };
 

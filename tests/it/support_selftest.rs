@@ -1,13 +1,11 @@
-//! Checks the test support itself against the real services (no module involved).
-
-mod support;
+//! Checks the testkit itself against the real services (no module involved).
 
 use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use lapin::BasicProperties;
-use support::{
+use testkit::{
     amqp_connect, amqp_publish, body, unique_routing_key, wait_until, Consumer, FaultProxy, Mode,
     RedisServer,
 };
@@ -148,7 +146,7 @@ fn proxy_blackhole_then_pass_resumes_stalled_connection() {
     let conn = amqp_connect(&proxy.amqp_url(), 5 * SECOND).expect("AMQP through the proxy");
     proxy.set_mode(Mode::Blackhole);
     // A request that needs the broker's answer stalls...
-    let pending = support::block_on_timeout(Duration::from_millis(300), conn.create_channel());
+    let pending = testkit::block_on_timeout(Duration::from_millis(300), conn.create_channel());
     assert!(pending.is_none(), "channel opened through a black hole");
     let before = proxy.bytes_forwarded();
     std::thread::sleep(Duration::from_millis(100));
@@ -159,7 +157,7 @@ fn proxy_blackhole_then_pass_resumes_stalled_connection() {
     );
     // ...and completes once the hole lifts without closing the connection.
     proxy.set_mode(Mode::Pass);
-    support::block_on_timeout(5 * SECOND, conn.create_channel())
+    testkit::block_on_timeout(5 * SECOND, conn.create_channel())
         .expect("channel open after the hole lifted")
         .expect("channel open");
 }

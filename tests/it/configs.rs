@@ -3,39 +3,13 @@
 //! argument's error, wins over the positional argument at load, and the event classes stay
 //! fixed after load.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use support::{
-    module_path, server_error_text, set, unique_routing_key, Consumer, Message, ModuleArgs,
-    RedisServer,
-};
+use testkit::{keys_of, module_path, set, unique_routing_key, Consumer, ModuleArgs, RedisServer};
 
 const WAIT: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(400);
-
-fn config_get(server: &RedisServer, pattern: &str) -> HashMap<String, String> {
-    redis::cmd("CONFIG")
-        .arg("GET")
-        .arg(pattern)
-        .query(&mut server.client())
-        .expect("CONFIG GET")
-}
-
-fn config_set(server: &RedisServer, name: &str, value: &str) -> Result<(), String> {
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .query::<()>(&mut server.client())
-        .map_err(|e| server_error_text(&e))
-}
-
-fn keys(messages: &[Message]) -> Vec<String> {
-    messages.iter().map(Message::key_lossy).collect()
-}
 
 #[test]
 fn config_get_shows_the_values_in_force() {
@@ -49,7 +23,7 @@ fn config_get_shows_the_values_in_force() {
         ..ModuleArgs::with_routing_key(&rk)
     };
     let server = RedisServer::start(&args.to_vec());
-    let all = config_get(&server, "key_evt_amqp.*");
+    let all = server.config_get("key_evt_amqp.*");
     let expect = [
         ("key_evt_amqp.events", "$"),
         ("key_evt_amqp.host", "127.0.0.1"),
@@ -70,7 +44,7 @@ fn config_get_shows_the_values_in_force() {
             "{name}: {all:?}"
         );
     }
-    let everything = format!("{:?}", config_get(&server, "*"));
+    let everything = format!("{:?}", server.config_get("*"));
     assert!(
         !everything.contains("Secret-Of-The-Test"),
         "the password is not in CONFIG GET *"
@@ -82,7 +56,7 @@ fn config_get_shows_the_values_in_force() {
         .query(&mut server.client())
         .unwrap();
     assert_eq!(
-        config_get(&server, "key_evt_amqp.keymasks")["key_evt_amqp.keymasks"],
+        server.config_get("key_evt_amqp.keymasks")["key_evt_amqp.keymasks"],
         "cart:*"
     );
 }
@@ -96,16 +70,18 @@ fn config_set_changes_forwarding_and_bad_values_change_nothing() {
     let server = RedisServer::start(&ModuleArgs::with_routing_key(&rk).to_vec());
     let mut redis = server.client();
 
-    config_set(&server, "key_evt_amqp.keymasks", "a:* b:*").unwrap();
-    config_set(&server, "key_evt_amqp.routing_key", &rk2).unwrap();
+    server
+        .config_set("key_evt_amqp.keymasks", "a:* b:*")
+        .unwrap();
+    server.config_set("key_evt_amqp.routing_key", &rk2).unwrap();
     for k in ["a:1", "c:1", "b:1"] {
         set(&mut redis, k);
     }
-    assert_eq!(keys(&second.expect(2, WAIT)), ["a:1", "b:1"]);
+    assert_eq!(keys_of(&second.expect(2, WAIT)), ["a:1", "b:1"]);
     second.expect_none(QUIET);
     first.expect_none(QUIET);
 
-    let before = config_get(&server, "key_evt_amqp.*");
+    let before = server.config_get("key_evt_amqp.*");
     for (name, value, needle) in [
         (
             "key_evt_amqp.port",
@@ -129,25 +105,27 @@ fn config_set_changes_forwarding_and_bad_values_change_nothing() {
             "invalid key_evt_amqp.fallback_size 'lots'",
         ),
     ] {
-        let e = config_set(&server, name, value).expect_err(name);
+        let e = server.config_set(name, value).expect_err(name);
         assert!(e.contains(needle), "{name}: {e}");
     }
     assert_eq!(
-        config_get(&server, "key_evt_amqp.*"),
+        server.config_get("key_evt_amqp.*"),
         before,
         "bad values changed nothing"
     );
     set(&mut redis, "a:2");
-    assert_eq!(keys(&second.expect(1, WAIT)), ["a:2"]);
+    assert_eq!(keys_of(&second.expect(1, WAIT)), ["a:2"]);
 }
 
 #[test]
 fn event_classes_are_fixed_once_loaded() {
     let server = RedisServer::start(&ModuleArgs::default().to_vec());
-    let e = config_set(&server, "key_evt_amqp.events", "A").expect_err("immutable");
+    let e = server
+        .config_set("key_evt_amqp.events", "A")
+        .expect_err("immutable");
     assert!(e.contains("immutable"), "{e}");
     assert_eq!(
-        config_get(&server, "key_evt_amqp.events")["key_evt_amqp.events"],
+        server.config_get("key_evt_amqp.events")["key_evt_amqp.events"],
         "$"
     );
 }
@@ -176,9 +154,9 @@ fn configs_at_load_win_over_positional_arguments() {
         .arg("v")
         .query(&mut redis)
         .unwrap();
-    assert_eq!(keys(&named.expect(2, WAIT)), ["s:1", "h:1"]);
+    assert_eq!(keys_of(&named.expect(2, WAIT)), ["s:1", "h:1"]);
     positional.expect_none(QUIET);
-    let all = config_get(&server, "key_evt_amqp.*");
+    let all = server.config_get("key_evt_amqp.*");
     assert_eq!(all["key_evt_amqp.routing_key"], rk2);
     assert_eq!(
         all["key_evt_amqp.exchange"], "amq.direct",
@@ -205,7 +183,7 @@ fn configs_at_load_win_over_positional_arguments() {
     let mut redis = server.client();
     set(&mut redis, "other:1");
     set(&mut redis, "only:1");
-    assert_eq!(keys(&positional.expect(1, WAIT)), ["only:1"]);
+    assert_eq!(keys_of(&positional.expect(1, WAIT)), ["only:1"]);
     positional.expect_none(QUIET);
 }
 
@@ -236,7 +214,7 @@ impl FromFile {
             dir: dir.to_path_buf(),
         };
         assert!(
-            support::wait_until(WAIT, || server.client().is_ok()),
+            testkit::wait_until(WAIT, || server.client().is_ok()),
             "redis-server from {} did not answer",
             conf.display()
         );

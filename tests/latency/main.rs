@@ -1,0 +1,8 @@
+//! The timing tests: they measure how fast Redis keeps answering, so `scripts/test.sh` runs
+//! them after every other test, one module per step, single-threaded
+//! (`cargo test --release --test latency chaos:: -- --test-threads=1`), and their bounds mean
+//! something only on an otherwise idle machine.
+
+mod blackhole;
+mod chaos;
+mod drain;
