@@ -1,14 +1,17 @@
-//! What every measurement uses: the bench's own redis-server launcher ([`Redis`]), the module's
-//! arguments, child processes that die with the bench, deadlines, and the machine's description.
+//! What every measurement uses: redis-servers ([`Redis`]: the testkit's [`RedisServer`] with the
+//! bench's errors, connection and waits on top), the module's arguments, child processes that
+//! die with the bench, deadlines, and the machine's description.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use testkit::{ModuleArgs, RedisServer};
 
 pub type Res<T> = Result<T, String>;
 
@@ -16,19 +19,30 @@ pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const FALLBACK_KEY: &str = "REDIS_MODULE-key_evt_amqp-fallback_storage";
 pub const EXCHANGE: &str = "amq.direct";
 
-/// Used by the proxy module (`super::bind_local()`): a listener on a free local port.
-pub fn bind_local() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
-}
-
 /// A port nothing listens on (the listener is closed again).
 pub fn free_port() -> u16 {
-    bind_local().local_addr().map(|a| a.port()).unwrap_or(0)
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(0, |a| a.port())
 }
 
-/// The module the bench loads: the release build.
-pub fn module_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/libkey_evt_amqp.so")
+/// The module the testkit loads (the release build next to this binary's profile directory,
+/// or `$KEY_EVT_AMQP_MODULE`).
+pub fn module_path() -> Res<PathBuf> {
+    no_panic("module", testkit::module_path)
+}
+
+/// `f()`, with a panic (the testkit's way of failing) turned into an error: a measurement that
+/// fails is reported and the next one runs.
+pub fn no_panic<T>(what: &str, f: impl FnOnce() -> T) -> Res<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
+        let text = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("panic");
+        format!("{what}: {text}")
+    })
 }
 
 /// Builds docs/profiles/count_only.c, the floor of any module that subscribes to keyspace
@@ -85,95 +99,65 @@ pub fn unique(tag: &str) -> String {
     )
 }
 
-/// A redis-server child process on a free port with its own directory; killed when dropped.
+/// A redis-server child process on a free port with its own directory (the testkit's); killed
+/// when dropped.
 pub struct Redis {
-    child: Child,
-    pub port: u16,
-    dir: PathBuf,
+    server: RedisServer,
 }
 
 /// The module's load arguments: events `A` to amq.direct at 127.0.0.1:`broker_port`, heartbeat 2 s,
 /// transient messages, no cap on the fallback list, keys matching `mask`.
 pub fn module_args(broker_port: u16, routing_key: &str, mask: &str) -> Vec<String> {
-    [
-        "A",
-        "127.0.0.1",
-        &broker_port.to_string(),
-        "guest",
-        "guest",
-        "2",
-        EXCHANGE,
-        routing_key,
-        "1",
-        "0",
-        mask,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ModuleArgs {
+        events: "A".into(),
+        port: broker_port,
+        heartbeat: 2,
+        exchange: EXCHANGE.into(),
+        routing_key: routing_key.into(),
+        masks: vec![mask.into()],
+        ..ModuleArgs::default()
+    }
+    .to_vec()
 }
 
 impl Redis {
     /// A redis-server with our module loaded with `module`'s arguments, or without any module.
     pub fn start(module: Option<&[String]>) -> Res<Redis> {
-        Redis::start_with(module.map(|args| (module_path(), args)))
+        Redis::start_with(&[], module)
     }
 
-    /// A redis-server with the module at the given path loaded with the given arguments.
-    pub fn start_with(module: Option<(PathBuf, &[String])>) -> Res<Redis> {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("kea-bench-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-        let mut cmd = Command::new("redis-server");
-        cmd.arg("--port")
-            .arg(port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--enable-module-command", "yes"])
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--logfile")
-            .arg(dir.join("redis.log"));
-        if let Some((path, args)) = module {
-            cmd.arg("--loadmodule").arg(path).args(args);
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = die_with_parent(&mut cmd)
-            .spawn()
-            .map_err(|e| format!("cannot start redis-server: {e}"))?;
-        let mut redis = Redis { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut c) = redis.try_conn() {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return Ok(redis);
-                }
-            }
-            if let Ok(Some(status)) = redis.child.try_wait() {
-                let log = std::fs::read_to_string(redis.dir.join("redis.log")).unwrap_or_default();
-                return Err(format!("redis-server exited ({status}): {log}"));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("redis-server on port {port} not ready within 10 s"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    /// A redis-server that loads the module at `path` (without arguments) instead of ours.
+    pub fn start_loading(path: &Path) -> Res<Redis> {
+        let path = path.to_str().filter(|p| !p.contains(char::is_whitespace));
+        let path = path.ok_or("a module path for --loadmodule must be UTF-8 without spaces")?;
+        Redis::start_with(&[("loadmodule", path)], None)
     }
 
+    fn start_with(config: &[(&str, &str)], module: Option<&[String]>) -> Res<Redis> {
+        let server = no_panic("redis-server", || RedisServer::start_with(config, module))?;
+        Ok(Redis { server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// Its process id (0 once the testkit has killed it: no CPU time then).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.server.pid().unwrap_or(0)
     }
 
-    pub fn try_conn(&self) -> redis::RedisResult<redis::Connection> {
-        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?
+    /// A connection with the bench's timeouts (5 s to connect, 60 s for a reply: a pipeline of
+    /// 1000 SETs may wait behind a module step), not the testkit's.
+    fn try_conn(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port()))?
             .get_connection_with_timeout(Duration::from_secs(5))
     }
 
     pub fn conn(&self) -> Res<redis::Connection> {
         let c = self
             .try_conn()
-            .map_err(|e| format!("connect to redis {}: {e}", self.port))?;
+            .map_err(|e| format!("connect to redis {}: {e}", self.port()))?;
         c.set_read_timeout(Some(Duration::from_secs(60)))
             .map_err(|e| e.to_string())?;
         Ok(c)
@@ -264,14 +248,6 @@ impl Redis {
     }
 }
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// Runs `fut` on this thread; an error if it has not finished within `limit`.
 pub fn with_deadline<T>(limit: Duration, what: &str, fut: impl Future<Output = Res<T>>) -> Res<T> {
     async_global_executor::block_on(futures_lite::future::or(fut, async {
@@ -308,7 +284,7 @@ pub fn prefill(redis: &Redis, n: u64) -> Res<()> {
 pub fn load_forwarding_module(redis: &Redis, rk: &str) -> Res<()> {
     let mut load = redis::cmd("MODULE");
     load.arg("LOAD")
-        .arg(module_path().to_string_lossy().as_ref());
+        .arg(module_path()?.to_string_lossy().as_ref());
     for a in module_args(5672, rk, "ALL") {
         load.arg(a);
     }

@@ -5,8 +5,8 @@
 use crate::consumer::Consumer;
 use crate::cpu::CpuSplit;
 use crate::harness::{
-    count_only_module, die_with_parent, load_forwarding_module, module_args, module_path, prefill,
-    unique, Redis, Res,
+    count_only_module, die_with_parent, load_forwarding_module, module_args, prefill, unique,
+    Redis, Res,
 };
 use crate::report::md::fixed;
 use crate::report::Section;
@@ -160,10 +160,8 @@ impl Variant {
     fn start(&self, count_only: &Path, rk: &str) -> Res<Redis> {
         match self.server {
             Server::Plain => Redis::start(None),
-            Server::CountOnly => Redis::start_with(Some((count_only.to_path_buf(), &[]))),
-            Server::Ours(mask) => {
-                Redis::start_with(Some((module_path(), &module_args(5672, rk, mask))))
-            }
+            Server::CountOnly => Redis::start_loading(count_only),
+            Server::Ours(mask) => Redis::start(Some(&module_args(5672, rk, mask))),
         }
     }
 }
@@ -287,7 +285,7 @@ impl Bench<'_> {
             CpuSplit::now(server.pid(), consumer.pid(), feeder_pid),
             Instant::now(),
         );
-        let rows = run_redis_benchmark(server.port, self.s.bench_n, pipeline)?;
+        let rows = run_redis_benchmark(server.port(), self.s.bench_n, pipeline)?;
         let cpu = CpuSplit::now(server.pid(), consumer.pid(), feeder_pid)
             .since(before, started.elapsed().as_secs_f64());
         let count = consumer.count() - count;

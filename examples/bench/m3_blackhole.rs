@@ -2,13 +2,13 @@
 //! against a healthy window, and events lost.
 
 use crate::consumer::Consumer;
-use crate::harness::{module_args, unique, Redis, Res};
-use crate::proxy::{FaultProxy, Mode};
+use crate::harness::{module_args, no_panic, unique, Redis, Res};
 use crate::report::md::fixed;
 use crate::report::Section;
 use crate::stats::{max, median, percentile};
 use crate::Sizes;
 use std::time::{Duration, Instant};
+use testkit::{FaultProxy, Mode};
 
 /// SETs per second in both windows.
 const RATE: u64 = 5000;
@@ -133,7 +133,7 @@ fn round(
 pub fn run(s: &Sizes) -> Res<Section> {
     let rk = unique("m3");
     let consumer = Consumer::start(&rk, true)?;
-    let proxy = FaultProxy::start();
+    let proxy = no_panic("fault proxy", FaultProxy::start)?;
     let redis = start(&proxy, &consumer, &rk)?;
     let limit = Duration::from_secs(if s.quick { 20 } else { 60 });
     let mut b = Blackhole {

@@ -27,10 +27,6 @@
 //! and hand back their [`report::Section`]; `targets` compares the figures with issue 5's
 //! targets; `report` writes results.md, results.json and chart.svg.
 
-#[allow(dead_code)]
-#[path = "../../tests/support/proxy.rs"]
-mod proxy;
-
 mod consumer;
 mod cpu;
 mod harness;
@@ -43,8 +39,6 @@ mod report;
 mod stats;
 mod targets;
 
-// The proxy module calls `super::bind_local()`.
-use harness::bind_local;
 use harness::{machine, module_path, Res};
 use report::{Report, Section};
 use std::path::{Path, PathBuf};
@@ -112,12 +106,7 @@ const MEASUREMENTS: [Measurement; 5] = [
 /// Runs the measurements whose numbers are in `only` (all when empty), then writes the
 /// results to `out`. Ok(false) when a measurement failed.
 fn run(quick: bool, only: &[usize], out: &Path) -> Res<bool> {
-    if !module_path().exists() {
-        return Err(format!(
-            "{} is missing: run cargo build --release first",
-            module_path().display()
-        ));
-    }
+    module_path()?;
     let s = Sizes::new(quick);
     let command = if quick {
         "scripts/bench.sh --quick"
