@@ -317,6 +317,8 @@ pub fn command_output(cmd: &str, args: &[&str]) -> Option<String> {
 
 /// The machine lines of the report: cores, Redis, RabbitMQ, CPU.
 pub fn machine() -> Vec<(String, String)> {
+    // The testkit runs $REDIS_SERVER if set.
+    let redis_server = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
     let rabbit = command_output("rabbitmqctl", &["version"])
         .or_else(|| command_output("/usr/sbin/rabbitmqctl", &["version"]))
         .or_else(|| {
@@ -333,7 +335,7 @@ pub fn machine() -> Vec<(String, String)> {
         ),
         (
             "redis".into(),
-            command_output("redis-server", &["--version"]).unwrap_or_default(),
+            command_output(&redis_server, &["--version"]).unwrap_or_default(),
         ),
         ("rabbitmq".into(), rabbit),
         (

@@ -5,9 +5,10 @@
 //! cargo run --release --example bench -- consume ROUTING_KEY [--distinct]   (internal helper)
 //! ```
 //!
-//! Starts its own redis-server processes on free ports (never 6379), a counting AMQP consumer
-//! (this same binary, `consume`), and a fault proxy in front of the local RabbitMQ
-//! (127.0.0.1:5672, never reconfigured). Measures:
+//! Starts its own redis-server processes on free ports (never 6379; the testkit's `RedisServer`,
+//! so `$REDIS_SERVER` runs another server binary and `$KEY_EVT_AMQP_MODULE` another module
+//! build), a counting AMQP consumer (this same binary, `consume`), and a fault proxy in front
+//! of the local RabbitMQ (127.0.0.1:5672, never reconfigured). Measures:
 //!
 //! 1. `redis-benchmark -t set,hset,lpush` at `-P 1` and `-P 16`: no module / mask matching
 //!    nothing / every key forwarded, interleaved per round; ops/s, p50, p99 and SET
