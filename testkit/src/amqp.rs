@@ -276,9 +276,12 @@ impl Consumer {
     /// Declares the queue, binds it to `exchange` with `routing_key` and starts consuming.
     /// Once this returns, every message routed there is received. Panics (saying to run
     /// `scripts/setup.sh`) when the broker cannot be reached.
+    #[track_caller]
     pub fn bind(exchange: &str, routing_key: &str) -> Consumer {
-        let options = ConsumerOptions::new(exchange, routing_key);
-        Consumer::connect(&options).unwrap_or_else(|e| panic!("{e}; {SETUP_HINT}"))
+        match Consumer::connect(&ConsumerOptions::new(exchange, routing_key)) {
+            Ok(consumer) => consumer,
+            Err(e) => panic!("{e}; {SETUP_HINT}"),
+        }
     }
 
     /// Like [`Consumer::bind`] with every option; `Err` says which step failed and why (the

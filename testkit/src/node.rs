@@ -64,6 +64,7 @@ impl Node {
     }
 
     /// A node with every default: `Node::builder(prefix).start()`.
+    #[track_caller]
     pub fn start(prefix: &str) -> Node {
         Node::builder(prefix).start()
     }
@@ -199,6 +200,7 @@ impl NodeBuilder {
     }
 
     /// Starts the proxy (if asked), binds the consumer, then starts the server and connects.
+    #[track_caller]
     pub fn start(self) -> Node {
         let proxy = self.proxy.map(|mode| {
             let proxy = FaultProxy::start();
