@@ -12,8 +12,10 @@
 #                               results; use with --out, not to overwrite docs/bench)
 #
 # Runs scripts/setup.sh first (packages, RabbitMQ on 127.0.0.1:5672, release build). The bench
-# starts its own redis-server processes on free ports (never 6379) and ends every process it
-# started, also on failure (they are killed with it: PR_SET_PDEATHSIG).
+# starts its own redis-server processes on free ports (never 6379, through the testkit) and ends
+# every process it started, also on failure. Its consumer and redis-benchmark are killed with it
+# (PR_SET_PDEATHSIG); the redis-servers when it ends, fails or gets Ctrl-C (same process group),
+# but not when the bench alone is killed (the testkit sets no PR_SET_PDEATHSIG).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,7 +1,7 @@
 /* The floor for issue 5: a module whose keyspace callback only counts events.
  * Whatever it costs per SET is Redis's own module-notification machinery
  * (moduleNotifyKeyspaceEvent: a temporary client and context per subscriber per event).
- * Built by scripts/profile.sh and examples/bench.rs:
+ * Built by scripts/profile.sh and examples/bench/:
  *   cc -O2 -shared -fPIC -I<redis-module-2.0.8/src/include> -o count_only.so count_only.c */
 #define REDISMODULE_MAIN
 #include "redismodule.h"
