@@ -16,8 +16,8 @@
 //! ```
 //!
 //! The body is `DB\nEVENT\nKEY`; it is split on the first two `\n` only, since the key may hold any
-//! byte. The key is printed escaped: `\\` for a backslash, `\n`, `\r`, `\t`, and `\xNN` for every
-//! other byte outside printable ASCII.
+//! byte. The key is printed escaped as Rust's `escape_ascii` does: `\\` for a backslash, `\'` and
+//! `\"` for quotes, `\n`, `\r`, `\t`, and `\xNN` for every other byte outside printable ASCII.
 //!
 //! `--count N` exits after N messages; `--ready-file PATH` creates PATH once the queue is bound
 //! (scripts wait for it before they make Redis write).
@@ -91,20 +91,9 @@ fn parse_args() -> Result<Options, String> {
     Ok(opts)
 }
 
-/// Escape bytes for a one-line, unambiguous display.
+/// The key as one printable line: Rust's own byte escaping (`escape_ascii`).
 fn escape(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for &b in bytes {
-        match b {
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            0x20..=0x7e => out.push(b as char),
-            _ => out.push_str(&format!("\\x{b:02x}")),
-        }
-    }
-    out
+    bytes.escape_ascii().to_string()
 }
 
 /// One output line for a message body and its identity.
@@ -208,6 +197,7 @@ mod tests {
     #[test]
     fn escapes_binary_keys() {
         assert_eq!(escape(b"a\0b\xff\\ c"), "a\\x00b\\xff\\\\ c");
+        assert_eq!(escape(b"it's \"x\"\n"), "it\\'s \\\"x\\\"\\n");
         assert_eq!(escape(b""), "");
     }
 

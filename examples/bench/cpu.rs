@@ -3,6 +3,7 @@
 
 /// CPU seconds (utime+stime) of the threads of `pid` whose name is in `names`.
 pub fn threads_cpu(pid: u32, names: &[&str]) -> f64 {
+    // SAFETY: sysconf only reads a system value.
     let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let mut ticks = 0u64;
     if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
@@ -28,10 +29,7 @@ pub fn threads_cpu(pid: u32, names: &[&str]) -> f64 {
 
 /// CPU seconds of this process (the raw lapin publisher of measurement 2).
 pub fn self_cpu() -> f64 {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    rusage_cpu(libc::RUSAGE_SELF)
 }
 
 /// CPU seconds of every process named `comm` (RabbitMQ's Erlang VM: `beam.smp`).
@@ -50,8 +48,17 @@ fn processes_cpu(comm: &str) -> f64 {
 
 /// CPU seconds of the children this process has waited for (redis-benchmark runs).
 fn children_cpu() -> f64 {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    rusage_cpu(libc::RUSAGE_CHILDREN)
+}
+
+/// User and system CPU seconds of `who` (`RUSAGE_SELF` or `RUSAGE_CHILDREN`).
+fn rusage_cpu(who: libc::c_int) -> f64 {
+    // SAFETY: rusage is plain data (all zeroes is a valid value); getrusage fills the one we own.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut ru);
+        ru
+    };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }

@@ -6,6 +6,9 @@
 //! that a failure names its topic and a hang is bounded per topic: every test belongs in a
 //! topic module, none in this file. The timing tests are in the `latency` binary.
 
+// Tests unwrap: a failure is a panic with the error.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod broker_failures;
 mod cluster;
 mod cluster_selftest;
@@ -14,6 +17,7 @@ mod configs;
 mod durability;
 mod forwarding;
 mod info;
+mod layout;
 mod lifecycle;
 mod outage;
 mod replication;

@@ -1,5 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 //! The layout of `src/` holds (docs/ARCHITECTURE.md): only `src/redis/` and `lib.rs` touch
 //! Redis's API, `src/core/` is pure and self-contained, nothing imports upward, and no two
 //! files import each other in a circle. It reads the sources: what it checks is what a
