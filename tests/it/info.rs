@@ -46,6 +46,7 @@ fn a_healthy_broker_moves_seen_matched_published_confirmed() {
     assert_eq!(field(&server, "events_matched"), 2);
     assert_eq!(field(&server, "events_published"), 2);
     assert_eq!(field(&server, "connections"), 1);
+    assert_eq!(field(&server, "publisher_panics"), 0);
     assert_eq!(server.module_info("connection"), "connected");
     assert_eq!(server.module_info("last_error"), "");
     assert_eq!(field(&server, "queue_length"), 0);
