@@ -32,8 +32,8 @@ pub use self::node::{set_keys, Node, NodeBuilder};
 pub use self::pings::Pings;
 pub use self::proxy::{FaultProxy, Mode};
 pub use self::redis::{
-    fallback_exists, fallback_len, module_path, run, server_error_text, set, tail_lines,
-    LoadFailure, ModuleArgs, RedisServer, FALLBACK,
+    fallback_exists, fallback_len, module_path, redis_cli_binary, redis_server_binary, run,
+    server_error_text, set, tail_lines, LoadFailure, ModuleArgs, RedisServer, FALLBACK,
 };
 pub use self::tls::{TestCa, TlsTerminator};
 

@@ -654,7 +654,7 @@ pub fn module_path() -> PathBuf {
 }
 
 /// `$REDIS_SERVER` if set, else `/usr/bin/redis-server`.
-fn redis_server_binary() -> PathBuf {
+pub fn redis_server_binary() -> PathBuf {
     let path = std::env::var_os("REDIS_SERVER")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/bin/redis-server"));
@@ -664,6 +664,14 @@ fn redis_server_binary() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// `$REDIS_CLI` if set, else `redis-cli` (found on `PATH`): the client matching `$REDIS_SERVER`
+/// (scripts/servers.sh prints both).
+pub fn redis_cli_binary() -> PathBuf {
+    std::env::var_os("REDIS_CLI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("redis-cli"))
 }
 
 fn try_connect(port: u16) -> ::redis::RedisResult<::redis::Connection> {

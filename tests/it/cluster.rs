@@ -224,7 +224,7 @@ fn a_killed_masters_backlog_is_drained_by_its_promoted_replica() {
         victim.module_info("fallback_length")
     );
     consumer.expect_none(QUIET);
-    let check = std::process::Command::new("redis-cli")
+    let check = std::process::Command::new(testkit::redis_cli_binary())
         .args([
             "--cluster",
             "check",

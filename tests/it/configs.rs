@@ -202,7 +202,7 @@ impl FromFile {
             .find_map(|l| l.strip_prefix("port "))
             .and_then(|p| p.trim().parse().ok())
             .expect("a port line");
-        let child = std::process::Command::new("redis-server")
+        let child = std::process::Command::new(testkit::redis_server_binary())
             .arg(conf)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
