@@ -99,13 +99,18 @@ write_wrapper() {
     mv -f "$tmp" "$bin/$tool"
 }
 # A wrapper that runs a Debian 13 binary of the trixie root through Debian 13's loader, with argv[0]
-# ROLE (the role that binaries such as redis-check-rdb pick from it).
+# ROOT/usr/bin/ROLE (binaries such as redis-check-rdb pick their role from its last part; a full
+# path, as when started natively, keeps INFO's executable right). The loader is run through a
+# link named ROLE, so that the process's name (/proc/PID/comm, what ps and top show) is ROLE as
+# for a server started natively, not ld-linux-x86-64.
 trixie_wrapper() {
-    local name=$1 tool=$2 role=$3 binary=$4
+    local name=$1 tool=$2 role=$3 binary=$4 loader
+    loader=$(wrapper_dir "$name")/.loader/$role
+    mkdir -p "${loader%/*}"
+    ln -sfn "$TRIXIE_ROOT/usr/lib/$MULTIARCH/ld-linux-x86-64.so.2" "$loader"
     write_wrapper "$name" "$tool" \
         "root='$TRIXIE_ROOT'" \
-        "lib=\$root/usr/lib/$MULTIARCH" \
-        "exec \"\$lib/ld-linux-x86-64.so.2\" --library-path \"\$lib\" --argv0 $role \"\$root/usr/bin/$binary\" \"\$@\""
+        "exec '$loader' --library-path \"\$root/usr/lib/$MULTIARCH\" --argv0 \"\$root/usr/bin/$role\" \"\$root/usr/bin/$binary\" \"\$@\""
 }
 plain_wrapper() { write_wrapper "$1" "$2" "exec '$3' \"\$@\""; }
 
@@ -266,11 +271,13 @@ prepare_valkey_8_1() {
 # The apt files are checked on every run (cheap when they are as wanted): a machine prepared by
 # an older version of this script gets today's pin.
 [[ " ${names[*]} " != *" redis-7.0 "* ]] || [ "${#names[@]}" -gt 1 ] && ensure_apt_sources
+# Each prepare_* does its slow part (install, download, unpack) only when missing; the wrappers are
+# written anew every time (cheap), so a cache made by an older version of this script gets today's.
 for name in "${names[@]}"; do
-    if ! print_line "$name" >/dev/null || ! "$(wrapper_dir "$name")/redis-server" --version >/dev/null 2>&1; then
-        "prepare_${name//[.-]/_}"
-        "$(wrapper_dir "$name")/redis-server" --version >/dev/null ||
-            die "$name: $(wrapper_dir "$name")/redis-server --version fails"
-    fi
+    "prepare_${name//[.-]/_}"
+    "$(wrapper_dir "$name")/redis-server" --version >/dev/null ||
+        die "$name: $(wrapper_dir "$name")/redis-server --version fails"
+    "$(wrapper_dir "$name")/redis-cli" --version >/dev/null ||
+        die "$name: $(wrapper_dir "$name")/redis-cli --version fails"
     print_line "$name"
 done
