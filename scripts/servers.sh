@@ -71,7 +71,8 @@ TRIXIE_DEBS=$DIR/trixie/debs
 
 SUDO=()
 [ "$(id -u)" -eq 0 ] || SUDO=(sudo)
-apt_get() { "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q "$@"; }
+# apt's progress goes to stderr: stdout carries only the NAME SERVER CLI lines.
+apt_get() { "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q "$@" >&2; }
 pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 # ---------------------------------------------------------------- wrappers
@@ -234,7 +235,7 @@ prepare_trixie_root() {
         local tmp
         tmp=$(mktemp -d "$DIR/trixie/.download.XXXXXX")
         if [ "$(id -u)" -eq 0 ] && id _apt >/dev/null 2>&1; then chown _apt "$tmp"; chmod 755 "$tmp"; fi
-        (cd "$tmp" && apt-get -q download "${missing[@]}")
+        (cd "$tmp" && apt-get -q download "${missing[@]}") >&2
         mv -f "$tmp"/*.deb "$TRIXIE_DEBS"/
         rm -rf "$tmp"
     fi
