@@ -228,12 +228,15 @@ fn a_silent_tls_peer_times_out_and_the_next_broker_takes_over() {
         n.server.log()
     );
     // The attempt on the silent peer left no thread behind: besides Redis's own, the module
-    // runs its publisher thread and nothing else.
+    // runs its publisher thread and nothing else. The main thread bears the process's name
+    // (`redis-server`, `valkey-server`).
+    let pid = n.server.pid().expect("redis-server runs");
+    let process = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     let ours = |names: &[String]| {
         names
             .iter()
             .filter(|n| {
-                !(n.as_str() == "redis-server"
+                !(n.as_str() == process.trim()
                     || n.starts_with("bio_")
                     || n.starts_with("jemalloc_bg_thd"))
             })
