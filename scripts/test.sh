@@ -72,7 +72,7 @@ passed=1 # setup
 
 step fmt cargo fmt --all --check
 step clippy cargo clippy --workspace --all-targets --release -- -D warnings
-step unit cargo test --release --lib --bins --examples
+step unit cargo test --workspace --release --lib --bins --examples
 
 # Integration test steps: "NAME" (a whole binary) or "NAME TOPIC" (one module of it).
 regular=()

@@ -667,8 +667,35 @@ impl Cluster {
                 })
             })
         });
-        agree.then_some(states)
+        // Valkey 8.0 refuses to start from a nodes.conf where a replica's shard-id differs
+        // from its master's (valkey-io/valkey#774), which it writes while the ids settle after
+        // the cluster forms: a node killed then would not come back.
+        let consistent = self.live_nodes().all(|node| {
+            std::fs::read_to_string(node.dir().join("nodes.conf"))
+                .is_ok_and(|conf| shard_ids_agree(&conf))
+        });
+        (agree && consistent).then_some(states)
     }
+}
+
+/// Whether every replica in a `nodes.conf` carries its master's `shard-id` (trivially true
+/// for servers that write none, such as Redis 7.0).
+fn shard_ids_agree(conf: &str) -> bool {
+    let lines: Vec<Vec<&str>> = conf
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() >= 8)
+        .collect();
+    let shard_of = |id: &str| -> Option<&str> {
+        let line = lines.iter().find(|f| f[0] == id)?;
+        line[1]
+            .split(',')
+            .find_map(|aux| aux.strip_prefix("shard-id="))
+    };
+    lines
+        .iter()
+        .filter(|f| f[3] != "-")
+        .all(|replica| shard_of(replica[0]) == shard_of(replica[3]))
 }
 
 /// What one node says, see [`Cluster::try_state`].
@@ -726,4 +753,22 @@ fn parse_node_line(line: &str) -> Option<NodeLine> {
         connected: fields[7] == "connected",
         slots,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_ids_agree;
+
+    #[test]
+    fn a_replica_must_carry_its_masters_shard_id() {
+        let ok = "a 127.0.0.1:1@2,,tls-port=0,shard-id=s1 myself,master - 0 0 1 connected 0-5\n\
+                  b 127.0.0.1:3@4,,tls-port=0,shard-id=s1 slave a 0 0 1 connected\n";
+        assert!(shard_ids_agree(ok));
+        let bad = ok.replace("shard-id=s1 slave", "shard-id=s2 slave");
+        assert!(!shard_ids_agree(&bad));
+        // Redis 7.0 writes no shard-id.
+        assert!(shard_ids_agree(
+            "a 127.0.0.1:1@2 myself,master - 0 0 1 connected 0-5\nb 127.0.0.1:3@4 slave a 0 0 1 connected\n"
+        ));
+    }
 }
