@@ -65,6 +65,31 @@ fn every_class_yields_one_message_per_write() {
     n.consumer.expect_none(QUIET);
 }
 
+/// Valkey 8.1 and later report an `EXPIRE` whose time has passed as `expired`; Redis and
+/// Valkey 8.0 as `del`. The module forwards what the server says.
+#[test]
+fn an_expire_in_the_past_is_forwarded_as_the_server_names_it() {
+    let mut n = start("A", 1, &["ALL"]);
+    let valkey = n.server.info_field("server", "valkey_version");
+    let expected = match valkey.as_deref().map(|v| {
+        let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+    }) {
+        Some(version) if version >= (8, 1) => "expired",
+        _ => "del",
+    };
+    let mut r = n.server.client();
+    run(&mut r, &[b"SET", b"past", b"v"]);
+    run(&mut r, &[b"EXPIRE", b"past", b"-1"]);
+    let got = n.consumer.expect(2, WAIT);
+    assert_eq!(
+        bodies(&got),
+        vec![body(0, "set", b"past"), body(0, expected, b"past")],
+        "server: valkey_version {valkey:?}"
+    );
+    n.consumer.expect_none(QUIET);
+}
+
 #[test]
 fn only_the_loaded_classes_are_forwarded() {
     let mut n = start("$", 1, &["ALL"]);
