@@ -10,6 +10,8 @@
 #   scripts/bench.sh [--quick] --out DIR    write the results elsewhere
 #   scripts/bench.sh [--quick] --only 1,4   run only these measurements (numbered as in the
 #                               results; use with --out, not to overwrite docs/bench)
+#   scripts/bench.sh --server NAME ...      the redis-servers are another server of
+#                               scripts/servers.sh (valkey-8.0, redis-8.0, valkey-8.1)
 #
 # Runs scripts/setup.sh first (packages, RabbitMQ on 127.0.0.1:5672, release build). The bench
 # starts its own redis-server processes on free ports (never 6379, through the testkit) and ends
@@ -19,5 +21,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+args=()
+while [ $# -gt 0 ]; do
+    if [ "$1" = --server ]; then
+        [ $# -ge 2 ] || { echo "bench: --server needs a NAME" >&2; exit 2; }
+        read -r _ REDIS_SERVER REDIS_CLI < <(scripts/servers.sh "$2") ||
+            { echo "bench: scripts/servers.sh $2 failed" >&2; exit 1; }
+        export REDIS_SERVER REDIS_CLI
+        shift 2
+    else
+        args+=("$1")
+        shift
+    fi
+done
+
 scripts/setup.sh
-exec cargo run --release --quiet --example bench -- "$@"
+exec cargo run --release --quiet --example bench -- "${args[@]}"

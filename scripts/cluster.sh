@@ -6,6 +6,8 @@
 #                               wait until it is ready and print how to use it
 #   scripts/cluster.sh status   CLUSTER NODES and, per node, its role and the module's state
 #   scripts/cluster.sh stop     shut every node down (SHUTDOWN NOSAVE) and remove the data
+#   scripts/cluster.sh start --server NAME   the nodes run another server of scripts/servers.sh
+#                               (valkey-8.0, redis-8.0, valkey-8.1); status and stop follow it
 #
 # Environment:
 #   CLUSTER_BASE_PORT=7000       port of the first node; the others follow
@@ -25,6 +27,13 @@ die() {
 # The comment block at the top of this file.
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
+command=${1:-}
+server=''
+if [ "${2:-}" = --server ]; then
+    [ -n "${3:-}" ] || die "--server needs a NAME (see scripts/servers.sh --help)"
+    server=$3
+fi
+
 DEFAULT_MODULE_ARGS='$ 127.0.0.1 5672 guest guest 30 amq.direct key_evt_amqp 1 0 ALL'
 read -r -a margs <<<"${MODULE_ARGS:-$DEFAULT_MODULE_ARGS}"
 MODULE=target/release/libkey_evt_amqp.so
@@ -34,6 +43,17 @@ DIR=${CLUSTER_DIR:-/tmp/key_evt_amqp-cluster}
 # Marks $DIR as ours (`stop` removes nothing else) and remembers the base port.
 MARKER=$DIR/.key_evt_amqp-cluster
 NODE_TIMEOUT=${CLUSTER_NODE_TIMEOUT:-5000}
+
+# The server: --server, else the one a running cluster was started with, else Debian 12's.
+SERVER_FILE=$DIR/.server
+[ -n "$server" ] || [ ! -f "$SERVER_FILE" ] || server=$(cat "$SERVER_FILE")
+REDIS_SERVER_BIN=redis-server
+REDIS_CLI_BIN=redis-cli
+if [ -n "$server" ]; then
+    read -r _ REDIS_SERVER_BIN REDIS_CLI_BIN < <(scripts/servers.sh "$server") ||
+        die "scripts/servers.sh $server failed"
+    [ -n "$REDIS_SERVER_BIN" ] || die "scripts/servers.sh $server gave no server"
+fi
 
 # The base port: the environment, else the one a running cluster was started with, else 7000.
 if [ -n "${CLUSTER_BASE_PORT:-}" ]; then
@@ -57,7 +77,7 @@ LAST=$((BASE + NODES - 1))
 rcli() {
     local port=$1
     shift
-    timeout 5 redis-cli -h 127.0.0.1 -p "$port" "$@"
+    timeout 5 "$REDIS_CLI_BIN" -h 127.0.0.1 -p "$port" "$@"
 }
 up() { [ "$(rcli "$1" PING 2>/dev/null)" = PONG ]; }
 port_taken() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
@@ -73,7 +93,7 @@ node_pid() {
     [ -f "$pidfile" ] || return 1
     pid=$(cat "$pidfile")
     case "$pid" in '' | *[!0-9]*) return 1 ;; esac
-    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = redis-server ] || return 1
+    case "$(cat "/proc/$pid/comm" 2>/dev/null)" in redis-server | valkey-server) ;; *) return 1 ;; esac
     echo "$pid"
 }
 # The last lines of each node's log (of the nodes that are down, with `--down`).
@@ -148,7 +168,7 @@ EOF
 start_node() { # $1 = port
     local port=$1 dir=$DIR/$1
     mkdir -p "$dir"
-    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" \
+    "$REDIS_SERVER_BIN" --port "$port" --bind 127.0.0.1 --dir "$dir" \
         --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
         --save '' --appendonly no --enable-module-command yes \
         --cluster-enabled yes --cluster-config-file nodes.conf \
@@ -190,8 +210,8 @@ cmd_start() {
         scripts/setup.sh
     fi
     [ -f "$MODULE" ] || die "$MODULE is missing; run scripts/setup.sh"
-    command -v redis-server >/dev/null 2>&1 || die "redis-server not found; run scripts/setup.sh"
-    command -v redis-cli >/dev/null 2>&1 || die "redis-cli not found; run scripts/setup.sh"
+    command -v "$REDIS_SERVER_BIN" >/dev/null 2>&1 || die "$REDIS_SERVER_BIN not found; run scripts/setup.sh"
+    command -v "$REDIS_CLI_BIN" >/dev/null 2>&1 || die "$REDIS_CLI_BIN not found; run scripts/setup.sh"
 
     # The load arguments as shown to the user: the password (argument 4) is never echoed.
     local shown_args=("${margs[@]}")
@@ -199,6 +219,7 @@ cmd_start() {
     say "starting ${ports[*]} with $MODULE ${shown_args[*]}"
     mkdir -p "$DIR"
     echo "$BASE" >"$MARKER"
+    [ -z "$server" ] || echo "$server" >"$SERVER_FILE"
     for port in "${ports[@]}"; do start_node "$port"; done
     # Daemonized: a bad module argument shows only in the log, after the fork. The pid file
     # is written before the module loads: a node whose pid is gone has exited.
@@ -224,7 +245,7 @@ cmd_start() {
     local addrs=()
     for port in "${ports[@]}"; do addrs+=("127.0.0.1:$port"); done
     say "creating the cluster (redis-cli --cluster create ... --cluster-replicas 1)"
-    if ! redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
+    if ! "$REDIS_CLI_BIN" --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
         >"$DIR/create.log" 2>&1; then
         cat "$DIR/create.log" >&2
         abort_start "redis-cli --cluster create failed"
@@ -289,7 +310,7 @@ cmd_status() {
     done
 }
 
-case "${1:-}" in
+case "$command" in
 start) cmd_start ;;
 stop) cmd_stop ;;
 status) cmd_status ;;

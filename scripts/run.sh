@@ -5,6 +5,8 @@
 #   scripts/run.sh                 start, then type `redis-cli -p PORT SET hello world` elsewhere
 #   scripts/run.sh --demo          also make a few writes right away
 #   scripts/run.sh --demo --once   exit once the demo events were printed (a smoke check)
+#   scripts/run.sh --server NAME   run on another server of scripts/servers.sh (valkey-8.0,
+#                                  redis-8.0, valkey-8.1; default: Debian 12's redis-server)
 #
 # Environment:
 #   PORT=6390        first port to try for redis-server (the next free one is used if it is taken)
@@ -25,12 +27,20 @@ die() {
 
 demo=0
 once=0
-for arg in "$@"; do
+server=''
+while [ $# -gt 0 ]; do
+    arg=$1
+    shift
     case "$arg" in
     --demo) demo=1 ;;
     --once) once=1 ;;
+    --server)
+        [ $# -gt 0 ] || die "--server needs a NAME (see scripts/servers.sh --help)"
+        server=$1
+        shift
+        ;;
     -h | --help)
-        sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) die "unknown argument '$arg' (try --help)" ;;
@@ -48,7 +58,14 @@ if [ "${SKIP_SETUP:-0}" != 1 ]; then
 fi
 [ -f "$MODULE" ] || die "$MODULE is missing; run scripts/setup.sh"
 [ -x "$TAIL" ] || die "$TAIL is missing; run scripts/setup.sh"
-command -v redis-server >/dev/null 2>&1 || die "redis-server not found; run scripts/setup.sh"
+REDIS_SERVER_BIN=redis-server
+REDIS_CLI_BIN=redis-cli
+if [ -n "$server" ]; then
+    read -r _ REDIS_SERVER_BIN REDIS_CLI_BIN < <(scripts/servers.sh "$server") ||
+        die "scripts/servers.sh $server failed"
+fi
+[ -n "$REDIS_SERVER_BIN" ] || die "scripts/servers.sh $server gave no server (see its output above)"
+command -v "$REDIS_SERVER_BIN" >/dev/null 2>&1 || die "$REDIS_SERVER_BIN not found; run scripts/setup.sh"
 
 # ---------------------------------------------------------------- consumer settings
 # Percent-encode one URI component.
@@ -110,7 +127,7 @@ port_taken() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 start_redis() { # $1 = port; returns 0 when it answers PING, 1 when the port was taken, dies otherwise
     local port=$1
     : >"$tmp/redis.log"
-    redis-server --port "$port" --bind 127.0.0.1 --dir "$tmp" --save '' --appendonly no \
+    "$REDIS_SERVER_BIN" --port "$port" --bind 127.0.0.1 --dir "$tmp" --save '' --appendonly no \
         --daemonize no --logfile "$tmp/redis.log" \
         --loadmodule "$PWD/$MODULE" "${margs[@]}" &
     redis_pid=$!
@@ -121,7 +138,7 @@ start_redis() { # $1 = port; returns 0 when it answers PING, 1 when the port was
             grep -q 'Address already in use' "$tmp/redis.log" && return 1
             die "redis-server on port $port exited at start (bad MODULE_ARGS?)"
         fi
-        [ "$(redis-cli -p "$port" PING 2>/dev/null)" = PONG ] && return 0
+        [ "$("$REDIS_CLI_BIN" -p "$port" PING 2>/dev/null)" = PONG ] && return 0
         sleep 0.1
     done
     die "redis-server on port $port does not answer PING after 10 s"
@@ -136,7 +153,7 @@ for _ in $(seq 20); do
 done
 [ -n "$redis_pid" ] || die "no free port found from ${PORT:-6390} on"
 
-say "redis-server pid $redis_pid on 127.0.0.1:$port, module $MODULE ${shown_args[*]}"
+say "${server:-redis-server} pid $redis_pid on 127.0.0.1:$port, module $MODULE ${shown_args[*]}"
 say "consumer: exchange '$EXCHANGE', routing key '$ROUTING_KEY'"
 if [ "$demo" = 0 ]; then
     say "try it, in another terminal:  redis-cli -p $port SET hello world"
@@ -154,7 +171,7 @@ if [ "$demo" = 0 ]; then
 fi
 
 demo_writes() {
-    local r=(redis-cli -p "$port")
+    local r=("$REDIS_CLI_BIN" -p "$port")
     "${r[@]}" SET hello world >/dev/null
     "${r[@]}" HSET user:1 name ada >/dev/null
     "${r[@]}" LPUSH jobs a b c >/dev/null
@@ -191,7 +208,7 @@ fi
 deadline=$((SECONDS + ${ONCE_TIMEOUT:-30}))
 while kill -0 "$tail_pid" 2>/dev/null; do
     [ "$SECONDS" -lt "$deadline" ] ||
-        die "the $DEMO_EVENTS demo events did not all arrive within ${ONCE_TIMEOUT:-30} s (INFO key_evt_amqp: $(redis-cli -p "$port" INFO key_evt_amqp | tr -d '\r' | grep -v '^#' | tr '\n' ' '))"
+        die "the $DEMO_EVENTS demo events did not all arrive within ${ONCE_TIMEOUT:-30} s (INFO key_evt_amqp: $("$REDIS_CLI_BIN" -p "$port" INFO key_evt_amqp | tr -d '\r' | grep -v '^#' | tr '\n' ' '))"
     sleep 0.2
 done
 rc=0
