@@ -407,48 +407,46 @@ impl Consumer {
     /// Exactly the next `n` messages, all within `timeout`; panics listing what arrived if
     /// fewer do. Does not check that no more follow (see [`Consumer::expect_none`]).
     pub fn expect(&mut self, n: usize, timeout: Duration) -> Vec<Message> {
-        let deadline = Instant::now() + timeout;
-        let mut got = Vec::with_capacity(n);
-        while got.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.recv(left) {
-                Some(message) => got.push(message),
-                None => panic!(
-                    "expected {n} messages within {timeout:?}, got {}: {got:#?}",
-                    got.len()
-                ),
-            }
-        }
-        got
+        self.take_within(n, timeout).unwrap_or_else(|got| {
+            panic!(
+                "expected {n} messages within {timeout:?}, got {}: {got:#?}",
+                got.len()
+            )
+        })
     }
 
     /// Exactly `n` messages within `timeout`, then none for `quiet`. Panics if fewer arrive
     /// (with how many, their keys when there are few, and the last one) or if one more does.
     pub fn expect_exactly(&mut self, n: usize, timeout: Duration, quiet: Duration) -> Vec<Message> {
-        let deadline = Instant::now() + timeout;
-        let mut got = Vec::with_capacity(n);
-        while got.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.recv(left) {
-                Some(message) => got.push(message),
-                None => {
-                    let keys = if got.len() <= 50 {
-                        format!("keys {:?}; ", keys_of(&got))
-                    } else {
-                        String::new()
-                    };
-                    panic!(
-                        "expected {n} messages within {timeout:?}, got {}: {keys}last: {:?}",
-                        got.len(),
-                        got.last()
-                    )
-                }
-            }
-        }
+        let got = self.take_within(n, timeout).unwrap_or_else(|got| {
+            let keys = if got.len() <= 50 {
+                format!("keys {:?}; ", keys_of(&got))
+            } else {
+                String::new()
+            };
+            panic!(
+                "expected {n} messages within {timeout:?}, got {}: {keys}last: {:?}",
+                got.len(),
+                got.last()
+            )
+        });
         if let Some(extra) = self.recv(quiet) {
             panic!("expected exactly {n} messages, an extra one came: {extra:?}");
         }
         got
+    }
+
+    /// The next `n` messages if they all arrive within `timeout`; else what did.
+    fn take_within(&mut self, n: usize, timeout: Duration) -> Result<Vec<Message>, Vec<Message>> {
+        let deadline = Instant::now() + timeout;
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            match self.recv(deadline.saturating_duration_since(Instant::now())) {
+                Some(message) => got.push(message),
+                None => return Err(got),
+            }
+        }
+        Ok(got)
     }
 
     /// Panics if any message arrives within `duration`.
