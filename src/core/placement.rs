@@ -205,15 +205,18 @@ impl Placement {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{HashMap, VecDeque};
+    use std::collections::HashMap;
 
     use super::*;
+    use crate::core::memory_list::MemoryList;
+    use crate::core::outbox::ListStore;
 
-    /// A cluster node's keyspace in memory; `nodes` is what CLUSTER NODES answers.
+    /// A cluster node's keyspace in memory (its lists are [`MemoryList`]s); `nodes` is what
+    /// CLUSTER NODES answers.
     #[derive(Default)]
     struct MemoryKeyspace {
         nodes: String,
-        lists: HashMap<Vec<u8>, VecDeque<Vec<u8>>>,
+        lists: HashMap<Vec<u8>, MemoryList>,
         refuse: Option<String>,
     }
 
@@ -234,13 +237,17 @@ mod tests {
         fn list(&self, key: &[u8]) -> Vec<Vec<u8>> {
             self.lists
                 .get(key)
-                .map(|l| l.iter().cloned().collect())
+                .map(|l| l.0.iter().cloned().collect())
                 .unwrap_or_default()
         }
 
         fn fill(&mut self, key: &[u8], items: &[&str]) {
-            let list = self.lists.entry(key.to_vec()).or_default();
-            list.extend(items.iter().map(|i| i.as_bytes().to_vec()));
+            let items: Vec<&[u8]> = items.iter().map(|i| i.as_bytes()).collect();
+            self.push_back(key, &items).unwrap();
+        }
+
+        fn list_mut(&mut self, key: &[u8]) -> &mut MemoryList {
+            self.lists.entry(key.to_vec()).or_default()
         }
 
         fn check(&self) -> Result<(), String> {
@@ -255,25 +262,19 @@ mod tests {
         }
         fn exists(&mut self, key: &[u8]) -> Result<bool, String> {
             self.check()?;
-            Ok(self.lists.get(key).is_some_and(|l| !l.is_empty()))
+            Ok(self.list_mut(key).len()? > 0)
         }
         fn peek(&mut self, key: &[u8], n: usize) -> Result<Vec<Vec<u8>>, String> {
             self.check()?;
-            Ok(self.list(key).into_iter().take(n).collect())
+            self.list_mut(key).peek(0, n)
         }
         fn push_back(&mut self, key: &[u8], items: &[&[u8]]) -> Result<(), String> {
             self.check()?;
-            let list = self.lists.entry(key.to_vec()).or_default();
-            list.extend(items.iter().map(|i| i.to_vec()));
-            Ok(())
+            self.list_mut(key).push_back(items)
         }
         fn remove_front(&mut self, key: &[u8], n: u64) -> Result<(), String> {
             self.check()?;
-            if let Some(list) = self.lists.get_mut(key) {
-                let n = (n as usize).min(list.len());
-                list.drain(..n);
-            }
-            Ok(())
+            self.list_mut(key).remove_front(n)
         }
     }
 
