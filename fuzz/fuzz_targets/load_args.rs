@@ -2,7 +2,8 @@
 //! first byte of the input separates the arguments in the rest.
 #![no_main]
 
-use key_evt_amqp::core::settings::{parse_events, parse_load_args, Settings, OPTIONS};
+use key_evt_amqp::core::classes::ServerClasses;
+use key_evt_amqp::core::settings::{parse_load_args, Settings, OPTIONS};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,13 +16,14 @@ fuzz_target!(|data: &[u8]| {
         rest.split(|&b| b == sep).collect()
     };
 
+    let classes = ServerClasses::all_known();
     if let Some(first) = args.first() {
-        if let Ok(mask) = parse_events(first) {
+        if let Ok(mask) = classes.parse("EVENTS", first) {
             assert_ne!(mask, 0);
         }
     }
 
-    let base = match parse_load_args(&args) {
+    let base = match parse_load_args(&args, &classes) {
         Ok((events, settings)) => {
             assert_ne!(events, 0);
             settings

@@ -3,6 +3,7 @@
 //! only carry its decisions out.
 
 pub mod broker_options;
+pub mod classes;
 pub mod cluster;
 pub mod escape;
 pub mod event;
@@ -13,5 +14,6 @@ pub mod memory_list;
 pub mod outbox;
 pub mod placement;
 pub mod policy;
+pub mod server;
 pub mod settings;
 pub mod uri;

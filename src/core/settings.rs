@@ -2,84 +2,12 @@
 //!
 //! Pure parsing: bytes in, [`Settings`] or an [`ArgError`] out. Nothing here knows Redis or AMQP.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use crate::core::classes::{self, ServerClasses};
 use crate::core::keymask::KeyMasks;
 use crate::core::uri::{Endpoint, UriEndpoint};
-
-/// Event classes, as the bits Redis's module API uses (`REDISMODULE_NOTIFY_*`).
-pub mod class {
-    pub const GENERIC: i32 = 1 << 2;
-    pub const STRING: i32 = 1 << 3;
-    pub const LIST: i32 = 1 << 4;
-    pub const SET: i32 = 1 << 5;
-    pub const HASH: i32 = 1 << 6;
-    pub const ZSET: i32 = 1 << 7;
-    pub const EXPIRED: i32 = 1 << 8;
-    pub const EVICTED: i32 = 1 << 9;
-    pub const STREAM: i32 = 1 << 10;
-    pub const KEY_MISS: i32 = 1 << 11;
-    pub const MODULE: i32 = 1 << 13;
-    pub const NEW: i32 = 1 << 14;
-    /// What `A` stands for in `notify-keyspace-events` (`g$lshzxetd`).
-    pub const ALL: i32 =
-        GENERIC | STRING | LIST | SET | HASH | ZSET | EXPIRED | EVICTED | STREAM | MODULE;
-}
-
-pub const EVENTS_ACCEPTED: &str =
-    "class letters g $ l s h z x e t d n m or A (as in notify-keyspace-events; K and E are ignored)";
-
-/// Parses the EVENTS argument into a mask of event classes.
-pub fn parse_events(arg: &[u8]) -> Result<i32, ArgError> {
-    let mut mask = 0;
-    for &c in arg {
-        mask |= match c {
-            b'g' => class::GENERIC,
-            b'$' => class::STRING,
-            b'l' => class::LIST,
-            b's' => class::SET,
-            b'h' => class::HASH,
-            b'z' => class::ZSET,
-            b'x' => class::EXPIRED,
-            b'e' => class::EVICTED,
-            b't' => class::STREAM,
-            b'd' => class::MODULE,
-            b'n' => class::NEW,
-            b'm' => class::KEY_MISS,
-            b'A' => class::ALL,
-            // Channel selectors of notify-keyspace-events: meaningless for a module, harmless.
-            b'K' | b'E' => 0,
-            _ => return Err(ArgError::new("EVENTS", arg, EVENTS_ACCEPTED)),
-        };
-    }
-    if mask == 0 {
-        return Err(ArgError::new("EVENTS", arg, EVENTS_ACCEPTED));
-    }
-    Ok(mask)
-}
-
-/// Renders an event-class mask as its letters, for logs and INFO.
-pub fn describe_events(mask: i32) -> String {
-    const LETTERS: [(i32, char); 12] = [
-        (class::GENERIC, 'g'),
-        (class::STRING, '$'),
-        (class::LIST, 'l'),
-        (class::SET, 's'),
-        (class::HASH, 'h'),
-        (class::ZSET, 'z'),
-        (class::EXPIRED, 'x'),
-        (class::EVICTED, 'e'),
-        (class::STREAM, 't'),
-        (class::MODULE, 'd'),
-        (class::NEW, 'n'),
-        (class::KEY_MISS, 'm'),
-    ];
-    LETTERS
-        .iter()
-        .filter(|(bit, _)| mask & bit != 0)
-        .map(|(_, c)| *c)
-        .collect()
-}
 
 /// Everything configurable after load (all positional arguments but EVENTS).
 #[derive(Clone, PartialEq, Eq)]
@@ -303,11 +231,15 @@ impl Settings {
     }
 }
 
-/// Parses the whole `MODULE LOAD` argument list: `[EVENTS [HOST … [KEYMASK…]]]`.
-pub fn parse_load_args<A: AsRef<[u8]>>(args: &[A]) -> Result<(i32, Settings), ArgError> {
+/// Parses the whole `MODULE LOAD` argument list: `[EVENTS [HOST … [KEYMASK…]]]`, with the
+/// event classes of the server it is given to.
+pub fn parse_load_args<A: AsRef<[u8]>>(
+    args: &[A],
+    server: &ServerClasses,
+) -> Result<(i32, Settings), ArgError> {
     let events = match args.first() {
-        Some(e) => parse_events(e.as_ref())?,
-        None => class::EXPIRED | class::EVICTED,
+        Some(e) => server.parse("EVENTS", e.as_ref())?,
+        None => classes::EXPIRED | classes::EVICTED,
     };
     let rest = args.get(1..).unwrap_or(&[]);
     Ok((events, Settings::default().with_args(rest)?))
@@ -356,15 +288,15 @@ pub struct ArgError {
     pub name: &'static str,
     /// `None` for secrets.
     pub value: Option<String>,
-    pub accepted: &'static str,
+    pub accepted: Cow<'static, str>,
 }
 
 impl ArgError {
-    pub fn new(name: &'static str, value: &[u8], accepted: &'static str) -> Self {
+    pub fn new(name: &'static str, value: &[u8], accepted: impl Into<Cow<'static, str>>) -> Self {
         ArgError {
             name,
             value: Some(crate::core::escape::escape(value)),
-            accepted,
+            accepted: accepted.into(),
         }
     }
 
@@ -372,7 +304,7 @@ impl ArgError {
         ArgError {
             name,
             value: None,
-            accepted,
+            accepted: accepted.into(),
         }
     }
 }
@@ -463,8 +395,8 @@ mod tests {
 
     #[test]
     fn defaults_without_arguments() {
-        let (events, s) = parse_load_args::<&[u8]>(&[]).unwrap();
-        assert_eq!(events, class::EXPIRED | class::EVICTED);
+        let (events, s) = parse_load_args::<&[u8]>(&[], &ServerClasses::all_known()).unwrap();
+        assert_eq!(events, classes::EXPIRED | classes::EVICTED);
         assert_eq!(s, Settings::default());
         assert!(!s.masks.matches(b"anything"), "no mask forwards nothing");
     }
@@ -474,8 +406,8 @@ mod tests {
         let args =
             "xe 127.0.0.1 5672 guest guest 30 amq.direct redis_keyspace_events 1 10000000 ALL";
         let args: Vec<&str> = args.split(' ').collect();
-        let (events, s) = parse_load_args(&args).unwrap();
-        assert_eq!(events, class::EXPIRED | class::EVICTED);
+        let (events, s) = parse_load_args(&args, &ServerClasses::all_known()).unwrap();
+        assert_eq!(events, classes::EXPIRED | classes::EVICTED);
         assert_eq!(s.port, 5672);
         assert_eq!(s.delivery_mode, 1);
         assert!(s.masks.is_all());
@@ -486,8 +418,8 @@ mod tests {
         let args = [
             "A$", "rabbit", "5673", "u", "p w", "0", "ex", "rk", "2", "-1", "^a", "b$",
         ];
-        let (events, s) = parse_load_args(&args).unwrap();
-        assert_eq!(events, class::ALL);
+        let (events, s) = parse_load_args(&args, &ServerClasses::all_known()).unwrap();
+        assert_eq!(events, classes::ALL);
         assert_eq!(
             (
                 s.host.as_str(),
@@ -504,23 +436,8 @@ mod tests {
         assert!(s.masks.matches(b"ab") && !s.masks.matches(b"ba"));
     }
 
-    #[test]
-    fn event_letters() {
-        assert_eq!(parse_events(b"$").unwrap(), class::STRING);
-        assert_eq!(parse_events(b"KEA").unwrap(), class::ALL);
-        assert_eq!(parse_events(b"nm").unwrap(), class::NEW | class::KEY_MISS);
-        assert_eq!(describe_events(parse_events(b"A").unwrap()), "g$lshzxetd");
-        assert_eq!(describe_events(parse_events(b"xe$").unwrap()), "$xe");
-        assert_eq!(class::ALL & (class::NEW | class::KEY_MISS), 0);
-        for bad in [&b"q"[..], b"", b"K", b"xq"] {
-            let e = parse_events(bad).unwrap_err();
-            assert_eq!(e.name, "EVENTS");
-            assert!(e.to_string().contains("class letters"), "{e}");
-        }
-    }
-
     fn err(args: &[&str]) -> ArgError {
-        parse_load_args(args).unwrap_err()
+        parse_load_args(args, &ServerClasses::all_known()).unwrap_err()
     }
 
     #[test]
@@ -550,7 +467,11 @@ mod tests {
 
     #[test]
     fn a_bad_password_is_never_echoed() {
-        let e = parse_load_args(&[&b"x"[..], b"h", b"1", b"u", b"secret\xff"]).unwrap_err();
+        let e = parse_load_args(
+            &[&b"x"[..], b"h", b"1", b"u", b"secret\xff"],
+            &ServerClasses::all_known(),
+        )
+        .unwrap_err();
         assert_eq!(e.name, "PASS");
         assert!(!e.to_string().contains("secret"));
         let s = Settings {
@@ -603,7 +524,7 @@ mod tests {
     proptest! {
         #[test]
         fn parsing_never_panics(args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..12), 0..14)) {
-            let _ = parse_load_args(&args);
+            let _ = parse_load_args(&args, &ServerClasses::all_known());
             let _ = Settings::default().with_args(&args);
         }
 

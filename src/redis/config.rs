@@ -54,6 +54,7 @@ use crate::amqp::tls;
 use crate::core::broker_options::{
     parse_uri_option, BrokerOptions, CA_FILE_OPTION, PASSWORD_OPTION,
 };
+use crate::core::classes::{self, ServerClasses};
 use crate::core::policy::{DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY};
 use crate::core::settings::{self, OPTIONS};
 use crate::core::uri;
@@ -76,6 +77,8 @@ fn on_queue_capacity_changed(_ctx: &ConfigurationContext, _name: &str, _value: &
 /// The module being loaded, while `MODULE LOAD` applies the configs: it is not running yet.
 struct Loading {
     events: i32,
+    /// What the server has, to check `key_evt_amqp.events` against.
+    classes: ServerClasses,
     shared: Arc<Shared>,
 }
 
@@ -276,26 +279,23 @@ impl ConfigurationValue<RedisString> for EventsConfig {
             Some(m) => m.events,
             None => LOADING.lock().as_ref().map_or(0, |l| l.events),
         };
-        self.0.hand_out(&settings::describe_events(events))
+        self.0.hand_out(&classes::describe(events))
     }
 
     fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
         let mut loading = LOADING.lock();
-        let Some(Loading { events, .. }) = loading.as_mut() else {
+        let Some(Loading {
+            events, classes, ..
+        }) = loading.as_mut()
+        else {
             return Err(RedisError::Str(
                 "key_evt_amqp.events is fixed once the module is loaded (MODULE UNLOAD, then MODULE LOADEX … CONFIG key_evt_amqp.events …)",
             ));
         };
         if !val.as_slice().is_empty() {
-            *events = settings::parse_events(val.as_slice()).map_err(|e| {
-                RedisError::String(
-                    settings::ArgError {
-                        name: "key_evt_amqp.events",
-                        ..e
-                    }
-                    .to_string(),
-                )
-            })?;
+            *events = classes
+                .parse("key_evt_amqp.events", val.as_slice())
+                .map_err(|e| RedisError::String(e.to_string()))?;
         }
         Ok(())
     }
@@ -304,9 +304,15 @@ impl ConfigurationValue<RedisString> for EventsConfig {
 /// Registers the configs and applies what redis.conf or `MODULE LOADEX … CONFIG` set (at load)
 /// over the load arguments, to the settings and broker options of `shared` (the module being
 /// loaded); returns the event classes to subscribe to.
-pub fn register(ctx: &Context, events: i32, shared: &Arc<Shared>) -> Result<i32, String> {
+pub fn register(
+    ctx: &Context,
+    events: i32,
+    classes: &ServerClasses,
+    shared: &Arc<Shared>,
+) -> Result<i32, String> {
     *LOADING.lock() = Some(Loading {
         events,
+        classes: classes.clone(),
         shared: shared.clone(),
     });
     let loaded = register_and_load(ctx);

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use redis_module::raw;
 
+use crate::core::classes;
 use crate::core::link::LinkState;
-use crate::core::settings;
 use crate::redis::heap;
 use crate::redis::runtime::{self, Module};
 use crate::state::shared::Shared;
@@ -45,7 +45,7 @@ extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
             if m.publishes() { "yes" } else { "no" }.into(),
         ),
         ("run_id", m.run_id.to_hex()),
-        ("events", settings::describe_events(m.events)),
+        ("events", classes::describe(m.events)),
         ("exchange", settings.exchange.clone()),
         ("routing_key", settings.routing_key.clone()),
         ("keymasks", settings.masks.to_string()),

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use redis_module::{raw, Context, ContextFlags, RedisString, Status};
 
-use crate::core::event::RunId;
+use crate::core::classes::{self, ServerClasses};
 use crate::core::limits::Throttle;
 use crate::core::outbox::{Broker, Outbox};
 use crate::core::placement::Placement;
 use crate::core::policy::{SHUTDOWN_FLUSH, SUMMARY_EVERY};
+use crate::core::server::ServerInfo;
 use crate::core::settings;
 use crate::publisher;
 use crate::redis::detached::Detached;
@@ -54,15 +55,21 @@ pub fn deinit(_ctx: &Context) -> Status {
 }
 
 fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
+    let server = read_server(ctx).ok_or("cannot read run_id from INFO server")?;
+    let run_id = server.run_id;
+    let classes = ServerClasses {
+        flags: server_classes(),
+        server: server.to_string(),
+    };
     let args: Vec<&[u8]> = argv.iter().map(RedisString::as_slice).collect();
-    let (events, settings) = settings::parse_load_args(&args).map_err(|e| e.to_string())?;
+    let (events, settings) =
+        settings::parse_load_args(&args, &classes).map_err(|e| e.to_string())?;
     let shared = Arc::new(Shared::new(
         settings,
         config::queue_capacity(),
         log::REDIS_LOG,
     ));
-    let events = config::register(ctx, events, &shared)?;
-    let run_id = read_run_id(ctx).ok_or("cannot read run_id from INFO server")?;
+    let events = config::register(ctx, events, &classes, &shared)?;
     pin_library()?;
     let flags = ctx.get_flags();
     let cluster = flags.contains(ContextFlags::CLUSTER);
@@ -103,8 +110,10 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
     }
     let settings = module.shared.settings();
     log::notice(&format!(
-        "loaded: event classes {}, broker {}, exchange '{}', routing key '{}', masks {}",
-        settings::describe_events(events),
+        "loaded into {server} (classes {}): event classes {}, broker {}, exchange '{}', \
+         routing key '{}', masks {}",
+        classes.describe(),
+        classes::describe(events),
         module.shared.describe_endpoints(),
         settings.exchange,
         settings.routing_key,
@@ -203,7 +212,13 @@ pub fn pin_library() -> Result<(), String> {
     Ok(())
 }
 
-fn read_run_id(ctx: &Context) -> Option<RunId> {
+/// The event classes this server has (`RedisModule_GetKeyspaceNotificationFlagsAll`, 7.0+).
+fn server_classes() -> i32 {
+    // SAFETY: a server API without arguments; its pointer is checked before the call.
+    unsafe { raw::RedisModule_GetKeyspaceNotificationFlagsAll.map_or(classes::ALL, |f| f()) }
+}
+
+fn read_server(ctx: &Context) -> Option<ServerInfo> {
     let info = ctx.call("INFO", &["server"]).ok()?;
     let text = match info {
         redis_module::RedisValue::SimpleString(s) | redis_module::RedisValue::BulkString(s) => {
@@ -213,7 +228,5 @@ fn read_run_id(ctx: &Context) -> Option<RunId> {
         redis_module::RedisValue::VerbatimString((_, b)) => b,
         _ => return None,
     };
-    text.split(|&b| b == b'\n')
-        .find_map(|line| line.strip_prefix(b"run_id:"))
-        .and_then(|hex| RunId::from_hex(hex.trim_ascii()))
+    ServerInfo::parse(&text)
 }

@@ -33,7 +33,7 @@ pub use self::pings::Pings;
 pub use self::proxy::{FaultProxy, Mode};
 pub use self::redis::{
     fallback_exists, fallback_len, module_path, redis_cli_binary, redis_server_binary, run,
-    server_error_text, set, tail_lines, LoadFailure, ModuleArgs, RedisServer, FALLBACK,
+    server_error_text, set, tail_lines, LoadFailure, ModuleArgs, RedisServer, ServerKind, FALLBACK,
 };
 pub use self::tls::{TestCa, TlsTerminator};
 

@@ -385,6 +385,29 @@ impl RedisServer {
             .map(|value| value.trim().to_string())
     }
 
+    /// Which server this is: Valkey by its `valkey_version` (it reports a compatible
+    /// `redis_version`), Redis by `redis_version`.
+    pub fn server_kind(&self) -> ServerKind {
+        let version = |v: String| -> (u32, u32, u32) {
+            let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+            let mut next = || parts.next().unwrap_or(0);
+            (next(), next(), next())
+        };
+        match self.info_field("server", "valkey_version") {
+            Some(v) => ServerKind {
+                valkey: true,
+                version: version(v),
+            },
+            None => ServerKind {
+                valkey: false,
+                version: version(
+                    self.info_field("server", "redis_version")
+                        .unwrap_or_else(|| panic!("no redis_version on port {}", self.port)),
+                ),
+            },
+        }
+    }
+
     /// The module's `INFO key_evt_amqp` field `key_evt_amqp_<name>`; panics (showing the
     /// section) if it is missing.
     pub fn module_info(&self, name: &str) -> String {
@@ -703,4 +726,31 @@ pub fn server_error_text(error: &::redis::RedisError) -> String {
 pub fn tail_lines(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A server's product and version, as [`RedisServer::server_kind`] reads them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerKind {
+    pub valkey: bool,
+    pub version: (u32, u32, u32),
+}
+
+impl ServerKind {
+    /// Redis at `version` or later (false on Valkey).
+    pub fn redis_at_least(&self, major: u32, minor: u32) -> bool {
+        !self.valkey && (self.version.0, self.version.1) >= (major, minor)
+    }
+
+    /// Valkey at `version` or later (false on Redis).
+    pub fn valkey_at_least(&self, major: u32, minor: u32) -> bool {
+        self.valkey && (self.version.0, self.version.1) >= (major, minor)
+    }
+}
+
+impl std::fmt::Display for ServerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (a, b, c) = self.version;
+        let name = if self.valkey { "Valkey" } else { "Redis" };
+        write!(f, "{name} {a}.{b}.{c}")
+    }
 }

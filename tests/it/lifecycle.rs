@@ -66,6 +66,64 @@ fn bad_load_arguments_fail_the_load_and_name_the_argument() {
     }
 }
 
+/// Redis 8.2 added the classes `o` (overwritten) and `c` (type_changed). A server without
+/// one refuses the load, naming the letter and itself, as EVENTS and as the config; a server
+/// with it loads (none CI has: Redis 7.0, 8.0, Valkey 8.0, 8.1).
+#[test]
+fn a_class_the_server_lacks_fails_the_load_naming_the_letter_and_the_server() {
+    let server = RedisServer::start_without_module(&[]);
+    let kind = server.server_kind();
+    let has = kind.redis_at_least(8, 2);
+    let loadex = |letters: &str| {
+        redis::cmd("MODULE")
+            .arg("LOADEX")
+            .arg(testkit::module_path().display().to_string())
+            .arg("CONFIG")
+            .arg("key_evt_amqp.events")
+            .arg(letters)
+            .query::<()>(&mut server.client())
+            .map_err(|e| testkit::server_error_text(&e))
+    };
+    let cases: [(&str, &str); 3] = [
+        ("EVENTS", "o"),
+        ("EVENTS", "c"),
+        ("key_evt_amqp.events", "o"),
+    ];
+    for (name, letter) in cases {
+        let before = server.log().len();
+        let loaded = match name {
+            "EVENTS" => server.load_module(&[format!("x{letter}")]),
+            _ => loadex(letter),
+        };
+        if has {
+            assert_eq!(loaded, Ok(()), "{kind} has class {letter}");
+            let () = redis::cmd("MODULE")
+                .arg("UNLOAD")
+                .arg("key_evt_amqp")
+                .query(&mut server.client())
+                .unwrap();
+            continue;
+        }
+        assert!(loaded.is_err(), "{kind} has no class {letter}");
+        let log = server.log();
+        let says = format!("invalid {name} ");
+        let line = log[before..]
+            .lines()
+            .find(|l| l.contains(&says))
+            .unwrap_or_else(|| panic!("no refusal of {name} logged:\n{}", &log[before..]));
+        assert!(
+            line.contains(&format!("{kind} has no class '{letter}'")),
+            "{line}"
+        );
+        assert!(line.contains("expected class letters g $ l s"), "{line}");
+        server.assert_alive();
+    }
+    // Nothing was left behind: a good load still works.
+    server
+        .load_module(&["xe"])
+        .expect("a good load after the refusals");
+}
+
 #[test]
 fn the_password_is_not_logged() {
     let args = ModuleArgs {
