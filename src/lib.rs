@@ -36,6 +36,11 @@ mod registration {
         lifecycle::deinit(ctx)
     }
 
+    /// Redis's own ACL categories, those of `CONFIG SET`, where the server can set them (7.2+,
+    /// Valkey 8): `-@admin` then refuses the commands natively. Redis 7.0 cannot, so
+    /// `redis::acl` also asks for the permission to run `CONFIG SET`, on every server.
+    const CATEGORIES: &str = "admin slow dangerous";
+
     redis_module! {
         name: "key_evt_amqp",
         version: 1,
@@ -44,13 +49,13 @@ mod registration {
         init: init,
         deinit: deinit,
         commands: [
-            [commands::CONFIG_SET, commands::config_set, "admin", 0, 0, 0, ""],
-            [commands::CONNECT, commands::connect, "admin", 0, 0, 0, ""],
-            [commands::DISCONNECT, commands::disconnect, "admin", 0, 0, 0, ""],
-            [commands::FALLBACK_STORAGE_SIZE_SET, commands::fallback_storage_size_set, "admin", 0, 0, 0, ""],
-            [commands::KEYMASK_CLEAN, commands::keymask_clean, "admin", 0, 0, 0, ""],
-            [commands::KEYMASK_ADD, commands::keymask_add, "admin", 0, 0, 0, ""],
-            [commands::KEYMASK_SET, commands::keymask_set, "admin", 0, 0, 0, ""],
+            [commands::CONFIG_SET, commands::config_set, "admin", 0, 0, 0, "", CATEGORIES],
+            [commands::CONNECT, commands::connect, "admin", 0, 0, 0, "", CATEGORIES],
+            [commands::DISCONNECT, commands::disconnect, "admin", 0, 0, 0, "", CATEGORIES],
+            [commands::FALLBACK_STORAGE_SIZE_SET, commands::fallback_storage_size_set, "admin", 0, 0, 0, "", CATEGORIES],
+            [commands::KEYMASK_CLEAN, commands::keymask_clean, "admin", 0, 0, 0, "", CATEGORIES],
+            [commands::KEYMASK_ADD, commands::keymask_add, "admin", 0, 0, 0, "", CATEGORIES],
+            [commands::KEYMASK_SET, commands::keymask_set, "admin", 0, 0, 0, "", CATEGORIES],
         ],
     }
 }

@@ -2,6 +2,8 @@
 //! flag does not put them in `@admin`, and `RedisModule_SetCommandACLCategories` only exists
 //! from 7.2), so `-@admin` alone would not stop a user. The commands therefore ask Redis
 //! whether the caller may run `CONFIG SET`: whoever may reconfigure Redis may reconfigure this.
+//! Where the server can (Redis 7.2+, Valkey 8) the commands also carry CONFIG SET's categories
+//! (`lib.rs`), so `-@admin` refuses them natively; the check stays: one rule on every server.
 
 use std::ffi::c_int;
 

@@ -261,3 +261,65 @@ fn commands_need_the_permission_to_configure_redis() {
     assert_eq!(ok, "OK");
     assert_eq!(n.forwarded(&["a1", "b1"]), ["b1"]);
 }
+
+/// Where the server can give module commands ACL categories (Redis 7.2+, Valkey 8), ours are
+/// those of CONFIG SET (`@admin @slow @dangerous`, shown by COMMAND INFO) and Redis itself
+/// refuses them to `-@admin` or `-@dangerous`. `ACL CAT` lists module commands only from
+/// Redis 8.0 (redis#13489) and Valkey 8.1 (valkey#1140). On Redis 7.0 the module's own check
+/// refuses them.
+#[test]
+fn the_commands_are_in_the_servers_acl_categories_where_it_has_them() {
+    let mut n = start(&["^a"]);
+    let server = n.server.server_kind();
+    let native = server.valkey || server.redis_at_least(7, 2);
+    let listed = server.valkey_at_least(8, 1) || server.redis_at_least(8, 0);
+    let mut r = n.server.client();
+    let info: redis::Value = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("key_evt_amqp.connect")
+        .query(&mut r)
+        .unwrap();
+    let info = format!("{info:?}");
+    for category in ["admin", "dangerous", "slow"] {
+        let shown = info.contains(&format!("@{category}"));
+        assert_eq!(shown, native, "COMMAND INFO on {server}: {info}");
+        let cat: Vec<String> = redis::cmd("ACL")
+            .arg("CAT")
+            .arg(category)
+            .query(&mut r)
+            .unwrap();
+        let ours = cat
+            .iter()
+            .filter(|c| c.starts_with("key_evt_amqp."))
+            .count();
+        assert_eq!(
+            ours,
+            if listed { 7 } else { 0 },
+            "ACL CAT {category} on {server}"
+        );
+    }
+    let state = n.server.module_info("connection");
+    for denied in ["-@admin", "-@dangerous"] {
+        n.ok(&[
+            "ACL",
+            "SETUSER",
+            "app",
+            "reset",
+            "on",
+            ">app-pass",
+            "~*",
+            "&*",
+            "+@all",
+            denied,
+        ]);
+        let url = format!("redis://app:app-pass@127.0.0.1:{}/", n.server.port());
+        let mut app = redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .expect("log in as an ACL user");
+        let text = run::<String>(&mut app, &["key_evt_amqp.disconnect"]).expect_err("not allowed");
+        let by_the_module = text.contains("it needs the permission to run CONFIG SET");
+        assert!(text.starts_with("NOPERM"), "{denied} on {server}: {text}");
+        assert_eq!(by_the_module, !native, "{denied} on {server}: {text}");
+    }
+    assert_eq!(n.server.module_info("connection"), state, "nothing changed");
+}
