@@ -54,6 +54,31 @@ pub fn fallback_key_in_slot(base: &str, slot: u16) -> Vec<u8> {
     format!("{base}{{{}}}", slot_tags()[usize::from(slot)]).into_bytes()
 }
 
+/// A key on which the server's slot function and [`key_slot`] disagree.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SlotMismatch {
+    pub key: Vec<u8>,
+    pub ours: u16,
+    pub server: u16,
+}
+
+/// Checks [`key_slot`] against the server's own function on every name the fallback list can
+/// have (`base` and its name in each slot): a list written under a name the server hashes
+/// elsewhere would land in a slot this node may not serve.
+pub fn check_key_slots(base: &str, server: impl Fn(&[u8]) -> u16) -> Result<usize, SlotMismatch> {
+    let names = std::iter::once(base.as_bytes().to_vec())
+        .chain((0..SLOTS as u16).map(|slot| fallback_key_in_slot(base, slot)));
+    let mut checked = 0;
+    for key in names {
+        let (ours, server) = (key_slot(&key), server(&key));
+        if ours != server {
+            return Err(SlotMismatch { key, ours, server });
+        }
+        checked += 1;
+    }
+    Ok(checked)
+}
+
 /// For each slot, the first decimal tag hashing to it. Built once (about 170,000 CRCs, a few
 /// milliseconds, 64 KiB), the first time a cluster node places its list.
 fn slot_tags() -> &'static [u32] {
@@ -199,6 +224,18 @@ pub fn decode_command(mut payload: &[u8]) -> Option<Vec<&[u8]>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_slot_check_covers_every_list_name_and_reports_a_disagreement() {
+        assert_eq!(check_key_slots("fb", key_slot), Ok(SLOTS + 1));
+        let off_by_one = |k: &[u8]| (key_slot(k) + 1) % SLOTS as u16;
+        let e = check_key_slots("fb", off_by_one).unwrap_err();
+        assert_eq!(e.key, b"fb");
+        assert_eq!((e.ours + 1) % SLOTS as u16, e.server);
+        let only_tagged = |k: &[u8]| if k.contains(&b'{') { 0 } else { key_slot(k) };
+        let e = check_key_slots("fb", only_tagged).unwrap_err();
+        assert_eq!(e.key, fallback_key_in_slot("fb", 1));
+    }
 
     #[test]
     fn slots_match_redis_cluster_keyslot() {

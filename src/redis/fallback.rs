@@ -4,10 +4,14 @@
 //! Main thread only. Writes go through `RedisModule_Call` with replication on, so they reach
 //! the AOF and the replicas like any write.
 
-use redis_module::{CallOptions, CallOptionsBuilder, CallReply, CallResult, Context};
+use redis_module::{
+    raw, CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, RedisString,
+};
 
+use crate::core::cluster;
+use crate::core::escape::escape;
 use crate::core::outbox::ListStore;
-use crate::core::placement::Keyspace;
+use crate::core::placement::{Keyspace, DEFAULT_KEY};
 
 pub struct RedisList<'a> {
     ctx: &'a Context,
@@ -141,5 +145,33 @@ impl Keyspace for RedisKeyspace<'_> {
 
     fn remove_front(&mut self, key: &[u8], n: u64) -> Result<(), String> {
         RedisList::new(self.ctx, key).remove_front(n)
+    }
+}
+
+/// On a cluster node, checks our slot function against the server's
+/// (`RedisModule_ClusterKeySlot`, Redis 7.4+ and Valkey 8) on every name the list can have,
+/// once at load (16,385 names, a few milliseconds). `Ok` says what was checked.
+pub fn check_key_slots() -> Result<String, String> {
+    // SAFETY: a read of an API pointer Redis filled in before the module's init ran.
+    let Some(server_slot) = (unsafe { raw::RedisModule_ClusterKeySlot }) else {
+        return Ok("not checked: the server has no RedisModule_ClusterKeySlot".into());
+    };
+    let server = |key: &[u8]| {
+        let key = RedisString::create_from_slice(std::ptr::null_mut(), key);
+        // SAFETY: the server reads a string we own and keeps no pointer to it.
+        let slot = unsafe { server_slot(key.inner) };
+        u16::try_from(slot).unwrap_or(u16::MAX)
+    };
+    match cluster::check_key_slots(DEFAULT_KEY, server) {
+        Ok(n) => Ok(format!(
+            "our CRC16 agrees with RedisModule_ClusterKeySlot on all {n} list names"
+        )),
+        Err(m) => Err(format!(
+            "the server puts key '{}' in slot {} where this module computes {}: refusing to \
+             place the fallback list",
+            escape(&m.key),
+            m.server,
+            m.ours
+        )),
     }
 }

@@ -19,7 +19,7 @@ use crate::core::settings;
 use crate::publisher;
 use crate::redis::detached::Detached;
 use crate::redis::runtime::{self, Module, STASH};
-use crate::redis::{callbacks, cluster_bus, config, hook, info, log, panic_log};
+use crate::redis::{callbacks, cluster_bus, config, fallback, hook, info, log, panic_log};
 use crate::state::shared::Shared;
 
 /// `MODULE LOAD`: reads the arguments and configs, starts the publisher, subscribes.
@@ -99,6 +99,10 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
     }
     callbacks::subscribe(ctx, events, Some(on_shutdown))?;
     if cluster {
+        let started = Instant::now();
+        let checked = fallback::check_key_slots()?;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        log::notice(&format!("slots: {checked} (in {ms:.1} ms)"));
         cluster_bus::listen(ctx);
     }
     let name = format!("{} {}", publisher::APP_ID, run_id.to_hex());

@@ -93,6 +93,23 @@ fn cluster_forms_with_the_module_and_routes_writes() {
         assert_eq!(Cluster::slot(key), slot, "key {key:?}");
     }
 
+    // At load, each node checked the module's slots against the server's own function where
+    // the server has one (RedisModule_ClusterKeySlot: Redis 7.4+, Valkey 8).
+    let server = cluster.node(0).server_kind();
+    let has_api = server.valkey || server.redis_at_least(7, 4);
+    let said = if has_api {
+        "slots: our CRC16 agrees with RedisModule_ClusterKeySlot on all 16385 list names"
+    } else {
+        "slots: not checked: the server has no RedisModule_ClusterKeySlot"
+    };
+    for node in cluster.nodes() {
+        assert!(
+            node.log().contains(said),
+            "{server}, port {}: no '{said}'",
+            node.port()
+        );
+    }
+
     // Every master has a replica, and the replica knows it.
     for master in cluster.masters() {
         let replica = cluster.replica_of(master);
