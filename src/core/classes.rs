@@ -5,7 +5,7 @@
 //! `o` and `c`, and a letter the server lacks would subscribe to nothing, so it is refused with
 //! the server's name instead of being accepted and never firing.
 
-use crate::core::settings::ArgError;
+use crate::core::arg_error::ArgError;
 
 pub const GENERIC: i32 = 1 << 2;
 pub const STRING: i32 = 1 << 3;

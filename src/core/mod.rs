@@ -2,6 +2,7 @@
 //! Everything here is unit-tested in milliseconds; the shells (`amqp`, `publisher`, `redis`)
 //! only carry its decisions out.
 
+pub mod arg_error;
 pub mod broker_options;
 pub mod classes;
 pub mod cluster;

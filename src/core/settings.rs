@@ -2,9 +2,9 @@
 //!
 //! Pure parsing: bytes in, [`Settings`] or an [`ArgError`] out. Nothing here knows Redis or AMQP.
 
-use std::borrow::Cow;
 use std::fmt;
 
+pub use crate::core::arg_error::ArgError;
 use crate::core::classes::{self, ServerClasses};
 use crate::core::keymask::KeyMasks;
 use crate::core::uri::{Endpoint, UriEndpoint};
@@ -280,46 +280,6 @@ fn parse_int(
         .and_then(|s| s.parse::<i64>().ok())
         .filter(|n| (min..=max).contains(n))
         .ok_or_else(|| ArgError::new(name, v, accepted))
-}
-
-/// A bad argument: which one, the value given, and what is accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArgError {
-    pub name: &'static str,
-    /// `None` for secrets.
-    pub value: Option<String>,
-    pub accepted: Cow<'static, str>,
-}
-
-impl ArgError {
-    pub fn new(name: &'static str, value: &[u8], accepted: impl Into<Cow<'static, str>>) -> Self {
-        ArgError {
-            name,
-            value: Some(crate::core::escape::escape(value)),
-            accepted: accepted.into(),
-        }
-    }
-
-    fn hidden(name: &'static str, accepted: &'static str) -> Self {
-        ArgError {
-            name,
-            value: None,
-            accepted: accepted.into(),
-        }
-    }
-}
-
-impl fmt::Display for ArgError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.value {
-            Some(v) => write!(
-                f,
-                "invalid {} '{}': expected {}",
-                self.name, v, self.accepted
-            ),
-            None => write!(f, "invalid {}: expected {}", self.name, self.accepted),
-        }
-    }
 }
 
 #[cfg(test)]
