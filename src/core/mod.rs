@@ -6,6 +6,7 @@ pub mod broker_options;
 pub mod cluster;
 pub mod escape;
 pub mod event;
+pub mod flush;
 pub mod keymask;
 pub mod limits;
 pub mod link;
