@@ -418,7 +418,14 @@ impl Outbox {
                 over => over.max(self.tail.len().min(input.slice)),
             }
         };
-        let want = want.min(input.slice);
+        // Near maxmemory, all the excess at once: memory must not grow by what each
+        // event-loop iteration brings beyond one slice (the work is that of the events
+        // themselves, each of which already cost a keyspace callback).
+        let want = if self.memory_full {
+            want
+        } else {
+            want.min(input.slice)
+        };
         // Newest first: the tail, then the back of the head.
         let from_tail = want.min(self.tail.len());
         let from_head = (want - from_tail).min(self.head.len());
@@ -1025,11 +1032,24 @@ mod tests {
                 ..AWAY
             },
         );
-        // The list was empty: the oldest are dropped straight away, a whole slice (as a
-        // spill over capacity takes one).
+        // The list was empty: the oldest are dropped straight away, all the excess (more
+        // than a slice: memory must not grow step after step).
+        let mut o2 = Outbox::new(100_000, 10);
+        o2.set_memory_full(true);
+        for i in 1..=(MEMORY_FULL_QUEUE as u64 + 1700) {
+            o2.push(ev(i));
+        }
+        let r2 = o2.tick(
+            &mut s,
+            TickInput {
+                broker: Broker::Unsure,
+                ..AWAY
+            },
+        );
+        assert_eq!((r2.dropped, r2.dropped_memory), (1700, 1700));
+        assert_eq!(o2.memory_len(), MEMORY_FULL_QUEUE);
+        assert_eq!(seqs(&o2.take_batch(1)), vec![1701]);
         assert_eq!((r.dropped, r.dropped_memory, r.spilled), (1000, 1000, 0));
-        assert_eq!(o.memory_len(), MEMORY_FULL_QUEUE + 700 - 1000);
-        assert_eq!(seqs(&o.take_batch(1)), vec![1001]);
         assert!(s.0.is_empty());
         o.set_memory_full(false);
         assert!(!o.wants_tick(Broker::Unsure, 0, 0), "under capacity again");
