@@ -305,8 +305,10 @@ fn near_maxmemory_the_backlog_gives_way_to_users_writes() {
         let written: redis::RedisResult<()> = pipe.query(&mut c);
         if let Err(e) = written {
             panic!(
-                "round {round}: a user's write failed: {e}\nINFO:\n{}",
-                n.server.module_info_text()
+                "round {round}: a user's write failed: {e}\nINFO:\n{}\nused_memory {:?} of {:?}",
+                n.server.module_info_text(),
+                n.server.info_field("memory", "used_memory"),
+                n.server.info_field("memory", "maxmemory")
             );
         }
     }
