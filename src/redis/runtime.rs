@@ -67,6 +67,9 @@ impl Module {
     /// key that matched, the flush callbacks for their events). Only this one place moves the
     /// sequence, and Redis runs its callbacks on one thread at a time (the main thread, or one
     /// holding the GIL): no locked read-modify-write needed.
+    // Always inlined: the keyspace callback's hot path, as it was before the flush
+    // callbacks shared it (callgrind: a call here cost about 45 Ir per forwarded event).
+    #[inline(always)]
     pub fn enqueue(&self, db: i64, event: &[u8], key: &[u8]) {
         let seq = SEQ.load(Relaxed) + 1;
         SEQ.store(seq, Relaxed);
