@@ -336,3 +336,18 @@ fn near_maxmemory_the_backlog_gives_way_to_users_writes() {
         n.server.module_info_text()
     );
 }
+
+/// The option given in the server's configuration (as redis.conf would) applies from the load.
+#[test]
+fn flush_events_from_the_server_config() {
+    let mut n = Node::builder("flushes-conf-")
+        .config("key_evt_amqp.flush_events", "yes")
+        .start();
+    assert_eq!(
+        n.server.config_get("key_evt_amqp.flush_events")["key_evt_amqp.flush_events"],
+        "yes"
+    );
+    let _: redis::Value = run(&mut n.redis, &["FLUSHDB"]).unwrap();
+    let got = n.consumer.expect_exactly(1, WAIT, QUIET);
+    assert_eq!(bodies(&got), vec![b"0\nflushdb\n".to_vec()]);
+}
