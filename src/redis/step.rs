@@ -304,6 +304,9 @@ impl Module {
             && !self.resync_list.load(Relaxed)
             && self.inbox.lock().is_empty()
             && self.drops.lock().idle()
+            && self.memory_drops.lock().idle()
+            && !self.list_evicted.load(Relaxed)
+            && !self.rescue.lock().pending()
             && self.shared.outbox.try_lock().is_some_and(|o| o.is_idle())
     }
 }
