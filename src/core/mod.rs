@@ -8,6 +8,7 @@ pub mod classes;
 pub mod cluster;
 pub mod escape;
 pub mod event;
+pub mod flush;
 pub mod keymask;
 pub mod limits;
 pub mod link;

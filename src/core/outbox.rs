@@ -23,6 +23,7 @@
 use std::collections::VecDeque;
 
 use crate::core::event::Event;
+use crate::core::policy::MEMORY_FULL_QUEUE;
 
 /// The fallback list, as the outbox needs it. Errors are messages for the log.
 #[allow(clippy::len_without_is_empty)] // `len` asks Redis; callers need the number.
@@ -68,6 +69,12 @@ pub struct TickReport {
     pub spilled: u64,
     pub refilled: u64,
     pub dropped: u64,
+    /// Of `dropped`, those dropped because Redis is near `maxmemory` (see
+    /// [`Outbox::set_memory_full`]).
+    pub dropped_memory: u64,
+    /// Events found missing from the list: someone else deleted, trimmed or renamed it (see
+    /// [`Outbox::reconcile`]).
+    pub lost: u64,
     /// More work is waiting: run another step soon.
     pub more: bool,
     pub error: Option<String>,
@@ -95,6 +102,8 @@ pub struct Outbox {
     spill_delay_ms: u64,
     /// When events began to wait for that spill.
     away_since_ms: Option<u64>,
+    /// Redis is near `maxmemory`: the list may not grow and memory holds few events.
+    memory_full: bool,
 }
 
 impl Outbox {
@@ -111,6 +120,7 @@ impl Outbox {
             refill_below: refill_below.clamp(1, capacity.max(1)),
             spill_delay_ms: 0,
             away_since_ms: None,
+            memory_full: false,
         }
     }
 
@@ -140,6 +150,41 @@ impl Outbox {
 
     pub fn list_len(&self) -> u64 {
         self.list_len
+    }
+
+    /// Redis is near `maxmemory` (the shell asks `RedisModule_GetUsedMemoryRatio` each step).
+    /// While it is, the list does not grow: each event that joins it pushes the oldest out
+    /// (dropped, counted in `dropped_memory`), and memory keeps at most
+    /// [`MEMORY_FULL_QUEUE`] events, the rest going to the list (and so, oldest first, out).
+    pub fn set_memory_full(&mut self, full: bool) {
+        self.memory_full = full;
+    }
+
+    /// The memory queue's capacity as it applies now.
+    fn capacity_now(&self) -> usize {
+        if self.memory_full {
+            self.capacity.min(MEMORY_FULL_QUEUE)
+        } else {
+            self.capacity
+        }
+    }
+
+    /// The list's real length `len` (LLEN), when it may have been changed behind our back.
+    /// If it differs from what the outbox counts, the count follows Redis and the copies in
+    /// memory are no longer trusted (they are published as ordinary events; what they stand
+    /// for may be sent twice). Returns how many events are lost: items gone from the list
+    /// that no copy in memory holds (when copies are out and the list was cut at its back,
+    /// more may be gone: this is the least). Items someone added are simply drained.
+    pub fn reconcile(&mut self, len: u64) -> u64 {
+        if len == self.list_len {
+            return 0;
+        }
+        let lost = self
+            .list_len
+            .saturating_sub(len)
+            .saturating_sub(self.mirrored);
+        self.set_list_len(len);
+        lost
     }
 
     pub fn in_flight(&self) -> usize {
@@ -227,15 +272,18 @@ impl Outbox {
     /// the publisher runs short, enforce the cap.
     pub fn tick(&mut self, store: &mut impl ListStore, input: TickInput) -> TickReport {
         let mut report = TickReport::default();
+        let list_before = self.list_len;
         if input.broker == Broker::Away && self.spillable() {
             self.away_since_ms.get_or_insert(input.now_ms);
         } else {
             self.away_since_ms = None;
         }
         let result = self
-            .remove_confirmed(store)
+            .remove_confirmed(store, &mut report)
             .and_then(|()| self.spill_or_refill(store, input, &mut report));
-        if let Err(e) = result.and_then(|()| self.enforce_cap(store, input, &mut report)) {
+        if let Err(e) =
+            result.and_then(|()| self.enforce_cap(store, input, list_before, &mut report))
+        {
             report.error = Some(e);
         }
         if !self.spillable() {
@@ -278,7 +326,7 @@ impl Outbox {
     pub fn wants_tick(&self, broker: Broker, fallback_size: i64, now_ms: u64) -> bool {
         let away_wait_to_start = broker == Broker::Away && self.away_since_ms.is_none();
         let spill = self.spillable()
-            && (self.memory_len() > self.capacity
+            && (self.memory_len() > self.capacity_now()
                 || away_wait_to_start
                 || self.away_spill_due(broker, now_ms));
         spill || self.to_remove > 0 || self.over_cap(fallback_size) || self.refill_wanted(broker)
@@ -298,13 +346,17 @@ impl Outbox {
         fallback_size > 0 && self.mirrored == 0 && self.list_len > fallback_size as u64
     }
 
-    fn remove_confirmed(&mut self, store: &mut impl ListStore) -> Result<(), String> {
+    fn remove_confirmed(
+        &mut self,
+        store: &mut impl ListStore,
+        report: &mut TickReport,
+    ) -> Result<(), String> {
         if self.to_remove > 0 {
             // Only remove what we know is there: a list changed behind our back (LLEN is O(1))
             // invalidates the copies, and the confirmed ones are simply sent again later.
             let len = store.len()?;
             if len != self.list_len {
-                self.set_list_len(len);
+                report.lost += self.reconcile(len);
                 return Ok(());
             }
             store.remove_front(self.to_remove)?;
@@ -328,7 +380,7 @@ impl Outbox {
         if self.refill_wanted(input.broker) {
             // The tail does not count here: when it is what fills memory, the next step spills it.
             let room = self
-                .capacity
+                .capacity_now()
                 .saturating_sub(self.in_flight + self.head.len());
             let unread = usize::try_from(self.list_len - self.mirrored).unwrap_or(usize::MAX);
             let want = (self.refill_below * 2)
@@ -340,7 +392,7 @@ impl Outbox {
                 // Shorter than we thought: someone trimmed or deleted it. Trust Redis, and no
                 // longer the copies: removing "their" items could now delete others.
                 let len = store.len()?;
-                self.set_list_len(len);
+                report.lost += self.reconcile(len);
                 return Ok(());
             }
             report.refilled += items.len() as u64;
@@ -361,12 +413,19 @@ impl Outbox {
         } else {
             // Over capacity, the tail goes in whole slices: one list write per slice rather
             // than one per step for the few events each step brings (a write has a fixed cost).
-            match self.memory_len().saturating_sub(self.capacity) {
+            match self.memory_len().saturating_sub(self.capacity_now()) {
                 0 => 0,
                 over => over.max(self.tail.len().min(input.slice)),
             }
         };
-        let want = want.min(input.slice);
+        // Near maxmemory, all the excess at once: memory must not grow by what each
+        // event-loop iteration brings beyond one slice (the work is that of the events
+        // themselves, each of which already cost a keyspace callback).
+        let want = if self.memory_full {
+            want
+        } else {
+            want.min(input.slice)
+        };
         // Newest first: the tail, then the back of the head.
         let from_tail = want.min(self.tail.len());
         let from_head = (want - from_tail).min(self.head.len());
@@ -393,11 +452,17 @@ impl Outbox {
         if self.mirrored > 0 {
             from_head = 0;
         }
-        if fallback_size < 0 {
+        // Near maxmemory with an empty list, what would be spilled is the oldest there is.
+        let memory_drop = self.memory_full && self.list_len == 0;
+        if fallback_size < 0 || memory_drop {
             // No fallback list: what cannot wait in memory is dropped, and counted.
             self.head.truncate(self.head.len() - from_head);
             self.tail.drain(..from_tail);
-            report.dropped += (from_head + from_tail) as u64;
+            let n = (from_head + from_tail) as u64;
+            report.dropped += n;
+            if memory_drop && fallback_size >= 0 {
+                report.dropped_memory += n;
+            }
             return Ok(());
         }
         if from_tail > 0 {
@@ -417,18 +482,32 @@ impl Outbox {
         Ok(())
     }
 
+    /// FALLBACK_SIZE, and near maxmemory no growth beyond `list_before` (the length before
+    /// this tick): the oldest go.
     fn enforce_cap(
         &mut self,
         store: &mut impl ListStore,
         input: TickInput,
+        list_before: u64,
         report: &mut TickReport,
     ) -> Result<(), String> {
         let cap = input.fallback_size;
-        if self.over_cap(cap) {
-            store.keep_back(cap as u64)?;
-            report.dropped += self.list_len - cap as u64;
-            self.list_len = cap as u64;
-        }
+        let size_cap = self.over_cap(cap).then_some(cap as u64);
+        let memory_cap = (self.memory_full
+            && self.mirrored == 0
+            && list_before > 0
+            && self.list_len > list_before)
+            .then_some(list_before);
+        let keep = match (size_cap, memory_cap) {
+            (None, None) => return Ok(()),
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+        };
+        store.keep_back(keep)?;
+        let dropped = self.list_len - keep;
+        report.dropped += dropped;
+        report.dropped_memory += dropped - (self.list_len - size_cap.unwrap_or(self.list_len));
+        self.list_len = keep;
         Ok(())
     }
 
@@ -858,6 +937,122 @@ mod tests {
             )
                 .prop_map(|(broker, slice)| Op::Tick { broker, slice }),
         ]
+    }
+
+    #[test]
+    fn reconcile_counts_what_no_copy_holds() {
+        let mut s = MemoryList::default();
+        let mut o = Outbox::new(100, 10);
+        for i in 1..=10 {
+            o.push(ev(i));
+        }
+        o.tick(&mut s, AWAY);
+        assert_eq!(o.list_len(), 10);
+        assert_eq!(o.reconcile(10), 0, "unchanged");
+        // An operator trims the list to its 4 newest: 6 lost, the count follows Redis.
+        s.keep_back(4).unwrap();
+        assert_eq!(o.reconcile(4), 6);
+        assert_eq!(o.list_len(), 4);
+        // Copies in memory are not lost: 3 read back, then the list is deleted.
+        let r = o.tick(&mut s, TickInput { slice: 3, ..BACK });
+        assert_eq!(r.refilled, 3);
+        s.0.clear();
+        assert_eq!(o.reconcile(0), 1, "one item had no copy");
+        assert_eq!(
+            seqs(&o.take_batch(10)),
+            vec![7, 8, 9],
+            "the copies are still published"
+        );
+        // Items someone added are not losses.
+        assert_eq!(o.reconcile(5), 0);
+        assert_eq!(o.list_len(), 5);
+    }
+
+    #[test]
+    fn a_list_cut_behind_our_back_shows_in_the_report() {
+        let mut s = MemoryList::default();
+        let mut o = Outbox::new(100, 10);
+        for i in 1..=10 {
+            o.push(ev(i));
+        }
+        o.tick(&mut s, AWAY);
+        s.keep_back(2).unwrap();
+        // The refill reads fewer items than it counted.
+        let r = o.tick(&mut s, BACK);
+        assert_eq!(r.lost, 8);
+        assert_eq!(o.list_len(), 2);
+    }
+
+    #[test]
+    fn near_maxmemory_the_list_keeps_its_length_dropping_the_oldest() {
+        let mut s = MemoryList::default();
+        let mut o = Outbox::new(100_000, 10);
+        for i in 1..=10 {
+            o.push(ev(i));
+        }
+        o.tick(&mut s, AWAY);
+        o.set_memory_full(true);
+        for i in 11..=15 {
+            o.push(ev(i));
+        }
+        let r = o.tick(&mut s, AWAY);
+        assert_eq!((r.spilled, r.dropped, r.dropped_memory), (5, 5, 5));
+        assert_eq!(o.list_len(), 10);
+        assert_eq!(s.0.len(), 10);
+        let first = Event::from_list_item(&s.0[0]);
+        assert_eq!(first.id.unwrap().seq, 6, "the oldest went");
+        // With FALLBACK_SIZE lower still, its drops are not memory drops.
+        for i in 16..=17 {
+            o.push(ev(i));
+        }
+        let r = o.tick(
+            &mut s,
+            TickInput {
+                fallback_size: 8,
+                ..AWAY
+            },
+        );
+        assert_eq!(
+            (r.dropped, r.dropped_memory),
+            (4, 0),
+            "the cap alone takes these"
+        );
+        assert_eq!(o.list_len(), 8);
+        // Memory holds few events while it lasts: the rest spill (and push out the oldest).
+        let mut o = Outbox::new(100_000, 10);
+        o.set_memory_full(true);
+        for i in 1..=(MEMORY_FULL_QUEUE as u64 + 700) {
+            o.push(ev(i));
+        }
+        let mut s = MemoryList::default();
+        let r = o.tick(
+            &mut s,
+            TickInput {
+                broker: Broker::Unsure,
+                ..AWAY
+            },
+        );
+        // The list was empty: the oldest are dropped straight away, all the excess (more
+        // than a slice: memory must not grow step after step).
+        let mut o2 = Outbox::new(100_000, 10);
+        o2.set_memory_full(true);
+        for i in 1..=(MEMORY_FULL_QUEUE as u64 + 1700) {
+            o2.push(ev(i));
+        }
+        let r2 = o2.tick(
+            &mut s,
+            TickInput {
+                broker: Broker::Unsure,
+                ..AWAY
+            },
+        );
+        assert_eq!((r2.dropped, r2.dropped_memory), (1700, 1700));
+        assert_eq!(o2.memory_len(), MEMORY_FULL_QUEUE);
+        assert_eq!(seqs(&o2.take_batch(1)), vec![1701]);
+        assert_eq!((r.dropped, r.dropped_memory, r.spilled), (1000, 1000, 0));
+        assert!(s.0.is_empty());
+        o.set_memory_full(false);
+        assert!(!o.wants_tick(Broker::Unsure, 0, 0), "under capacity again");
     }
 
     proptest! {

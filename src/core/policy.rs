@@ -22,6 +22,22 @@ pub const AWAY_AFTER: Duration = Duration::from_secs(1);
 pub const DEFAULT_QUEUE_CAPACITY: i64 = 100_000;
 pub const MAX_QUEUE_CAPACITY: i64 = 100_000_000;
 
+/// Redis counts the module's memory queue and its list towards `maxmemory`. Once
+/// `RedisModule_GetUsedMemoryRatio` (used memory over `maxmemory`, as Redis computes it for
+/// eviction) reaches this, the module stops growing: the list keeps its length (each event
+/// that joins it pushes the oldest out, counted as dropped) and memory holds at most
+/// [`MEMORY_FULL_QUEUE`] events. The 10 % margin leaves room for users' writes and for the
+/// module's own working memory.
+pub const MEMORY_FULL_RATIO: f32 = 0.9;
+
+/// Events the memory queue holds while Redis is near `maxmemory` (a publisher batch's worth
+/// twice over, about 200 KB).
+pub const MEMORY_FULL_QUEUE: usize = 2 * BATCH;
+
+/// The module checks the list's length (LLEN, O(1)) at least this often while it counts
+/// items there, to notice a list deleted, renamed or trimmed by hand.
+pub const LIST_CHECK_EVERY_MS: u64 = 1000;
+
 /// Events the inbox keeps room for once the outbox is idle.
 pub const INBOX_IDLE: usize = 64;
 

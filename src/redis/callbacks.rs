@@ -4,14 +4,12 @@
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use redis_module::{raw, Context};
 
-use crate::core::event::{self, Event, EventId};
 use crate::core::placement::Placement;
-use crate::redis::runtime::{self, Module, SEQ};
-use crate::redis::{hook, log};
+use crate::redis::runtime::{self, Module};
+use crate::redis::{flushes, hook, log};
 use crate::state::stats::MainThreadCounters;
 
 /// Subscribes to keyspace events of the classes `events`, to the server events we follow
@@ -22,18 +20,22 @@ pub fn subscribe(
     events: i32,
     on_shutdown: raw::RedisModuleEventCallback,
 ) -> Result<(), String> {
-    let server_events: [(u64, raw::RedisModuleEventCallback); 3] = [
+    let server_events: [(u64, raw::RedisModuleEventCallback); 5] = [
         (
             raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
             Some(on_role_changed),
         ),
         (raw::REDISMODULE_EVENT_LOADING, Some(on_loading)),
         (raw::REDISMODULE_EVENT_SHUTDOWN, on_shutdown),
+        (raw::REDISMODULE_EVENT_FLUSHDB, Some(flushes::on_flushdb)),
+        (raw::REDISMODULE_EVENT_SWAPDB, Some(flushes::on_swapdb)),
     ];
     // SAFETY: FFI registration with the load context and callbacks defined below.
     unsafe {
         let sub = raw::RedisModule_SubscribeToKeyspaceEvents.ok_or("no keyspace event API")?;
-        if sub(ctx.ctx, events, Some(on_keyspace_event)) != raw::REDISMODULE_OK as c_int {
+        // Evictions always: the module must see its own list evicted (see `on_keyspace_event`).
+        let classes = events | raw::REDISMODULE_NOTIFY_EVICTED;
+        if sub(ctx.ctx, classes, Some(on_keyspace_event)) != raw::REDISMODULE_OK as c_int {
             return Err("cannot subscribe to keyspace events".into());
         }
     }
@@ -68,9 +70,13 @@ fn subscribe_server_event(
     Ok(())
 }
 
+/// The keyspace callback. It also receives every `evicted` event, even when EVENTS leaves
+/// them out: an eviction of the module's own list must be noticed at once. That costs nothing
+/// on the hot path but one test of the event's class; evictions themselves (rare, and far
+/// dearer to Redis than this) pay for a key comparison.
 extern "C" fn on_keyspace_event(
     ctx: *mut raw::RedisModuleCtx,
-    _type: c_int,
+    class: c_int,
     event: *const c_char,
     key: *mut raw::RedisModuleString,
 ) -> c_int {
@@ -80,6 +86,7 @@ extern "C" fn on_keyspace_event(
     let Some(module) = module.as_ref() else {
         return OK;
     };
+    let evicted = class & raw::REDISMODULE_NOTIFY_EVICTED != 0;
     // SAFETY: Redis passes the key's string, alive for the duration of this call; the API
     // pointer is set at load.
     let key = unsafe {
@@ -93,6 +100,9 @@ extern "C" fn on_keyspace_event(
         }
         std::slice::from_raw_parts(ptr.cast::<u8>(), len)
     };
+    if evicted && !module.on_eviction(key) {
+        return OK;
+    }
     let forwarded = module.on_event(key, || {
         // SAFETY: Redis passes a live context and a NUL-terminated event name for the duration
         // of this call.
@@ -110,6 +120,20 @@ extern "C" fn on_keyspace_event(
 }
 
 impl Module {
+    /// An `evicted` event: notes the eviction of the list; returns whether to go on with the
+    /// event (EVENTS asks for evictions). Out of line and cold: the hot path keeps its shape
+    /// (and its inlining) and pays one test of the event's class.
+    #[cold]
+    #[inline(never)]
+    fn on_eviction(&self, key: &[u8]) -> bool {
+        if Placement::is_fallback_key(key) {
+            self.list_evicted.store(true, Relaxed);
+            hook::wake_main();
+            return false;
+        }
+        self.events & raw::REDISMODULE_NOTIFY_EVICTED != 0
+    }
+
     /// The keyspace callback's work: filter, encode, enqueue. No lock that another thread can
     /// hold (the inbox and the settings are written on this thread only). The database and
     /// the event name are only fetched (`details`) for a key that is forwarded: most events
@@ -126,28 +150,7 @@ impl Module {
         }
         MainThreadCounters::bump(&shared.stats.main.matched);
         let (db, event) = details();
-        // Only this callback moves the sequence, and Redis runs it on one thread at a time
-        // (the main thread, or one holding the GIL): no locked read-modify-write needed.
-        let seq = SEQ.load(Relaxed) + 1;
-        SEQ.store(seq, Relaxed);
-        // Whole seconds, as `time(2)` gives them: libc's vDSO reads the kernel's coarse clock,
-        // without the clock read and conversions of `SystemTime::now`.
-        // SAFETY: `time` with a null pointer only returns the value.
-        let now = unsafe { libc::time(std::ptr::null_mut()) };
-        // The coarse clock lags the precise one by at most a tick.
-        debug_assert!(SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .is_ok_and(|d| d.as_secs().abs_diff(now as u64) <= 1));
-        let event = Event {
-            id: Some(EventId {
-                run_id: self.run_id,
-                seq,
-            }),
-            timestamp: u32::try_from(now).unwrap_or(0),
-            body: event::body(db, event, key),
-            list_copy: 0,
-        };
-        self.inbox.lock().push(event);
+        self.enqueue(db, event, key);
         true
     }
 }
@@ -176,6 +179,8 @@ extern "C" fn on_role_changed(
         let master = sub == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER;
         m.shared.master.store(master, Relaxed);
         m.demoted.store(!master, Relaxed);
+        // A replica's list is its master's business.
+        m.rescue.lock().forget();
         m.resync_list.store(true, Relaxed);
         // Look at the slots afresh: a promoted replica takes over its master's list, and any
         // other list left in the slots it now serves.
@@ -203,6 +208,10 @@ extern "C" fn on_loading(
         if ended {
             m.resync_list.store(true, Relaxed);
             hook::wake_main();
+        } else {
+            // The data comes back from the file (DEBUG RELOAD empties the databases first):
+            // what a flush saved is in it.
+            m.rescue.lock().forget();
         }
     }
 }

@@ -10,6 +10,7 @@
 //! | `key_evt_amqp.password` | empty | the broker password (hidden, see below) |
 //! | `key_evt_amqp.tls_ca_file` | empty | PEM CA bundle for `amqps://`; empty: the system's CAs |
 //! | `key_evt_amqp.tls_skip_verify` | no | do not verify the broker's certificate (tests only) |
+//! | `key_evt_amqp.flush_events` | no | forward FLUSHALL, FLUSHDB and SWAPDB as events |
 //!
 //! The options that mirror the load arguments show the values in force (`CONFIG GET`), which
 //! the commands change too; so `CONFIG REWRITE` saves what runs. Precedence at load: a config
@@ -40,7 +41,7 @@
 //! ones. Only `queue_capacity` lives in a static of its own: Redis's integer config API needs
 //! one; each main-thread step applies it.
 
-use std::sync::atomic::{AtomicI64, AtomicPtr, Ordering, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, Ordering, Ordering::Relaxed};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -373,10 +374,33 @@ fn register_and_load(ctx: &Context) -> Result<(), String> {
         ConfigurationFlags::DEFAULT,
         None,
     );
+    register_flush_configs(ctx);
     // SAFETY: FFI call with the load context, once every config is registered.
     let loaded = unsafe { raw::RedisModule_LoadConfigs.map(|f| f(ctx.ctx)) };
     match loaded {
         Some(status) if status == raw::REDISMODULE_OK as i32 => Ok(()),
         _ => Err("invalid key_evt_amqp.* config value (see the line above)".into()),
     }
+}
+
+// ------------------------------------------------------------------ flushes (issue 15)
+
+/// `key_evt_amqp.flush_events`: forward FLUSHALL, FLUSHDB and SWAPDB as events `flushall`,
+/// `flushdb` and `swapdb` (see `flushes`). Read by the flush callbacks on the main thread;
+/// like `queue_capacity`, a static of its own (Redis's bool config API needs one).
+pub static FLUSH_EVENTS: AtomicBool = AtomicBool::new(false);
+
+pub fn flush_events() -> bool {
+    FLUSH_EVENTS.load(Relaxed)
+}
+
+fn register_flush_configs(ctx: &Context) {
+    register_bool_configuration(
+        ctx,
+        "flush_events",
+        &FLUSH_EVENTS,
+        false,
+        ConfigurationFlags::DEFAULT,
+        None,
+    );
 }

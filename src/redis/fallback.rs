@@ -4,6 +4,8 @@
 //! Main thread only. Writes go through `RedisModule_Call` with replication on, so they reach
 //! the AOF and the replicas like any write.
 
+use std::ffi::c_int;
+
 use redis_module::{
     raw, CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, RedisString,
 };
@@ -53,6 +55,10 @@ impl<'a> RedisList<'a> {
         self.call(cmd, &args).map(|_| ())
     }
 
+    pub fn delete(&self) -> Result<(), String> {
+        self.call("DEL", &[self.key]).map(|_| ())
+    }
+
     pub fn exists(&self) -> Result<bool, String> {
         match self.call("EXISTS", &[self.key])? {
             CallReply::I64(n) => Ok(n.to_i64() > 0),
@@ -95,6 +101,10 @@ impl ListStore for RedisList<'_> {
     }
 
     fn keep_back(&mut self, n: u64) -> Result<(), String> {
+        if n == 0 {
+            // `LTRIM key -0 -1` would keep everything.
+            return self.delete();
+        }
         let start = format!("-{n}");
         self.call("LTRIM", &[self.key, start.as_bytes(), b"-1"])
             .map(|_| ())
@@ -106,6 +116,32 @@ impl ListStore for RedisList<'_> {
             _ => Ok(0),
         }
     }
+}
+
+/// Runs `f` with `ctx` switched to the database `db`, then switches back (the module's own
+/// calls go to the database of their context's client).
+pub fn in_db<R>(ctx: &Context, db: i64, f: impl FnOnce() -> R) -> Result<R, String> {
+    // SAFETY: Redis's API pointers, set at load, with a live context Redis passed us.
+    let (get, select) = unsafe {
+        match (raw::RedisModule_GetSelectedDb, raw::RedisModule_SelectDb) {
+            (Some(get), Some(select)) => (get, select),
+            _ => return Err("no database selection API".into()),
+        }
+    };
+    let db = c_int::try_from(db).map_err(|_| format!("no database {db}"))?;
+    // SAFETY: as above.
+    let before = unsafe { get(ctx.ctx) };
+    if before == db {
+        return Ok(f());
+    }
+    // SAFETY: as above; an id out of range is refused (REDISMODULE_ERR).
+    if unsafe { select(ctx.ctx, db) } != raw::REDISMODULE_OK as c_int {
+        return Err(format!("cannot select database {db}"));
+    }
+    let out = f();
+    // SAFETY: as above, back to the database the context had.
+    unsafe { select(ctx.ctx, before) };
+    Ok(out)
 }
 
 /// The keyspace as [`Placement`](crate::core::placement::Placement) sees it: `CLUSTER NODES` and the lists of any slot.

@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use redis_module::{raw, Context, ContextFlags, RedisString, Status};
 
 use crate::core::classes::{self, ServerClasses};
+use crate::core::flush::Rescue;
 use crate::core::limits::Throttle;
 use crate::core::outbox::{Broker, Outbox};
 use crate::core::placement::Placement;
@@ -93,6 +94,10 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
         detached,
         cluster,
         quiet_since_ms: AtomicU64::new(0),
+        rescue: Mutex::new(Rescue::default()),
+        list_evicted: AtomicBool::new(false),
+        list_checked_ms: AtomicU64::new(0),
+        memory_drops: Mutex::new(Throttle::new(SUMMARY_EVERY)),
     });
     if !info::register(ctx.ctx) {
         return Err("cannot register the INFO section".into());

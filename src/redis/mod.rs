@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod detached;
 pub mod fallback;
+pub mod flushes;
 pub mod heap;
 pub mod hook;
 pub mod info;

@@ -9,12 +9,14 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use redis_module::Context;
+use redis_module::{raw, Context};
 
 use crate::core::link::now_ms;
 use crate::core::outbox::{ListStore, Outbox, TickInput};
 use crate::core::placement::Placement;
-use crate::core::policy::{INBOX_IDLE, SLICE, UNHOOK_AFTER_MS};
+use crate::core::policy::{
+    INBOX_IDLE, LIST_CHECK_EVERY_MS, MEMORY_FULL_RATIO, SLICE, UNHOOK_AFTER_MS,
+};
 use crate::redis::fallback::{RedisKeyspace, RedisList};
 use crate::redis::runtime::{self, Module};
 use crate::redis::{config, hook, log};
@@ -28,6 +30,11 @@ impl Module {
         }
         let mut quiet = true;
         if self.shared.master.load(Relaxed) {
+            // First, before anything else touches the list: what a flush or swap took away
+            // goes back (writes propagated after that command, see `flushes`).
+            if self.put_back_list(ctx) {
+                self.list_check_due();
+            }
             quiet = self.tick(ctx);
         } else if self.demoted.load(Relaxed) {
             match self.shared.outbox.try_lock() {
@@ -59,13 +66,17 @@ impl Module {
             shared.notify();
         }
         outbox.set_capacity(config::queue_capacity());
+        outbox.set_memory_full(memory_full());
         let fallback_size = shared.settings().fallback_size;
         // 2. Where the list lives (a cluster's slots move).
         let mut resync = self.resync_list.swap(false, Relaxed);
         let mut placement = self.placement.lock();
         resync |= self.place_list(ctx, &mut placement, &mut outbox, now_ms);
-        // 3. Spill, refill, trim: one slice.
+        // 3. Spill, refill, trim: one slice; first, whether someone else changed the list.
         if let Some(key) = placement.key() {
+            if !resync {
+                self.check_list(ctx, key, &mut outbox, now_ms);
+            }
             if resync || outbox.wants_tick(broker, fallback_size, now_ms) {
                 let input = TickInput {
                     broker,
@@ -91,7 +102,76 @@ impl Module {
         }
         shared.stats.observe(&outbox);
         self.log_drops(0, fallback_size);
+        self.log_memory_drops(0);
         idle && !had_news
+    }
+
+    /// Compares the list's length (LLEN, O(1)) with the outbox's count when Redis evicted the
+    /// list, after a flush's items were put back, and at least every [`LIST_CHECK_EVERY_MS`]
+    /// while the outbox counts items there: a list deleted, renamed or trimmed by hand, or
+    /// evicted, is noticed, counted and logged, and the count follows Redis.
+    fn check_list(&self, ctx: &Context, key: &[u8], outbox: &mut Outbox, now_ms: u64) {
+        let evicted = self.list_evicted.swap(false, Relaxed);
+        let due = outbox.list_len() > 0
+            && now_ms.saturating_sub(self.list_checked_ms.load(Relaxed)) >= LIST_CHECK_EVERY_MS;
+        if !evicted && !due {
+            return;
+        }
+        self.list_checked_ms.store(now_ms, Relaxed);
+        let len = {
+            let _own = OwnWrites::start(&self.own_io);
+            RedisList::new(ctx, key).len()
+        };
+        match len {
+            Ok(len) => {
+                let before = outbox.list_len();
+                let lost = outbox.reconcile(len);
+                if evicted || lost > 0 || len != before {
+                    self.note_lost(lost, evicted);
+                    if len != before {
+                        self.shared.notify();
+                    }
+                }
+            }
+            Err(e) => log::warning(&e),
+        }
+    }
+
+    /// The next step compares the list's length with the outbox's count.
+    fn list_check_due(&self) {
+        self.list_checked_ms.store(0, Relaxed);
+    }
+
+    /// Events found missing from the list: counted, and logged once per occurrence (each is an
+    /// operator's command or an eviction, not a stream of them).
+    fn note_lost(&self, lost: u64, evicted: bool) {
+        if evicted {
+            Stats::add(&self.shared.stats.lost_evicted, lost);
+            log::warning(&format!(
+                "Redis evicted the fallback list (maxmemory-policy): {lost} waiting events lost; \
+                 use a volatile-* policy or noeviction (the list has no TTL)"
+            ));
+        } else if lost > 0 {
+            Stats::add(&self.shared.stats.lost_external, lost);
+            log::warning(&format!(
+                "the fallback list was deleted, renamed or trimmed by someone else: {lost} \
+                 waiting events lost"
+            ));
+        }
+    }
+
+    fn log_memory_drops(&self, dropped: u64) {
+        let mut drops = self.memory_drops.lock();
+        if dropped == 0 && drops.idle() {
+            return;
+        }
+        if let Some(n) = drops.note(dropped, Instant::now()) {
+            log::warning(&format!(
+                "dropped {n} events, the oldest: Redis is near maxmemory (over {:.0} % of it), \
+                 the module holds no more; further drops are summed every 10 s",
+                MEMORY_FULL_RATIO * 100.0
+            ));
+        }
     }
 
     /// In a cluster, follows the slots this node serves (see [`Placement`]). Returns whether
@@ -159,7 +239,10 @@ impl Module {
         Stats::add(&shared.stats.spilled, report.spilled);
         Stats::add(&shared.stats.refilled, report.refilled);
         Stats::add(&shared.stats.dropped, report.dropped);
-        self.log_drops(report.dropped, input.fallback_size);
+        Stats::add(&shared.stats.dropped_memory, report.dropped_memory);
+        self.log_drops(report.dropped - report.dropped_memory, input.fallback_size);
+        self.log_memory_drops(report.dropped_memory);
+        self.note_lost(report.lost, false);
         if let Some(e) = &report.error {
             log::warning(e);
             return false;
@@ -221,6 +304,9 @@ impl Module {
             && !self.resync_list.load(Relaxed)
             && self.inbox.lock().is_empty()
             && self.drops.lock().idle()
+            && self.memory_drops.lock().idle()
+            && !self.list_evicted.load(Relaxed)
+            && !self.rescue.lock().pending()
             && self.shared.outbox.try_lock().is_some_and(|o| o.is_idle())
     }
 }
@@ -237,10 +323,10 @@ extern "C" fn on_unhook(_data: *mut c_void) {
 
 /// While it lives, the module writes the fallback list itself: the keyspace callback does not
 /// forward the events those writes raise. Cleared when dropped, also on an early return.
-struct OwnWrites<'a>(&'a AtomicBool);
+pub struct OwnWrites<'a>(&'a AtomicBool);
 
 impl<'a> OwnWrites<'a> {
-    fn start(flag: &'a AtomicBool) -> OwnWrites<'a> {
+    pub fn start(flag: &'a AtomicBool) -> OwnWrites<'a> {
         flag.store(true, Relaxed);
         OwnWrites(flag)
     }
@@ -262,4 +348,11 @@ fn thread_cpu_time() -> Duration {
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Redis is near `maxmemory` (never when none is set): see [`MEMORY_FULL_RATIO`].
+fn memory_full() -> bool {
+    // SAFETY: Redis's API pointer, set at load (Redis 6.2 or newer); main thread.
+    let ratio = unsafe { raw::RedisModule_GetUsedMemoryRatio.map_or(0.0, |f| f()) };
+    ratio >= MEMORY_FULL_RATIO
 }

@@ -67,6 +67,9 @@ impl Shared {
     }
 
     /// Whether a key matches the current masks (the keyspace callback's filter: no `Arc` clone).
+    /// Inlined into that callback (the compiler stopped doing so on its own once the callback
+    /// grew its eviction test: about 20 Ir per event under callgrind).
+    #[inline]
     pub fn masks_match(&self, key: &[u8]) -> bool {
         self.settings.read().masks.matches(key)
     }

@@ -39,6 +39,12 @@ pub struct Stats {
     /// Moved into this node's list from a list left in a slot it took over (cluster).
     pub adopted: AtomicU64,
     pub dropped: AtomicU64,
+    /// Of `dropped`, dropped because Redis was near `maxmemory`.
+    pub dropped_memory: AtomicU64,
+    /// Found missing from the list: deleted, renamed or trimmed by someone else.
+    pub lost_external: AtomicU64,
+    /// Lost with the list when Redis evicted it.
+    pub lost_evicted: AtomicU64,
     pub connections: AtomicU64,
     /// Publisher sessions that ended in a panic (their batch was given back, see
     /// `publisher::supervise`).
