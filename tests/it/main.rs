@@ -15,6 +15,7 @@ mod cluster_selftest;
 mod commands;
 mod configs;
 mod durability;
+mod formats;
 mod forwarding;
 mod info;
 mod layout;
