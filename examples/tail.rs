@@ -15,8 +15,11 @@
 //! db=0 event=set key=hello  id=<message_id> ts=<timestamp>
 //! ```
 //!
-//! The body is `DB\nEVENT\nKEY`; it is split on the first two `\n` only, since the key may hold any
-//! byte. The key is printed escaped as Rust's `escape_ascii` does: `\\` for a backslash, `\'` and
+//! Every format of `key_evt_amqp.format` is read: `text` (`content_type` `text/plain`), whose
+//! body is `DB\nEVENT\nKEY`, split on the first two `\n` only, since the key may hold any byte;
+//! `json` and `cloudevents` (`application/json`), whose body is one JSON object with `db`,
+//! `event`, `key` (or `key_b64`, base64 of a key that is not UTF-8), `id` and `time`. A
+//! CloudEvents message (a `ce-specversion` header, whichever the prefix) shows its `type` too. The key is printed escaped as Rust's `escape_ascii` does: `\\` for a backslash, `\'` and
 //! `\"` for quotes, `\n`, `\r`, `\t`, and `\xNN` for every other byte outside printable ASCII.
 //!
 //! `--count N` exits after N messages; `--ready-file PATH` creates PATH once the queue is bound
@@ -96,7 +99,51 @@ fn escape(bytes: &[u8]) -> String {
     bytes.escape_ascii().to_string()
 }
 
-/// One output line for a message body and its identity.
+/// One output line for a `json` or `cloudevents` body: `None` if it is not the module's JSON.
+fn format_json_line(body: &[u8], ce_type: Option<&str>) -> Option<String> {
+    use base64::Engine;
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let db = v.get("db")?.as_i64()?;
+    let event = v.get("event")?.as_str()?;
+    let key = match (v.get("key"), v.get("key_b64")) {
+        (Some(k), _) => k.as_str()?.as_bytes().to_vec(),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b.as_str()?)
+            .ok()?,
+        (None, None) => return None,
+    };
+    let id = v.get("id").and_then(|i| i.as_str()).unwrap_or("-");
+    let ts = v
+        .get("time")
+        .and_then(|t| t.as_u64())
+        .map_or_else(|| "-".to_string(), |t| t.to_string());
+    let ce = ce_type.map(|t| format!(" type={t}")).unwrap_or_default();
+    Some(format!(
+        "db={db} event={} key={}  id={id} ts={ts}{ce}",
+        escape(event.as_bytes()),
+        escape(&key)
+    ))
+}
+
+/// One output line for a message, whatever its format.
+fn message_line(message: &testkit::Message) -> String {
+    if message.content_type.as_deref() == Some("application/json") {
+        // The CloudEvents type under any of the prefixes the module may use.
+        let ce_type = ["ce-", "ce_", "cloudEvents_", "cloudEvents:"]
+            .iter()
+            .find_map(|p| message.header(&format!("{p}type")).and_then(|h| h.text()));
+        if let Some(line) = format_json_line(&message.body, ce_type) {
+            return line;
+        }
+    }
+    format_line(
+        &message.body,
+        message.message_id.as_deref(),
+        message.timestamp,
+    )
+}
+
+/// One output line for a text body and its identity.
 fn format_line(body: &[u8], id: Option<&str>, ts: Option<u64>) -> String {
     let id = id.unwrap_or("-");
     let ts = ts.map_or_else(|| "-".to_string(), |t| t.to_string());
@@ -145,11 +192,7 @@ fn run(opts: Options) -> Result<(), String> {
             .try_recv(None)
             .map_err(|e| format!("lost the broker: {e}"))?
             .ok_or("the consumer stopped waiting")?;
-        let line = format_line(
-            &message.body,
-            message.message_id.as_deref(),
-            message.timestamp,
-        );
+        let line = message_line(&message);
         let mut out = stdout.lock();
         if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
             // Reader went away (e.g. `| head`): nothing left to do.
@@ -192,6 +235,24 @@ mod tests {
     fn splits_on_the_first_two_newlines_only() {
         let line = format_line(b"0\nset\nhel\nlo", Some("abc-1"), Some(42));
         assert_eq!(line, "db=0 event=set key=hel\\nlo  id=abc-1 ts=42");
+    }
+
+    #[test]
+    fn reads_json_bodies() {
+        let line = format_json_line(
+            br#"{"db":0,"event":"set","key":"user:1","id":"abc-1","time":42}"#,
+            None,
+        );
+        assert_eq!(line.unwrap(), "db=0 event=set key=user:1  id=abc-1 ts=42");
+        let line = format_json_line(
+            br#"{"db":-1,"event":"flushall","key_b64":"/wA="}"#,
+            Some("redis.keyspace.flushall"),
+        );
+        assert_eq!(
+            line.unwrap(),
+            "db=-1 event=flushall key=\\xff\\x00  id=- ts=- type=redis.keyspace.flushall"
+        );
+        assert_eq!(format_json_line(b"0\nset\nk", None), None);
     }
 
     #[test]
