@@ -173,11 +173,11 @@ pub fn write_json(out: &mut Vec<u8>, p: &Parts<'_>, id: Option<&[u8]>, time: u32
     out.extend_from_slice(b"{\"db\":");
     out.extend_from_slice(p.db_text);
     out.extend_from_slice(b",\"event\":");
-    json_string(out, p.event);
+    json_string(out, &String::from_utf8_lossy(p.event));
     match std::str::from_utf8(p.key) {
         Ok(key) => {
             out.extend_from_slice(b",\"key\":");
-            json_string(out, key.as_bytes());
+            json_string(out, key);
         }
         Err(_) => {
             out.extend_from_slice(b",\"key_b64\":\"");
@@ -187,7 +187,7 @@ pub fn write_json(out: &mut Vec<u8>, p: &Parts<'_>, id: Option<&[u8]>, time: u32
     }
     if let Some(id) = id {
         out.extend_from_slice(b",\"id\":");
-        json_string(out, id);
+        json_string(out, &String::from_utf8_lossy(id));
     }
     if time > 0 {
         out.extend_from_slice(b",\"time\":");
@@ -197,27 +197,39 @@ pub fn write_json(out: &mut Vec<u8>, p: &Parts<'_>, id: Option<&[u8]>, time: u32
     out.push(b'}');
 }
 
-/// A JSON string of UTF-8 `s` (bytes that are not UTF-8 become U+FFFD, which only an event
-/// name could hold: keys that are not UTF-8 go as base64).
-fn json_string(out: &mut Vec<u8>, s: &[u8]) {
+/// A JSON string. Bytes that are not UTF-8 only an event name could hold (keys that are not
+/// UTF-8 go as base64): the caller makes them U+FFFD first.
+fn json_string(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let text = s.as_bytes();
+    out.reserve(text.len() + 2);
     out.push(b'"');
-    let text = String::from_utf8_lossy(s);
-    for &b in text.as_bytes() {
+    let mut rest = text;
+    // Copies the runs that need no escape whole (most keys are one run).
+    while let Some(i) = rest
+        .iter()
+        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    {
+        let (run, tail) = rest.split_at(i);
+        out.extend_from_slice(run);
+        let Some((&b, tail)) = tail.split_first() else {
+            break;
+        };
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
             b'\n' => out.extend_from_slice(b"\\n"),
             b'\r' => out.extend_from_slice(b"\\r"),
             b'\t' => out.extend_from_slice(b"\\t"),
-            0..=0x1f => {
+            _ => {
                 out.extend_from_slice(b"\\u00");
                 out.push(HEX[usize::from(b >> 4)]);
                 out.push(HEX[usize::from(b & 15)]);
             }
-            _ => out.push(b),
         }
+        rest = tail;
     }
+    out.extend_from_slice(rest);
     out.push(b'"');
 }
 

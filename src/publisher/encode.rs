@@ -38,6 +38,10 @@ pub struct Encoder {
     value: Vec<u8>,
     /// The CloudEvents header names of the prefix in force.
     ce_names: Option<(&'static str, CeNames)>,
+    /// The last `ce-time` and `ce-source` written, for the timestamp and run id they are of:
+    /// most events of a batch share both.
+    last_time: (u32, Vec<u8>),
+    last_source: (Option<RunId>, Vec<u8>),
 }
 
 /// What the headers of one event are made of.
@@ -61,6 +65,8 @@ impl Encoder {
             headers: Vec::with_capacity(512),
             value: Vec::with_capacity(128),
             ce_names: None,
+            last_time: (0, Vec::with_capacity(20)),
+            last_source: (None, Vec::with_capacity(60)),
         }
     }
 
@@ -91,6 +97,8 @@ impl Encoder {
             headers,
             value,
             ce_names,
+            last_time,
+            last_source,
         } = self;
         let plain = o.is_plain() && s.routing.is_literal();
         let room = (frame_max as usize).saturating_sub(OTHER_PROPERTIES);
@@ -154,10 +162,15 @@ impl Encoder {
                         parts: &p,
                         message_id,
                     };
-                    write_headers(headers, value, s, &input, true);
+                    let mut scratch = Scratch {
+                        value,
+                        last_time,
+                        last_source,
+                    };
+                    write_headers(headers, &mut scratch, s, &input, true);
                     if headers.len() > room {
                         headers.clear();
-                        write_headers(headers, value, s, &input, false);
+                        write_headers(headers, &mut scratch, s, &input, false);
                     }
                     if o.format == Format::Text {
                         (Format::Text, &e.body)
@@ -191,11 +204,18 @@ impl Encoder {
     }
 }
 
+/// The encoder's buffers [`write_headers`] uses.
+struct Scratch<'a> {
+    value: &'a mut Vec<u8>,
+    last_time: &'a mut (u32, Vec<u8>),
+    last_source: &'a mut (Option<RunId>, Vec<u8>),
+}
+
 /// The `redis-*` headers (`key_evt_amqp.headers yes`) and the CloudEvents attributes, appended
-/// to `h` (`v`: scratch); `with_key`: also those that carry the key.
+/// to `h`; `with_key`: also those that carry the key.
 fn write_headers(
     h: &mut Vec<u8>,
-    v: &mut Vec<u8>,
+    scratch: &mut Scratch<'_>,
     s: &Settings,
     input: &HeaderInput<'_>,
     with_key: bool,
@@ -218,6 +238,7 @@ fn write_headers(
     let (Format::CloudEvents, Some(names)) = (s.output.format, ce_names) else {
         return;
     };
+    let v = &mut *scratch.value;
     wire::header_str(h, &names.specversion, b"1.0");
     match message_id {
         Some(id) => wire::header_str(h, &names.id, id),
@@ -230,23 +251,29 @@ fn write_headers(
             wire::header_str(h, &names.id, v);
         }
     }
-    v.clear();
     if s.output.ce_source.is_empty() {
-        match e.id {
-            Some(id) => format::default_ce_source(v, &id.run_id),
-            None => format::default_ce_source(v, node),
+        let run_id = e.id.map_or(*node, |id| id.run_id);
+        let (of, source) = &mut *scratch.last_source;
+        if *of != Some(run_id) {
+            source.clear();
+            format::default_ce_source(source, &run_id);
+            *of = Some(run_id);
         }
+        wire::header_str(h, &names.source, source);
     } else {
-        v.extend_from_slice(s.output.ce_source.as_bytes());
+        wire::header_str(h, &names.source, s.output.ce_source.as_bytes());
     }
-    wire::header_str(h, &names.source, v);
     v.clear();
     format::ce_type(v, p.event);
     wire::header_str(h, &names.kind, v);
     if e.timestamp > 0 {
-        v.clear();
-        format::rfc3339(v, e.timestamp);
-        wire::header_str(h, &names.time, v);
+        let (of, time) = &mut *scratch.last_time;
+        if *of != e.timestamp || time.is_empty() {
+            time.clear();
+            format::rfc3339(time, e.timestamp);
+            *of = e.timestamp;
+        }
+        wire::header_str(h, &names.time, time);
     }
     // CloudEvents: a subject, when present, is a non-empty string.
     if with_key && !p.key.is_empty() && std::str::from_utf8(p.key).is_ok() {
