@@ -22,7 +22,8 @@
 //! CloudEvents message (a `ce-specversion` header, whichever the prefix) shows its `type` too. The key is printed escaped as Rust's `escape_ascii` does: `\\` for a backslash, `\'` and
 //! `\"` for quotes, `\n`, `\r`, `\t`, and `\xNN` for every other byte outside printable ASCII.
 //!
-//! `--count N` exits after N messages; `--ready-file PATH` creates PATH once the queue is bound
+//! `--verbose` prints each message whole instead: its routing key, properties, headers and body
+//! (non-printable bytes escaped). `--count N` exits after N messages; `--ready-file PATH` creates PATH once the queue is bound
 //! (scripts wait for it before they make Redis write).
 
 use std::io::Write;
@@ -36,7 +37,8 @@ const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const DEFAULT_EXCHANGE: &str = "amq.direct";
 const DEFAULT_ROUTING_KEY: &str = "redis_keyspace_events";
 
-const USAGE: &str = "usage: tail [--count N] [--ready-file PATH] [EXCHANGE [ROUTING_KEY]]
+const USAGE: &str =
+    "usage: tail [--count N] [--verbose] [--ready-file PATH] [EXCHANGE [ROUTING_KEY]]
 env: AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f), EXCHANGE (default amq.direct),
      ROUTING_KEY (default redis_keyspace_events)";
 
@@ -46,6 +48,7 @@ struct Options {
     routing_key: String,
     count: Option<u64>,
     ready_file: Option<String>,
+    verbose: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -61,6 +64,7 @@ fn parse_args() -> Result<Options, String> {
         routing_key: env_or("ROUTING_KEY", DEFAULT_ROUTING_KEY),
         count: None,
         ready_file: None,
+        verbose: false,
     };
     let mut positional = Vec::new();
     let mut args = std::env::args().skip(1);
@@ -74,6 +78,7 @@ fn parse_args() -> Result<Options, String> {
                     .map_err(|_| format!("--count: not a number: {value}"))?;
                 opts.count = Some(n);
             }
+            "--verbose" | "-v" => opts.verbose = true,
             "--ready-file" => {
                 opts.ready_file = Some(args.next().ok_or("--ready-file needs a path")?);
             }
@@ -123,6 +128,33 @@ fn format_json_line(body: &[u8], ce_type: Option<&str>) -> Option<String> {
         escape(event.as_bytes()),
         escape(&key)
     ))
+}
+
+/// The whole message, one field a line (`--verbose`).
+fn verbose_text(m: &testkit::Message) -> String {
+    let mut out = format!("routing_key: {}\n", m.routing_key);
+    let props = [
+        ("content_type", m.content_type.clone()),
+        ("delivery_mode", m.delivery_mode.map(|d| d.to_string())),
+        ("message_id", m.message_id.clone()),
+        ("timestamp", m.timestamp.map(|t| t.to_string())),
+        ("app_id", m.app_id.clone()),
+    ];
+    for (name, value) in props {
+        if let Some(value) = value {
+            out.push_str(&format!("{name}: {value}\n"));
+        }
+    }
+    for (name, value) in &m.headers {
+        let shown = match value {
+            testkit::Header::Bytes(b) => format!("\"{}\"", escape(b)),
+            testkit::Header::Int(n) => n.to_string(),
+            testkit::Header::Other(o) => o.clone(),
+        };
+        out.push_str(&format!("header {name}: {shown}\n"));
+    }
+    out.push_str(&format!("body: {}\n", escape(&m.body)));
+    out
 }
 
 /// One output line for a message, whatever its format.
@@ -192,7 +224,11 @@ fn run(opts: Options) -> Result<(), String> {
             .try_recv(None)
             .map_err(|e| format!("lost the broker: {e}"))?
             .ok_or("the consumer stopped waiting")?;
-        let line = message_line(&message);
+        let line = if opts.verbose {
+            verbose_text(&message)
+        } else {
+            message_line(&message)
+        };
         let mut out = stdout.lock();
         if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
             // Reader went away (e.g. `| head`): nothing left to do.

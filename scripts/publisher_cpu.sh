@@ -64,16 +64,19 @@ publisher_ticks() { # pid
 
 printf "%-12s %8s %10s %12s\n" format headers events "us/event"
 IFS=, read -ra LIST <<<"$FORMATS"
+run=0
 for format in "${LIST[@]}"; do
+    run=$((run + 1))
+    ready="$TMP/ready-$run"
     port=$(free_port)
     rk="pubcpu-$$-$format-$RANDOM"
     routing=${RK:-$rk}
-    "$TAIL" --count "$N" --ready-file "$TMP/ready-$format" amq.direct "$rk" >/dev/null 2>"$TMP/tail.log" &
+    "$TAIL" --count "$N" --ready-file "$ready" amq.direct "$rk" >/dev/null 2>"$TMP/tail.log" &
     tail_pid=$!
     PIDS+=("$tail_pid")
-    for _ in $(seq 1 100); do [ -f "$TMP/ready-$format" ] && break; sleep 0.1; done
+    for _ in $(seq 1 100); do [ -f "$ready" ] && break; sleep 0.1; done
     redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$TMP" \
-        --logfile "$TMP/redis-$format.log" \
+        --logfile "$TMP/redis-$run.log" \
         --loadmodule "$SO" '$' 127.0.0.1 5672 guest guest 30 amq.direct "$routing" 1 0 ALL \
         --key_evt_amqp.format "$format" --key_evt_amqp.headers "$HEADERS" &
     pid=$!
