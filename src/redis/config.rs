@@ -55,7 +55,7 @@ use crate::amqp::tls;
 use crate::core::broker_options::{
     parse_uri_option, BrokerOptions, CA_FILE_OPTION, PASSWORD_OPTION,
 };
-use crate::core::format::{Output, CE_PREFIXES};
+use crate::core::format::{Output, Refused, CE_PREFIXES};
 use crate::core::policy::{DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY};
 use crate::core::settings::{self, Settings, OPTIONS};
 use crate::core::uri;
@@ -312,7 +312,7 @@ impl ConfigurationValue<RedisString> for EventsConfig {
 /// A string config of `Settings::output`: how it reads and how a value changes it.
 struct OutputConfig {
     read: fn(&Output) -> String,
-    change: fn(&Output, &[u8]) -> Result<Output, settings::ArgError>,
+    change: fn(&Output, &[u8]) -> Result<Output, Refused>,
     returned: Returned,
 }
 
@@ -348,12 +348,16 @@ static CE_PREFIX: OutputConfig = OutputConfig {
 static HEADERS: HeadersConfig = HeadersConfig;
 
 /// Replaces the output options of [`target`]'s settings with what `change` makes of them.
+/// `value` is what was given, for the error.
 fn change_output(
-    change: impl FnOnce(&Output) -> Result<Output, settings::ArgError>,
+    value: &[u8],
+    change: impl FnOnce(&Output) -> Result<Output, Refused>,
 ) -> Result<(), RedisError> {
     let shared = target().ok_or(RedisError::Str("key_evt_amqp is not loaded"))?;
     let current = shared.settings();
-    let output = change(&current.output).map_err(|e| RedisError::String(e.to_string()))?;
+    let output = change(&current.output).map_err(|r| {
+        RedisError::String(settings::ArgError::new(r.name, value, r.accepted).to_string())
+    })?;
     shared.set_settings(Settings {
         output,
         ..(*current).clone()
@@ -370,7 +374,7 @@ impl ConfigurationValue<RedisString> for OutputConfig {
     }
 
     fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
-        change_output(|o| (self.change)(o, val.as_slice()))
+        change_output(val.as_slice(), |o| (self.change)(o, val.as_slice()))
     }
 }
 
@@ -380,7 +384,7 @@ impl ConfigurationValue<bool> for HeadersConfig {
     }
 
     fn set(&self, _ctx: &ConfigurationContext, val: bool) -> Result<(), RedisError> {
-        change_output(|o| {
+        change_output(b"", |o| {
             Ok(Output {
                 headers: val,
                 ..o.clone()
