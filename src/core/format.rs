@@ -186,7 +186,7 @@ pub fn write_json(out: &mut Vec<u8>, p: &Parts<'_>, id: Option<&[u8]>, time: u32
     out.extend_from_slice(b"{\"db\":");
     out.extend_from_slice(p.db_text);
     out.extend_from_slice(b",\"event\":");
-    json_string(out, &String::from_utf8_lossy(p.event));
+    json_bytes(out, p.event);
     match std::str::from_utf8(p.key) {
         Ok(key) => {
             out.extend_from_slice(b",\"key\":");
@@ -200,7 +200,7 @@ pub fn write_json(out: &mut Vec<u8>, p: &Parts<'_>, id: Option<&[u8]>, time: u32
     }
     if let Some(id) = id {
         out.extend_from_slice(b",\"id\":");
-        json_string(out, &String::from_utf8_lossy(id));
+        json_bytes(out, id);
     }
     if time > 0 {
         out.extend_from_slice(b",\"time\":");
@@ -208,6 +208,15 @@ pub fn write_json(out: &mut Vec<u8>, p: &Parts<'_>, id: Option<&[u8]>, time: u32
         out.extend_from_slice(decimal(time, &mut digits));
     }
     out.push(b'}');
+}
+
+/// A JSON string of bytes that are UTF-8 (event names, ids) or else made so (U+FFFD). Checked
+/// with `from_utf8` first: `from_utf8_lossy`'s chunk iterator cost 900 instructions per event.
+fn json_bytes(out: &mut Vec<u8>, s: &[u8]) {
+    match std::str::from_utf8(s) {
+        Ok(text) => json_string(out, text),
+        Err(_) => json_string(out, &String::from_utf8_lossy(s)),
+    }
 }
 
 /// A JSON string. Bytes that are not UTF-8 only an event name could hold (keys that are not
