@@ -15,11 +15,15 @@
 //! db=0 event=set key=hello  id=<message_id> ts=<timestamp>
 //! ```
 //!
-//! The body is `DB\nEVENT\nKEY`; it is split on the first two `\n` only, since the key may hold any
-//! byte. The key is printed escaped as Rust's `escape_ascii` does: `\\` for a backslash, `\'` and
+//! Every format of `key_evt_amqp.format` is read: `text` (`content_type` `text/plain`), whose
+//! body is `DB\nEVENT\nKEY`, split on the first two `\n` only, since the key may hold any byte;
+//! `json` and `cloudevents` (`application/json`), whose body is one JSON object with `db`,
+//! `event`, `key` (or `key_b64`, base64 of a key that is not UTF-8), `id` and `time`. A
+//! CloudEvents message (a `ce-specversion` header, whichever the prefix) shows its `type` too. The key is printed escaped as Rust's `escape_ascii` does: `\\` for a backslash, `\'` and
 //! `\"` for quotes, `\n`, `\r`, `\t`, and `\xNN` for every other byte outside printable ASCII.
 //!
-//! `--count N` exits after N messages; `--ready-file PATH` creates PATH once the queue is bound
+//! `--verbose` prints each message whole instead: its routing key, properties, headers and body
+//! (non-printable bytes escaped). `--count N` exits after N messages; `--ready-file PATH` creates PATH once the queue is bound
 //! (scripts wait for it before they make Redis write).
 
 use std::io::Write;
@@ -33,7 +37,8 @@ const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const DEFAULT_EXCHANGE: &str = "amq.direct";
 const DEFAULT_ROUTING_KEY: &str = "redis_keyspace_events";
 
-const USAGE: &str = "usage: tail [--count N] [--ready-file PATH] [EXCHANGE [ROUTING_KEY]]
+const USAGE: &str =
+    "usage: tail [--count N] [--verbose] [--ready-file PATH] [EXCHANGE [ROUTING_KEY]]
 env: AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f), EXCHANGE (default amq.direct),
      ROUTING_KEY (default redis_keyspace_events)";
 
@@ -43,6 +48,7 @@ struct Options {
     routing_key: String,
     count: Option<u64>,
     ready_file: Option<String>,
+    verbose: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -58,6 +64,7 @@ fn parse_args() -> Result<Options, String> {
         routing_key: env_or("ROUTING_KEY", DEFAULT_ROUTING_KEY),
         count: None,
         ready_file: None,
+        verbose: false,
     };
     let mut positional = Vec::new();
     let mut args = std::env::args().skip(1);
@@ -71,6 +78,7 @@ fn parse_args() -> Result<Options, String> {
                     .map_err(|_| format!("--count: not a number: {value}"))?;
                 opts.count = Some(n);
             }
+            "--verbose" | "-v" => opts.verbose = true,
             "--ready-file" => {
                 opts.ready_file = Some(args.next().ok_or("--ready-file needs a path")?);
             }
@@ -96,7 +104,78 @@ fn escape(bytes: &[u8]) -> String {
     bytes.escape_ascii().to_string()
 }
 
-/// One output line for a message body and its identity.
+/// One output line for a `json` or `cloudevents` body: `None` if it is not the module's JSON.
+fn format_json_line(body: &[u8], ce_type: Option<&str>) -> Option<String> {
+    use base64::Engine;
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let db = v.get("db")?.as_i64()?;
+    let event = v.get("event")?.as_str()?;
+    let key = match (v.get("key"), v.get("key_b64")) {
+        (Some(k), _) => k.as_str()?.as_bytes().to_vec(),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b.as_str()?)
+            .ok()?,
+        (None, None) => return None,
+    };
+    let id = v.get("id").and_then(|i| i.as_str()).unwrap_or("-");
+    let ts = v
+        .get("time")
+        .and_then(|t| t.as_u64())
+        .map_or_else(|| "-".to_string(), |t| t.to_string());
+    let ce = ce_type.map(|t| format!(" type={t}")).unwrap_or_default();
+    Some(format!(
+        "db={db} event={} key={}  id={id} ts={ts}{ce}",
+        escape(event.as_bytes()),
+        escape(&key)
+    ))
+}
+
+/// The whole message, one field a line (`--verbose`).
+fn verbose_text(m: &testkit::Message) -> String {
+    let mut out = format!("routing_key: {}\n", m.routing_key);
+    let props = [
+        ("content_type", m.content_type.clone()),
+        ("delivery_mode", m.delivery_mode.map(|d| d.to_string())),
+        ("message_id", m.message_id.clone()),
+        ("timestamp", m.timestamp.map(|t| t.to_string())),
+        ("app_id", m.app_id.clone()),
+    ];
+    for (name, value) in props {
+        if let Some(value) = value {
+            out.push_str(&format!("{name}: {value}\n"));
+        }
+    }
+    for (name, value) in &m.headers {
+        let shown = match value {
+            testkit::Header::Bytes(b) => format!("\"{}\"", escape(b)),
+            testkit::Header::Int(n) => n.to_string(),
+            testkit::Header::Other(o) => o.clone(),
+        };
+        out.push_str(&format!("header {name}: {shown}\n"));
+    }
+    out.push_str(&format!("body: {}\n", escape(&m.body)));
+    out
+}
+
+/// One output line for a message, whatever its format.
+fn message_line(message: &testkit::Message) -> String {
+    if message.content_type.as_deref() == Some("application/json") {
+        // The CloudEvents type under any of the prefixes the module may use.
+        let ce_type = ["ce-", "ce_", "cloudEvents_", "cloudEvents:"]
+            .iter()
+            .find_map(|p| message.header(&format!("{p}type")).and_then(|h| h.text()));
+        if let Some(line) = format_json_line(&message.body, ce_type) {
+            return line;
+        }
+    }
+    format_line(
+        &message.body,
+        message.message_id.as_deref(),
+        message.timestamp,
+    )
+}
+
+/// One output line for a text body and its identity.
 fn format_line(body: &[u8], id: Option<&str>, ts: Option<u64>) -> String {
     let id = id.unwrap_or("-");
     let ts = ts.map_or_else(|| "-".to_string(), |t| t.to_string());
@@ -145,11 +224,11 @@ fn run(opts: Options) -> Result<(), String> {
             .try_recv(None)
             .map_err(|e| format!("lost the broker: {e}"))?
             .ok_or("the consumer stopped waiting")?;
-        let line = format_line(
-            &message.body,
-            message.message_id.as_deref(),
-            message.timestamp,
-        );
+        let line = if opts.verbose {
+            verbose_text(&message)
+        } else {
+            message_line(&message)
+        };
         let mut out = stdout.lock();
         if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
             // Reader went away (e.g. `| head`): nothing left to do.
@@ -192,6 +271,24 @@ mod tests {
     fn splits_on_the_first_two_newlines_only() {
         let line = format_line(b"0\nset\nhel\nlo", Some("abc-1"), Some(42));
         assert_eq!(line, "db=0 event=set key=hel\\nlo  id=abc-1 ts=42");
+    }
+
+    #[test]
+    fn reads_json_bodies() {
+        let line = format_json_line(
+            br#"{"db":0,"event":"set","key":"user:1","id":"abc-1","time":42}"#,
+            None,
+        );
+        assert_eq!(line.unwrap(), "db=0 event=set key=user:1  id=abc-1 ts=42");
+        let line = format_json_line(
+            br#"{"db":-1,"event":"flushall","key_b64":"/wA="}"#,
+            Some("redis.keyspace.flushall"),
+        );
+        assert_eq!(
+            line.unwrap(),
+            "db=-1 event=flushall key=\\xff\\x00  id=- ts=- type=redis.keyspace.flushall"
+        );
+        assert_eq!(format_json_line(b"0\nset\nk", None), None);
     }
 
     #[test]

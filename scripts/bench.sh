@@ -10,6 +10,8 @@
 #   scripts/bench.sh [--quick] --out DIR    write the results elsewhere
 #   scripts/bench.sh [--quick] --only 1,4   run only these measurements (numbered as in the
 #                               results; use with --out, not to overwrite docs/bench)
+#   KEA_BENCH_CONFIG=key_evt_amqp.format=cloudevents scripts/bench.sh ...   module configs
+#                               for every redis-server with the module (name=value,...)
 #   scripts/bench.sh --server NAME ...      the redis-servers are another server of
 #                               scripts/servers.sh (valkey-8.0, redis-8.0, valkey-8.1)
 #

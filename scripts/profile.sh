@@ -16,6 +16,9 @@
 #   all       our module forwarding every key (RabbitMQ on 127.0.0.1:5672, guest/guest)
 #   away      our module forwarding every key to a broker that refuses connections: every
 #             event spills to the fallback list (the cost of a spill, not in the default list)
+#   formats   as `all`, with key_evt_amqp.format json, key_evt_amqp.headers yes and the routing
+#             key template bench.{db}.{event}.{partition:4} (issue 15; not in the default list:
+#             compare it with `all`)
 # --so: the module to profile (default target/release/libkey_evt_amqp.so; a copy is used).
 # Instruction counts do not depend on the machine's load: this can run next to other work.
 # CALLGRIND_EXTRA="--dump-instr=yes" adds per-instruction costs (for callgrind_annotate or
@@ -39,7 +42,7 @@ while [ $# -gt 0 ]; do
         --pipeline) P=$2; shift 2 ;;
         --configs) CONFIGS=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -122,6 +125,11 @@ run_config() {
         count) load=(--loadmodule "$COUNT_SO") ;;
         nomatch) load=(--loadmodule "$SO" "${args[@]}" 'nomatch:*') ;;
         all) load=(--loadmodule "$SO" "${args[@]}" ALL) ;;
+        formats)
+            args[7]='bench.{db}.{event}.{partition:4}'
+            load=(--loadmodule "$SO" "${args[@]}" ALL --key_evt_amqp.format json
+                --key_evt_amqp.headers yes)
+            ;;
         away)
             # Nothing listens there (and Redis will not either): the broker is away.
             args[2]=$(free_port)

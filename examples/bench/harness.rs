@@ -122,8 +122,16 @@ pub fn module_args(broker_port: u16, routing_key: &str, mask: &str) -> Vec<Strin
 
 impl Redis {
     /// A redis-server with our module loaded with `module`'s arguments, or without any module.
+    /// `KEA_BENCH_CONFIG="name=value,name=value"` adds module configs to every server that
+    /// loads our module (`key_evt_amqp.format=cloudevents`: the bench of another format).
     pub fn start(module: Option<&[String]>) -> Res<Redis> {
-        Redis::start_with(&[], module)
+        let extra = std::env::var("KEA_BENCH_CONFIG").unwrap_or_default();
+        let pairs: Vec<(&str, &str)> = if module.is_some() {
+            extra.split(',').filter_map(|p| p.split_once('=')).collect()
+        } else {
+            Vec::new()
+        };
+        Redis::start_with(&pairs, module)
     }
 
     /// A redis-server that loads the module at `path` (without arguments) instead of ours.

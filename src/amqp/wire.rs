@@ -51,6 +51,7 @@ const BASIC_NACK: MethodId = (BASIC, 120);
 
 /// Basic property flags (bit 15 is the first property), for those we send.
 const PROP_CONTENT_TYPE: u16 = 1 << 15;
+const PROP_HEADERS: u16 = 1 << 13;
 const PROP_DELIVERY_MODE: u16 = 1 << 12;
 const PROP_MESSAGE_ID: u16 = 1 << 7;
 const PROP_TIMESTAMP: u16 = 1 << 6;
@@ -59,6 +60,9 @@ const PROP_APP_ID: u16 = 1 << 3;
 /// The basic properties we send, in their wire order (property flags from bit 15 down).
 pub struct Properties<'a> {
     pub content_type: &'a str,
+    /// The `headers` field table's entries, as [`header_str`] and [`header_i64`] append them
+    /// (the table's length is added here); `None`: no headers property.
+    pub headers: Option<&'a [u8]>,
     pub delivery_mode: u8,
     pub message_id: Option<&'a [u8]>,
     pub timestamp: Option<u64>,
@@ -147,6 +151,21 @@ fn short_str(out: &mut Vec<u8>, s: &[u8]) {
     let s = &s[..s.len().min(255)];
     out.push(s.len() as u8);
     out.extend_from_slice(s);
+}
+
+/// Appends a field-table entry whose value is a long string (`S`): any bytes.
+pub fn header_str(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    short_str(out, name.as_bytes());
+    out.push(b'S');
+    long_str(out, value);
+}
+
+/// Appends a field-table entry whose value is a signed 64-bit integer (`l`, as RabbitMQ names
+/// it).
+pub fn header_i64(out: &mut Vec<u8>, name: &str, value: i64) {
+    short_str(out, name.as_bytes());
+    out.push(b'l');
+    out.extend_from_slice(&value.to_be_bytes());
 }
 
 fn long_str(out: &mut Vec<u8>, s: &[u8]) {
@@ -288,7 +307,7 @@ pub fn publish(
     channel: u16,
     frame_max: u32,
     exchange: &str,
-    routing_key: &str,
+    routing_key: &[u8],
     mandatory: bool,
     props: &Properties<'_>,
     body: &[u8],
@@ -296,7 +315,7 @@ pub fn publish(
     method(out, channel, BASIC_PUBLISH, |out| {
         out.extend_from_slice(&[0; 2]);
         short_str(out, exchange.as_bytes());
-        short_str(out, routing_key.as_bytes());
+        short_str(out, routing_key);
         out.push(u8::from(mandatory));
     });
     frame(out, FRAME_HEADER, channel, |out| {
@@ -304,6 +323,9 @@ pub fn publish(
         out.extend_from_slice(&[0; 2]);
         out.extend_from_slice(&(body.len() as u64).to_be_bytes());
         let mut flags = PROP_CONTENT_TYPE | PROP_DELIVERY_MODE | PROP_APP_ID;
+        if props.headers.is_some() {
+            flags |= PROP_HEADERS;
+        }
         if props.message_id.is_some() {
             flags |= PROP_MESSAGE_ID;
         }
@@ -312,6 +334,9 @@ pub fn publish(
         }
         out.extend_from_slice(&flags.to_be_bytes());
         short_str(out, props.content_type.as_bytes());
+        if let Some(entries) = props.headers {
+            long_str(out, entries);
+        }
         out.push(props.delivery_mode);
         if let Some(id) = props.message_id {
             short_str(out, id);
@@ -502,6 +527,7 @@ mod tests {
     fn props(message_id: Option<&[u8]>, timestamp: Option<u64>) -> Properties<'_> {
         Properties {
             content_type: "text/plain",
+            headers: None,
             delivery_mode: 2,
             message_id,
             timestamp,
@@ -529,7 +555,7 @@ mod tests {
     fn a_publish_is_a_method_a_header_and_the_body() {
         let mut out = Vec::new();
         let p = props(Some(b"run-7"), Some(1_700_000_000));
-        publish(&mut out, 1, 4096, "ex", "rk", true, &p, b"0\nset\nk");
+        publish(&mut out, 1, 4096, "ex", b"rk", true, &p, b"0\nset\nk");
         let f = frames(&out);
         assert_eq!(f.len(), 3);
         assert_eq!(
@@ -552,17 +578,49 @@ mod tests {
     #[test]
     fn absent_properties_are_left_out_and_flagged_off() {
         let mut out = Vec::new();
-        publish(&mut out, 1, 4096, "", "q", false, &props(None, None), b"x");
+        publish(&mut out, 1, 4096, "", b"q", false, &props(None, None), b"x");
         let header = &frames(&out)[1].2;
         assert_eq!(&header[12..14], &0b1001_0000_0000_1000u16.to_be_bytes());
         assert_eq!(&header[14..], b"\x0atext/plain\x02\x03app");
     }
 
     #[test]
+    fn headers_are_a_field_table_after_the_content_type() {
+        let mut entries = Vec::new();
+        header_i64(&mut entries, "redis-db", -1);
+        header_str(&mut entries, "redis-key", b"k\xff");
+        let p = Properties {
+            headers: Some(&entries),
+            ..props(None, None)
+        };
+        let mut out = Vec::new();
+        publish(&mut out, 1, 4096, "", b"q", false, &p, b"x");
+        let header = &frames(&out)[1].2;
+        assert_eq!(&header[12..14], &0b1011_0000_0000_1000u16.to_be_bytes());
+        let mut expected = b"\x0atext/plain".to_vec();
+        let mut table = b"\x08redis-dbl".to_vec();
+        table.extend_from_slice(&(-1i64).to_be_bytes());
+        table.extend_from_slice(b"\x09redis-keyS\0\0\0\x02k\xff");
+        expected.extend_from_slice(&(table.len() as u32).to_be_bytes());
+        expected.extend_from_slice(&table);
+        expected.extend_from_slice(b"\x02\x03app");
+        assert_eq!(&header[14..], &expected[..]);
+    }
+
+    #[test]
     fn a_large_body_spans_frames_of_at_most_frame_max() {
         let body: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
         let mut out = Vec::new();
-        publish(&mut out, 1, 4096, "", "q", false, &props(None, None), &body);
+        publish(
+            &mut out,
+            1,
+            4096,
+            "",
+            b"q",
+            false,
+            &props(None, None),
+            &body,
+        );
         let f = frames(&out);
         let parts: Vec<&[u8]> = f[2..].iter().map(|(_, _, p)| p.as_slice()).collect();
         assert_eq!(parts.len(), 3);
@@ -570,7 +628,7 @@ mod tests {
         assert_eq!(parts.concat(), body);
         // An empty body has no body frame.
         let mut out = Vec::new();
-        publish(&mut out, 1, 4096, "", "q", false, &props(None, None), b"");
+        publish(&mut out, 1, 4096, "", b"q", false, &props(None, None), b"");
         assert_eq!(frames(&out).len(), 2);
     }
 
@@ -719,7 +777,7 @@ mod tests {
             1,
             4096,
             "",
-            "q",
+            b"q",
             false,
             &props(None, None),
             b"abc",

@@ -6,7 +6,9 @@ use std::fmt;
 
 pub use crate::core::arg_error::ArgError;
 use crate::core::classes::{self, ServerClasses};
+use crate::core::format::Output;
 use crate::core::keymask::KeyMasks;
+use crate::core::template::Template;
 use crate::core::uri::{Endpoint, UriEndpoint};
 
 /// Everything configurable after load (all positional arguments but EVENTS).
@@ -24,6 +26,11 @@ pub struct Settings {
     /// >0 keep at most N events, 0 unlimited, <0 no fallback list.
     pub fallback_size: i64,
     pub masks: KeyMasks,
+    // Formats, headers and routing-key templates (issue 15).
+    /// `routing_key` parsed: its placeholders, or `Literal` (no brace: no per-event work).
+    pub routing: Template,
+    /// `key_evt_amqp.format`, `.headers`, `.ce_source`, `.ce_header_prefix` (module configs only).
+    pub output: Output,
 }
 
 impl Default for Settings {
@@ -39,6 +46,8 @@ impl Default for Settings {
             delivery_mode: 1,
             fallback_size: 10_000_000,
             masks: KeyMasks::default(),
+            routing: Template::Literal,
+            output: Output::default(),
         }
     }
 }
@@ -57,6 +66,8 @@ impl fmt::Debug for Settings {
             .field("delivery_mode", &self.delivery_mode)
             .field("fallback_size", &self.fallback_size)
             .field("masks", &self.masks)
+            .field("routing", &self.routing)
+            .field("output", &self.output)
             .finish()
     }
 }
@@ -109,7 +120,12 @@ impl Settings {
                 )? as u16
             }
             5 => self.exchange = parse_name(v, "EXCHANGE")?,
-            6 => self.routing_key = parse_name(v, "ROUTING_KEY")?,
+            6 => {
+                let routing_key = parse_name(v, "ROUTING_KEY")?;
+                self.routing = Template::parse(&routing_key)
+                    .map_err(|accepted| ArgError::new("ROUTING_KEY", v, accepted))?;
+                self.routing_key = routing_key;
+            }
             7 => {
                 self.delivery_mode =
                     parse_int(v, "DELIVERY_MODE", 1, 2, "1 (transient) or 2 (persistent)")? as u8
@@ -479,6 +495,39 @@ mod tests {
         assert_eq!((e[0].heartbeat, e[1].heartbeat), (7, 3));
         assert!(e.iter().all(|e| e.password == "pw"));
         assert!(s.endpoints(&uris, "x").iter().all(|e| e.password == "x"));
+    }
+
+    #[test]
+    fn routing_key_templates_are_checked_everywhere() {
+        let s = Settings::default();
+        let t = s
+            .with_option("key_evt_amqp.routing_key", b"redis.{db}.{event}")
+            .unwrap();
+        assert!(!t.routing.is_literal());
+        assert_eq!(t.routing_key, "redis.{db}.{event}");
+        assert!(Settings::default().routing.is_literal());
+        let e = s
+            .with_option("key_evt_amqp.routing_key", b"r.{nope}")
+            .unwrap_err();
+        assert_eq!(e.name, "key_evt_amqp.routing_key");
+        assert!(
+            e.to_string().starts_with(
+                "invalid key_evt_amqp.routing_key 'r.{nope}': expected only the placeholders {db} {event}"
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("unknown placeholder"), "{e}");
+        let e = err(&["x", "h", "1", "u", "p", "1", "e", "r.{partition:0}"]);
+        assert_eq!(e.name, "ROUTING_KEY");
+        assert!(e.to_string().contains("out of range"), "{e}");
+        let e = t
+            .with_args(&["h", "1", "u", "p", "1", "e", "r.{db"])
+            .unwrap_err();
+        assert!(e.to_string().contains("unpaired brace"), "{e}");
+        let kept = t
+            .with_args(&["h", "1", "u", "p", "1", "e", "plain"])
+            .unwrap();
+        assert!(kept.routing.is_literal(), "a plain key replaces a template");
     }
 
     proptest! {

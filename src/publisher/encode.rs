@@ -1,38 +1,283 @@
 //! A batch of events as AMQP publishes, and error texts made safe to show.
+//!
+//! The format, the headers and the routing-key template are applied here, on the publisher
+//! thread, from the text body the main thread built; the pieces are pure code in
+//! `core/format.rs` and `core/template.rs`.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::amqp::connection::CHANNEL;
 use crate::amqp::wire::{self, Properties};
-use crate::core::event::Event;
+use crate::core::event::{Event, RunId};
+use crate::core::format::{self, CeNames, Format, Parts};
 use crate::core::settings::Settings;
+use crate::core::template::Fields;
 
 /// The `app_id` of every message.
 pub const APP_ID: &str = "key_evt_amqp";
 
-/// Writes a batch of publishes: mandatory, so unroutable events are reported (returned).
-pub fn encode(out: &mut Vec<u8>, frame_max: u32, s: &Settings, batch: &[Event]) {
-    let mut message_id = Vec::with_capacity(64);
-    for e in batch {
-        message_id.clear();
-        if let Some(id) = e.id {
-            id.write_message_id(&mut message_id);
+/// Header frames carry every property in one frame: headers that would not fit with this much
+/// room left for the other properties (content type, message id, app id: under 200 bytes) lose
+/// the key-bearing ones (`redis-key`, `ce-subject`).
+const OTHER_PROPERTIES: usize = 512;
+
+/// `ce-id`s of events without identity (items of the old C module) on this node: unique with
+/// the node's run id in front, as the CloudEvents spec asks of `source` + `id`.
+static LEGACY_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// Buffers reused from event to event and batch to batch: no allocation per event.
+pub struct Encoder {
+    /// This node's run id: the default `ce-source` of events without identity.
+    node: RunId,
+    /// The same in hex, in their `ce-id`.
+    node_hex: Vec<u8>,
+    message_id: Vec<u8>,
+    routing_key: Vec<u8>,
+    body: Vec<u8>,
+    headers: Vec<u8>,
+    value: Vec<u8>,
+    /// The CloudEvents header names of the prefix in force.
+    ce_names: Option<(&'static str, CeNames)>,
+    /// The last `ce-time` and `ce-source` written, for the timestamp and run id they are of:
+    /// most events of a batch share both.
+    last_time: (u32, Vec<u8>),
+    last_source: (Option<RunId>, Vec<u8>),
+}
+
+/// What the headers of one event are made of.
+struct HeaderInput<'a> {
+    node: &'a RunId,
+    node_hex: &'a [u8],
+    ce_names: Option<&'a CeNames>,
+    event: &'a Event,
+    parts: &'a Parts<'a>,
+    message_id: Option<&'a [u8]>,
+}
+
+impl Encoder {
+    pub fn new(node: RunId) -> Encoder {
+        Encoder {
+            node,
+            node_hex: node.to_hex().into_bytes(),
+            message_id: Vec::with_capacity(64),
+            routing_key: Vec::with_capacity(256),
+            body: Vec::with_capacity(256),
+            headers: Vec::with_capacity(512),
+            value: Vec::with_capacity(128),
+            ce_names: None,
+            last_time: (0, Vec::with_capacity(20)),
+            last_source: (None, Vec::with_capacity(60)),
         }
-        let props = Properties {
-            content_type: "text/plain",
-            delivery_mode: s.delivery_mode,
-            message_id: e.id.is_some().then_some(message_id.as_slice()),
-            timestamp: (e.timestamp > 0).then_some(u64::from(e.timestamp)),
-            app_id: APP_ID,
-        };
-        wire::publish(
-            out,
-            CHANNEL,
-            frame_max,
-            &s.exchange,
-            &s.routing_key,
-            true,
-            &props,
-            &e.body,
-        );
+    }
+
+    /// Writes a batch of publishes: mandatory, so unroutable events are reported (returned).
+    /// Returns how many routing keys were cut to 255 bytes.
+    pub fn encode(
+        &mut self,
+        out: &mut Vec<u8>,
+        frame_max: u32,
+        s: &Settings,
+        batch: &[Event],
+    ) -> u64 {
+        let o = &s.output;
+        if o.format == Format::CloudEvents
+            && self
+                .ce_names
+                .as_ref()
+                .is_none_or(|(p, _)| *p != o.ce_prefix)
+        {
+            self.ce_names = Some((o.ce_prefix, CeNames::new(o.ce_prefix)));
+        }
+        let Encoder {
+            node,
+            node_hex,
+            message_id,
+            routing_key,
+            body,
+            headers,
+            value,
+            ce_names,
+            last_time,
+            last_source,
+        } = self;
+        let plain = o.is_plain() && s.routing.is_literal();
+        let room = (frame_max as usize).saturating_sub(OTHER_PROPERTIES);
+        let mut cut = 0;
+        for e in batch {
+            message_id.clear();
+            if let Some(id) = e.id {
+                id.write_message_id(message_id);
+            }
+            let message_id = e.id.is_some().then_some(message_id.as_slice());
+            let timestamp = (e.timestamp > 0).then_some(u64::from(e.timestamp));
+            // Today's message, byte for byte, with no work per event beyond it.
+            if plain {
+                let props = Properties {
+                    content_type: "text/plain",
+                    headers: None,
+                    delivery_mode: s.delivery_mode,
+                    message_id,
+                    timestamp,
+                    app_id: APP_ID,
+                };
+                wire::publish(
+                    out,
+                    CHANNEL,
+                    frame_max,
+                    &s.exchange,
+                    s.routing_key.as_bytes(),
+                    true,
+                    &props,
+                    &e.body,
+                );
+                continue;
+            }
+            let parts = format::split(&e.body);
+            let fields = parts.map_or(
+                Fields {
+                    db: b"",
+                    event: b"",
+                    key: b"",
+                },
+                |p| Fields {
+                    db: p.db_text,
+                    event: p.event,
+                    key: p.key,
+                },
+            );
+            if s.routing.render(&s.routing_key, &fields, routing_key) {
+                cut += 1;
+            }
+            headers.clear();
+            // A body that does not split (an odd item of the old module) goes as text, with
+            // no headers.
+            let (format, payload): (Format, &[u8]) = match parts {
+                None => (Format::Text, &e.body),
+                Some(p) => {
+                    let input = HeaderInput {
+                        node,
+                        node_hex,
+                        ce_names: ce_names.as_ref().map(|(_, n)| n),
+                        event: e,
+                        parts: &p,
+                        message_id,
+                    };
+                    let mut scratch = Scratch {
+                        value,
+                        last_time,
+                        last_source,
+                    };
+                    write_headers(headers, &mut scratch, s, &input, true);
+                    if headers.len() > room {
+                        headers.clear();
+                        write_headers(headers, &mut scratch, s, &input, false);
+                    }
+                    if o.format == Format::Text {
+                        (Format::Text, &e.body)
+                    } else {
+                        body.clear();
+                        format::write_json(body, &p, message_id, e.timestamp);
+                        (o.format, body.as_slice())
+                    }
+                }
+            };
+            let props = Properties {
+                content_type: format.content_type(),
+                headers: (!headers.is_empty()).then_some(headers.as_slice()),
+                delivery_mode: s.delivery_mode,
+                message_id,
+                timestamp,
+                app_id: APP_ID,
+            };
+            wire::publish(
+                out,
+                CHANNEL,
+                frame_max,
+                &s.exchange,
+                routing_key,
+                true,
+                &props,
+                payload,
+            );
+        }
+        cut
+    }
+}
+
+/// The encoder's buffers [`write_headers`] uses.
+struct Scratch<'a> {
+    value: &'a mut Vec<u8>,
+    last_time: &'a mut (u32, Vec<u8>),
+    last_source: &'a mut (Option<RunId>, Vec<u8>),
+}
+
+/// The `redis-*` headers (`key_evt_amqp.headers yes`) and the CloudEvents attributes, appended
+/// to `h`; `with_key`: also those that carry the key.
+fn write_headers(
+    h: &mut Vec<u8>,
+    scratch: &mut Scratch<'_>,
+    s: &Settings,
+    input: &HeaderInput<'_>,
+    with_key: bool,
+) {
+    let HeaderInput {
+        node,
+        node_hex,
+        ce_names,
+        event: e,
+        parts: p,
+        message_id,
+    } = *input;
+    if s.output.headers {
+        wire::header_i64(h, "redis-db", p.db);
+        wire::header_str(h, "redis-event", p.event);
+        if with_key {
+            wire::header_str(h, "redis-key", p.key);
+        }
+    }
+    let (Format::CloudEvents, Some(names)) = (s.output.format, ce_names) else {
+        return;
+    };
+    let v = &mut *scratch.value;
+    wire::header_str(h, &names.specversion, b"1.0");
+    match message_id {
+        Some(id) => wire::header_str(h, &names.id, id),
+        None => {
+            v.clear();
+            v.extend_from_slice(node_hex);
+            v.extend_from_slice(b"-legacy-");
+            let n = LEGACY_IDS.fetch_add(1, Relaxed) + 1;
+            v.extend_from_slice(n.to_string().as_bytes());
+            wire::header_str(h, &names.id, v);
+        }
+    }
+    if s.output.ce_source.is_empty() {
+        let run_id = e.id.map_or(*node, |id| id.run_id);
+        let (of, source) = &mut *scratch.last_source;
+        if *of != Some(run_id) {
+            source.clear();
+            format::default_ce_source(source, &run_id);
+            *of = Some(run_id);
+        }
+        wire::header_str(h, &names.source, source);
+    } else {
+        wire::header_str(h, &names.source, s.output.ce_source.as_bytes());
+    }
+    v.clear();
+    format::ce_type(v, p.event);
+    wire::header_str(h, &names.kind, v);
+    if e.timestamp > 0 {
+        let (of, time) = &mut *scratch.last_time;
+        if *of != e.timestamp || time.is_empty() {
+            time.clear();
+            format::rfc3339(time, e.timestamp);
+            *of = e.timestamp;
+        }
+        wire::header_str(h, &names.time, time);
+    }
+    // CloudEvents: a subject, when present, is a non-empty string.
+    if with_key && !p.key.is_empty() && std::str::from_utf8(p.key).is_ok() {
+        wire::header_str(h, &names.subject, p.key);
     }
 }
 

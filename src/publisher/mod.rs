@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::core::event::RunId;
 use crate::core::limits::Backoff;
 use crate::core::link::LinkState;
 use crate::state::shared::Shared;
@@ -31,6 +32,7 @@ use self::session::Session;
 pub fn spawn(
     shared: Arc<Shared>,
     connection_name: String,
+    run_id: RunId,
     wake_main: fn(),
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -38,7 +40,7 @@ pub fn spawn(
         .spawn(move || {
             lower_priority();
             supervise(&shared, || {
-                Session::new(shared.clone(), connection_name.clone(), wake_main).run()
+                Session::new(shared.clone(), connection_name.clone(), run_id, wake_main).run()
             });
             shared.link.set(LinkState::Idle);
         })

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::amqp::connection::{Confirms, ConnError, Connection};
 use crate::amqp::tls::tls_config;
+use crate::core::event::RunId;
 use crate::core::limits::{Backoff, LastLogged, LogBudget, Throttle};
 use crate::core::link::{now_ms, LinkState};
 use crate::core::policy::{
@@ -16,7 +17,7 @@ use crate::core::policy::{
 };
 use crate::core::settings::Settings;
 use crate::core::uri::Endpoint;
-use crate::publisher::encode::{encode, scrub};
+use crate::publisher::encode::{scrub, Encoder};
 use crate::publisher::in_flight::InFlight;
 use crate::publisher::plan::{Plan, PlanWatch};
 use crate::state::shared::Shared;
@@ -41,6 +42,8 @@ pub struct Session {
     connected_logged: Option<Endpoint>,
     /// Caps the connection lines when brokers flap.
     link_log: LogBudget,
+    /// Formats, headers and routing keys of each batch (its buffers kept between batches).
+    encoder: Encoder,
 }
 
 /// Why a connection ended.
@@ -57,7 +60,12 @@ struct Failure {
 }
 
 impl Session {
-    pub fn new(shared: Arc<Shared>, connection_name: String, wake_main: fn()) -> Session {
+    pub fn new(
+        shared: Arc<Shared>,
+        connection_name: String,
+        run_id: RunId,
+        wake_main: fn(),
+    ) -> Session {
         Session {
             shared,
             connection_name,
@@ -69,6 +77,7 @@ impl Session {
             failover_logged: Vec::new(),
             connected_logged: None,
             link_log: LogBudget::new(now_ms()),
+            encoder: Encoder::new(run_id),
         }
     }
 
@@ -343,9 +352,11 @@ impl Session {
         let shared = self.shared.clone();
         shared.link.batch_sent(true);
         let mut confirms = Confirms::default();
+        let encoder = &mut self.encoder;
+        let mut cut = 0;
         let result = conn.publish_batch(
             batch.events().len(),
-            |out, frame_max| encode(out, frame_max, settings, batch.events()),
+            |out, frame_max| cut = encoder.encode(out, frame_max, settings, batch.events()),
             CONFIRM_TIMEOUT,
             &|| shared.stopping(),
             &mut confirms,
@@ -365,6 +376,7 @@ impl Session {
             Ok(()) => None,
         };
         let stats = &shared.stats;
+        Stats::add(&stats.routing_keys_cut, cut);
         Stats::add(&stats.published, confirms.written as u64);
         Stats::add(&stats.confirmed, confirmed as u64);
         Stats::add(&stats.returned, confirms.returned);

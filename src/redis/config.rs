@@ -11,6 +11,7 @@
 //! | `key_evt_amqp.tls_ca_file` | empty | PEM CA bundle for `amqps://`; empty: the system's CAs |
 //! | `key_evt_amqp.tls_skip_verify` | no | do not verify the broker's certificate (tests only) |
 //! | `key_evt_amqp.flush_events` | no | forward FLUSHALL, FLUSHDB and SWAPDB as events |
+//! | `key_evt_amqp.format`, `headers`, `ce_source`, `ce_header_prefix` | text, no, empty, ce- | how messages are written (`core/format.rs`; below) |
 //!
 //! The options that mirror the load arguments show the values in force (`CONFIG GET`), which
 //! the commands change too; so `CONFIG REWRITE` saves what runs. Precedence at load: a config
@@ -56,8 +57,9 @@ use crate::core::broker_options::{
     parse_uri_option, BrokerOptions, CA_FILE_OPTION, PASSWORD_OPTION,
 };
 use crate::core::classes::{self, ServerClasses};
+use crate::core::format::{Output, Refused, CE_PREFIXES};
 use crate::core::policy::{DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY};
-use crate::core::settings::{self, OPTIONS};
+use crate::core::settings::{self, Settings, OPTIONS};
 use crate::core::uri;
 use crate::redis::{hook, log, runtime};
 use crate::state::shared::Shared;
@@ -302,6 +304,122 @@ impl ConfigurationValue<RedisString> for EventsConfig {
     }
 }
 
+// ------------------------------------------------------------ formats and headers (issue 15)
+//
+// `key_evt_amqp.format`, `.headers`, `.ce_source`, `.ce_header_prefix`: fields of
+// `Settings::output`, replaced with the settings as a whole like the options above (the
+// publisher picks them up at its next batch). Module configs only, per node like every config.
+
+/// A string config of `Settings::output`: how it reads and how a value changes it.
+struct OutputConfig {
+    read: fn(&Output) -> String,
+    change: fn(&Output, &[u8]) -> Result<Output, Refused>,
+    returned: Returned,
+}
+
+struct HeadersConfig;
+
+fn read_format(o: &Output) -> String {
+    o.format.name().into()
+}
+
+fn read_ce_source(o: &Output) -> String {
+    o.ce_source.clone()
+}
+
+fn read_ce_prefix(o: &Output) -> String {
+    o.ce_prefix.into()
+}
+
+static FORMAT: OutputConfig = OutputConfig {
+    read: read_format,
+    change: Output::with_format,
+    returned: Returned::new(),
+};
+static CE_SOURCE: OutputConfig = OutputConfig {
+    read: read_ce_source,
+    change: Output::with_ce_source,
+    returned: Returned::new(),
+};
+static CE_PREFIX: OutputConfig = OutputConfig {
+    read: read_ce_prefix,
+    change: Output::with_ce_prefix,
+    returned: Returned::new(),
+};
+static HEADERS: HeadersConfig = HeadersConfig;
+
+/// Replaces the output options of [`target`]'s settings with what `change` makes of them.
+/// `value` is what was given, for the error.
+fn change_output(
+    value: &[u8],
+    change: impl FnOnce(&Output) -> Result<Output, Refused>,
+) -> Result<(), RedisError> {
+    let shared = target().ok_or(RedisError::Str("key_evt_amqp is not loaded"))?;
+    let current = shared.settings();
+    let output = change(&current.output).map_err(|r| {
+        RedisError::String(settings::ArgError::new(r.name, value, r.accepted).to_string())
+    })?;
+    shared.set_settings(Settings {
+        output,
+        ..(*current).clone()
+    });
+    Ok(())
+}
+
+impl ConfigurationValue<RedisString> for OutputConfig {
+    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
+        let value = target()
+            .map(|shared| (self.read)(&shared.settings().output))
+            .unwrap_or_default();
+        self.returned.hand_out(&value)
+    }
+
+    fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
+        change_output(val.as_slice(), |o| (self.change)(o, val.as_slice()))
+    }
+}
+
+impl ConfigurationValue<bool> for HeadersConfig {
+    fn get(&self, _ctx: &ConfigurationContext) -> bool {
+        target().is_some_and(|shared| shared.settings().output.headers)
+    }
+
+    fn set(&self, _ctx: &ConfigurationContext, val: bool) -> Result<(), RedisError> {
+        change_output(b"", |o| {
+            Ok(Output {
+                headers: val,
+                ..o.clone()
+            })
+        })
+    }
+}
+
+fn register_output_configs(ctx: &Context) {
+    let strings: [(&str, &OutputConfig, &str); 3] = [
+        ("format", &FORMAT, "text"),
+        ("ce_source", &CE_SOURCE, ""),
+        ("ce_header_prefix", &CE_PREFIX, CE_PREFIXES[0]),
+    ];
+    for (name, config, default) in strings {
+        register_string_configuration(
+            ctx,
+            name,
+            config,
+            default,
+            ConfigurationFlags::DEFAULT,
+            None,
+        );
+    }
+    register_bool_configuration(
+        ctx,
+        "headers",
+        &HEADERS,
+        false,
+        ConfigurationFlags::DEFAULT,
+        None,
+    );
+}
+
 /// Registers the configs and applies what redis.conf or `MODULE LOADEX … CONFIG` set (at load)
 /// over the load arguments, to the settings and broker options of `shared` (the module being
 /// loaded); returns the event classes to subscribe to.
@@ -375,6 +493,7 @@ fn register_and_load(ctx: &Context) -> Result<(), String> {
         None,
     );
     register_flush_configs(ctx);
+    register_output_configs(ctx);
     // SAFETY: FFI call with the load context, once every config is registered.
     let loaded = unsafe { raw::RedisModule_LoadConfigs.map(|f| f(ctx.ctx)) };
     match loaded {

@@ -73,6 +73,9 @@ extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
         ("fallback_key", fallback_key(&m)),
         ("heap_bytes", heap::current().to_string()),
         ("heap_peak_bytes", heap::peak().to_string()),
+        // Formats, headers and routing-key templates (issue 15).
+        ("format", settings.output.format.name().into()),
+        ("routing_keys_cut", counter(&s.routing_keys_cut)),
     ];
     // SAFETY: the info context Redis passed; names and values are NUL-terminated copies.
     unsafe {

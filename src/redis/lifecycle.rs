@@ -111,7 +111,7 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
         cluster_bus::listen(ctx);
     }
     let name = format!("{} {}", publisher::APP_ID, run_id.to_hex());
-    let handle = publisher::spawn(module.shared.clone(), name, hook::wake_main)
+    let handle = publisher::spawn(module.shared.clone(), name, run_id, hook::wake_main)
         .map_err(|e| format!("cannot start the publisher thread: {e}"))?;
     *module.publisher.lock() = Some(handle);
     if let Some(mut stash) = STASH.lock().take() {

@@ -56,6 +56,8 @@ pub struct Stats {
     pub in_flight: AtomicU64,
     pub fallback_length: AtomicU64,
     pub queue_capacity: AtomicU64,
+    /// Routing keys rendered from a template longer than 255 bytes, cut (issue 15).
+    pub routing_keys_cut: AtomicU64,
 }
 
 impl Stats {

@@ -8,7 +8,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
     QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 use super::{block_on_timeout, unique_name};
@@ -133,6 +133,39 @@ pub struct Message {
     pub message_id: Option<String>,
     pub timestamp: Option<u64>,
     pub app_id: Option<String>,
+    /// The `headers` property, in the broker's order (by name); empty when there is none.
+    pub headers: Vec<(String, Header)>,
+}
+
+/// A header value as the module sends them: long strings (any bytes) and integers; anything
+/// else shown as its debug text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Header {
+    Bytes(Vec<u8>),
+    Int(i64),
+    Other(String),
+}
+
+impl Header {
+    fn of(value: &AMQPValue) -> Header {
+        match value {
+            AMQPValue::LongString(s) => Header::Bytes(s.as_bytes().to_vec()),
+            AMQPValue::ShortString(s) => Header::Bytes(s.as_str().as_bytes().to_vec()),
+            AMQPValue::LongLongInt(n) => Header::Int(*n),
+            AMQPValue::LongInt(n) => Header::Int(i64::from(*n)),
+            AMQPValue::ShortInt(n) => Header::Int(i64::from(*n)),
+            AMQPValue::ShortShortInt(n) => Header::Int(i64::from(*n)),
+            other => Header::Other(format!("{other:?}")),
+        }
+    }
+
+    /// The value as text, if it is a UTF-8 string.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Header::Bytes(b) => std::str::from_utf8(b).ok(),
+            _ => None,
+        }
+    }
 }
 
 impl Message {
@@ -171,8 +204,30 @@ impl Message {
         (run_id.to_string(), seq)
     }
 
+    /// The header `name`, if present.
+    pub fn header(&self, name: &str) -> Option<&Header> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// The header `name` as text; panics if it is absent or not a UTF-8 string.
+    pub fn header_text(&self, name: &str) -> &str {
+        self.header(name)
+            .and_then(Header::text)
+            .unwrap_or_else(|| panic!("no text header {name:?} on {self:?}"))
+    }
+
     fn from_delivery(d: lapin::message::Delivery) -> Message {
         let p = &d.properties;
+        let headers = p
+            .headers()
+            .as_ref()
+            .map(|t| {
+                t.inner()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), Header::of(v)))
+                    .collect()
+            })
+            .unwrap_or_default();
         let string = |s: &Option<lapin::types::ShortString>| s.as_ref().map(|s| s.to_string());
         Message {
             exchange: d.exchange.to_string(),
@@ -182,6 +237,7 @@ impl Message {
             message_id: string(p.message_id()),
             timestamp: *p.timestamp(),
             app_id: string(p.app_id()),
+            headers,
             body: d.data,
         }
     }
@@ -225,6 +281,7 @@ impl fmt::Debug for Message {
             .field("message_id", &self.message_id)
             .field("timestamp", &self.timestamp)
             .field("app_id", &self.app_id)
+            .field("headers", &self.headers)
             .finish()
     }
 }
@@ -245,6 +302,8 @@ pub struct ConsumerOptions {
     pub tag: String,
     /// Deadline of the connect and of each setup step.
     pub timeout: Duration,
+    /// The binding's arguments (a headers exchange's `x-match` and headers); none by default.
+    pub bind_arguments: FieldTable,
 }
 
 impl ConsumerOptions {
@@ -256,6 +315,7 @@ impl ConsumerOptions {
             ack: false,
             tag: String::new(),
             timeout: SETUP_TIMEOUT,
+            bind_arguments: FieldTable::default(),
         }
     }
 }
@@ -333,7 +393,7 @@ impl Consumer {
                     options.exchange.as_str().into(),
                     options.routing_key.as_str().into(),
                     QueueBindOptions::default(),
-                    FieldTable::default(),
+                    options.bind_arguments.clone(),
                 ),
             ),
         )?;

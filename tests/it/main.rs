@@ -16,6 +16,7 @@ mod commands;
 mod configs;
 mod durability;
 mod flushes;
+mod formats;
 mod forwarding;
 mod info;
 mod layout;
