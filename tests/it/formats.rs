@@ -518,3 +518,63 @@ fn a_template_from_config_set_takes_effect_at_once() {
     let m = c.expect_exactly(1, WAIT, QUIET);
     assert_eq!(m[0].body, b"0\nset\nuser:7");
 }
+
+/// Flush events in the other formats: json `"event":"flushall"` with db -1 and an empty key,
+/// cloudevents type `redis.keyspace.flushdb` without a subject (the key is empty), swapdb's
+/// key the other database, and `redis-*` headers like any event.
+#[test]
+fn flush_events_in_json_and_cloudevents() {
+    let rk = unique_name("fmt-flush-");
+    let mut c = Consumer::bind("amq.direct", &rk);
+    let args = ModuleArgs {
+        events: "g$".into(),
+        ..ModuleArgs::with_routing_key(&rk)
+    };
+    let server = RedisServer::start_with(
+        &[
+            ("key_evt_amqp.format", "json"),
+            ("key_evt_amqp.headers", "yes"),
+            ("key_evt_amqp.flush_events", "yes"),
+        ],
+        Some(&args.to_vec()),
+    );
+    let mut r = server.client();
+    cmd(&mut r, &[b"SET", b"k", b"v"]);
+    cmd(&mut r, &[b"FLUSHALL"]);
+    cmd(&mut r, &[b"SWAPDB", b"0", b"1"]);
+    let got = c.expect_exactly(3, WAIT, QUIET);
+    let events: Vec<(i64, String, String)> = got
+        .iter()
+        .map(|m| {
+            let v = json(m);
+            let field = |n: &str| {
+                v[n].as_str()
+                    .unwrap_or_else(|| panic!("{n}: {v}"))
+                    .to_string()
+            };
+            (v["db"].as_i64().unwrap(), field("event"), field("key"))
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            (0, "set".into(), "k".into()),
+            (-1, "flushall".into(), String::new()),
+            (0, "swapdb".into(), "1".into()),
+        ]
+    );
+    assert_eq!(got[1].header("redis-db"), Some(&Header::Int(-1)));
+    assert_eq!(got[1].header_text("redis-event"), "flushall");
+
+    server
+        .config_set("key_evt_amqp.format", "cloudevents")
+        .unwrap();
+    cmd(&mut r, &[b"FLUSHDB"]);
+    let m = &c.expect_exactly(1, WAIT, QUIET)[0];
+    assert_eq!(m.header_text("ce-type"), "redis.keyspace.flushdb");
+    assert!(
+        m.header("ce-subject").is_none(),
+        "no key, no subject: {m:?}"
+    );
+    assert_eq!(json(m)["db"], 0);
+}
