@@ -110,8 +110,9 @@ pub fn body(db: i64, event: &[u8], key: &[u8]) -> Body {
     }
 }
 
-/// `n` in decimal, written at the end of `buf` (20 digits hold any u64).
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+/// `n` in decimal, written at the end of `buf` (20 digits hold any u64). By hand, not
+/// `write!`: it runs for every event (see [`body`]).
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut start = buf.len();
     for slot in buf.iter_mut().rev() {
         *slot = b'0' + (n % 10) as u8;

@@ -15,7 +15,7 @@
 //!   the attributes as message headers named `ce-<attribute>` (or the AMQP 1.0 binding's
 //!   `cloudEvents_` / `cloudEvents:` prefixes, `key_evt_amqp.ce_header_prefix`).
 
-use crate::core::event::RunId;
+use crate::core::event::{decimal, RunId};
 
 /// A refused option value: which option, and what it accepts (the caller adds the value, as
 /// `ArgError` shows it; this file does not import `settings`, which imports it).
@@ -204,8 +204,8 @@ pub fn write_json(out: &mut Vec<u8>, p: &Parts<'_>, id: Option<&[u8]>, time: u32
     }
     if time > 0 {
         out.extend_from_slice(b",\"time\":");
-        let mut digits = [0u8; 10];
-        out.extend_from_slice(decimal(time, &mut digits));
+        let mut digits = [0u8; 20];
+        out.extend_from_slice(decimal(u64::from(time), &mut digits));
     }
     out.push(b'}');
 }
@@ -311,20 +311,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// `n` in decimal, written at the end of `buf`.
-fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
-    let mut start = buf.len();
-    for slot in buf.iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        n /= 10;
-        start -= 1;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.get(start..).unwrap_or_default()
 }
 
 /// The CloudEvents header names for one prefix, built once per batch.

@@ -14,6 +14,8 @@
 //!
 //! [`render`]: Template::render
 
+use crate::core::event::decimal;
+
 /// AMQP's limit on a routing key (a short string).
 pub const MAX_ROUTING_KEY: usize = 255;
 
@@ -131,8 +133,8 @@ impl Template {
                 Part::Key => out.extend_from_slice(f.key),
                 Part::Prefix => out.extend_from_slice(prefix(f.key)),
                 Part::Partition(n) => {
-                    let mut digits = [0u8; 10];
-                    out.extend_from_slice(decimal(partition(f.key, *n), &mut digits));
+                    let mut digits = [0u8; 20];
+                    out.extend_from_slice(decimal(u64::from(partition(f.key, *n)), &mut digits));
                 }
             }
             if out.len() > MAX_ROUTING_KEY {
@@ -228,20 +230,6 @@ const CRC_TABLE: [u32; 256] = {
     }
     table
 };
-
-/// `n` in decimal, written at the end of `buf`.
-fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
-    let mut start = buf.len();
-    for slot in buf.iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        n /= 10;
-        start -= 1;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.get(start..).unwrap_or_default()
-}
 
 #[cfg(test)]
 mod tests {
