@@ -36,6 +36,9 @@ impl InFlight {
         let mut outbox = self.shared.outbox.lock();
         outbox.confirmed(&events[..confirmed]);
         outbox.give_back(events.into_iter().skip(confirmed).collect());
+        // INFO shows the queue as it is now, not as the main thread's last step saw it (no step
+        // may come while no event does).
+        self.shared.stats.observe(&outbox);
         outbox.wants_tick(Broker::Ready, fallback_size, now_ms())
     }
 }
@@ -44,7 +47,9 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         if !self.events.is_empty() {
             let events = std::mem::take(&mut self.events);
-            self.shared.outbox.lock().give_back(events);
+            let mut outbox = self.shared.outbox.lock();
+            outbox.give_back(events);
+            self.shared.stats.observe(&outbox);
         }
     }
 }

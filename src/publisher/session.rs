@@ -375,6 +375,10 @@ impl Session {
             )),
             Ok(()) => None,
         };
+        // Settled first: once INFO counts these events confirmed, they have left the queue.
+        if batch.settle(confirmed, settings.fallback_size) {
+            (self.wake_main)();
+        }
         let stats = &shared.stats;
         Stats::add(&stats.routing_keys_cut, cut);
         Stats::add(&stats.published, confirms.written as u64);
@@ -386,9 +390,6 @@ impl Session {
         }
         if confirms.returned > 0 {
             self.log_returned(settings, confirms.returned);
-        }
-        if batch.settle(confirmed, settings.fallback_size) {
-            (self.wake_main)();
         }
         failure.map_or(Ok(()), Err)
     }
