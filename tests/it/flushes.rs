@@ -236,25 +236,14 @@ fn an_evicted_list_is_counted_and_logged() {
         let () = pipe.query(&mut c).unwrap();
     }
     wait_backlog(&n.server, 2000, "before");
-    let used: u64 = n
-        .server
-        .info_field("memory", "used_memory")
-        .unwrap()
-        .parse()
-        .unwrap();
-    n.server
-        .config_set("maxmemory", &(used + 2_000_000).to_string())
-        .unwrap();
-    n.server
-        .config_set("maxmemory-policy", "allkeys-lru")
-        .unwrap();
+    limit_memory(&n.server, 2_000_000, "allkeys-lru");
     // Fresh keys the masks ignore fill memory; Redis evicts the idlest keys.
     let big = "x".repeat(10_000);
     let evicted = wait_until(WAIT, || {
         let mut pipe = redis::pipe();
         for _ in 0..50 {
             pipe.cmd("SET")
-                .arg(format!("big:{}", rand_suffix()))
+                .arg(testkit::unique_name("big:"))
                 .arg(&big)
                 .ignore();
         }
@@ -267,8 +256,17 @@ fn an_evicted_list_is_counted_and_logged() {
     wait_backlog(&n.server, 0, "after the eviction");
 }
 
-fn rand_suffix() -> String {
-    testkit::unique_name("")
+/// Sets `maxmemory` to `headroom` bytes above what the server uses now, with `policy`.
+fn limit_memory(server: &RedisServer, headroom: u64, policy: &str) {
+    let used: u64 = server
+        .info_field("memory", "used_memory")
+        .unwrap()
+        .parse()
+        .unwrap();
+    server
+        .config_set("maxmemory", &(used + headroom).to_string())
+        .unwrap();
+    server.config_set("maxmemory-policy", policy).unwrap();
 }
 
 /// With noeviction and a small maxmemory, a long outage never makes a user's write fail: the
@@ -279,18 +277,7 @@ fn near_maxmemory_the_backlog_gives_way_to_users_writes() {
         .through_proxy(Mode::Refuse)
         .timeouts(WAIT, QUIET)
         .start();
-    let used: u64 = n
-        .server
-        .info_field("memory", "used_memory")
-        .unwrap()
-        .parse()
-        .unwrap();
-    n.server
-        .config_set("maxmemory", &(used + 4_000_000).to_string())
-        .unwrap();
-    n.server
-        .config_set("maxmemory-policy", "noeviction")
-        .unwrap();
+    limit_memory(&n.server, 4_000_000, "noeviction");
     // 200,000 writes to 100 keys: the events alone would need about 14 MB in the list.
     let mut c = n.server.client();
     for round in 0..200 {
