@@ -42,6 +42,7 @@ fn sample() -> Event {
         timestamp: 1_795_000_000,
         body: event::body(0, b"set", KEY),
         list_copy: 0,
+        data: None,
     }
 }
 

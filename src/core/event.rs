@@ -4,8 +4,11 @@ use std::fmt::Write;
 
 use smallvec::SmallVec;
 
+use crate::core::value::Data;
+
 /// Bodies up to this many bytes are stored inside the [`Event`] (a database digit, an event
-/// name and a key of up to about 30 bytes): 40 keeps an event at 96 bytes.
+/// name and a key of up to about 30 bytes): 40 keeps an event at 104 bytes (96 before the
+/// pointer to `payload value` data).
 pub const INLINE_BODY: usize = 40;
 
 /// A message body `DB\nEVENT\nKEY`: inline when short, on the heap otherwise.
@@ -79,6 +82,8 @@ pub struct Event {
     pub body: Body,
     /// Non-zero when this is a copy of an item still in the fallback list (set by the outbox).
     pub list_copy: u32,
+    /// The value and old value with `payload value` (`None` otherwise: one pointer of cost).
+    pub data: Option<Box<Data>>,
 }
 
 /// Builds the message body `DB\nEVENT\nKEY` (DB in decimal, as `{db}` formats it): inside the
@@ -148,6 +153,17 @@ impl Event {
         out.extend_from_slice(&self.body);
     }
 
+    /// Bytes of memory the event takes beyond its own size: a body too long to be inline,
+    /// and the captured values.
+    pub fn heap_bytes(&self) -> usize {
+        let body = if self.body.spilled() {
+            self.body.capacity()
+        } else {
+            0
+        };
+        body + self.data.as_ref().map_or(0, |d| d.heap_bytes())
+    }
+
     /// An upper bound of the list item's length (varints take at most 10 bytes).
     pub fn list_item_len_max(&self) -> usize {
         let envelope = if self.id.is_some() {
@@ -166,6 +182,7 @@ impl Event {
             timestamp: 0,
             body: Body::from_slice(item),
             list_copy: 0,
+            data: None,
         })
     }
 
@@ -181,6 +198,7 @@ impl Event {
             timestamp,
             body: Body::from_slice(rest),
             list_copy: 0,
+            data: None,
         })
     }
 }
@@ -250,9 +268,9 @@ mod tests {
     }
 
     #[test]
-    fn an_event_takes_96_bytes_of_queue() {
+    fn an_event_takes_104_bytes_of_queue() {
         // The memory queue holds up to `queue_capacity` of them (README, Tuning).
-        assert_eq!(std::mem::size_of::<Event>(), 96);
+        assert_eq!(std::mem::size_of::<Event>(), 104);
     }
 
     #[test]
@@ -287,7 +305,7 @@ mod tests {
         #[test]
         fn envelope_round_trips(seq in any::<u64>(), ts in any::<u32>(), raw in any::<[u8; 20]>(),
                                 body in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let e = Event { id: Some(EventId { run_id: RunId(raw), seq }), timestamp: ts, body: body.into(), list_copy: 0 };
+            let e = Event { id: Some(EventId { run_id: RunId(raw), seq }), timestamp: ts, body: body.into(), list_copy: 0, data: None };
             prop_assert_eq!(Event::from_list_item(&e.to_list_item()), e);
         }
 

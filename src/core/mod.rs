@@ -21,3 +21,4 @@ pub mod server;
 pub mod settings;
 pub mod template;
 pub mod uri;
+pub mod value;

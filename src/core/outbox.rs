@@ -572,6 +572,7 @@ mod tests {
             timestamp: 1_700_000_000,
             body: format!("0\nset\nk{seq}").into_bytes().into(),
             list_copy: 0,
+            data: None,
         }
     }
 

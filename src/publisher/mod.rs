@@ -119,6 +119,7 @@ mod tests {
             timestamp: 0,
             body: event::body(0, b"set", format!("k{n}").as_bytes()),
             list_copy: 0,
+            data: None,
         }
     }
 

@@ -14,6 +14,7 @@ use crate::core::flush::Rescue;
 use crate::core::limits::Throttle;
 use crate::core::outbox::Outbox;
 use crate::core::placement::Placement;
+use crate::core::value::Data;
 use crate::redis::detached::Detached;
 use crate::state::shared::Shared;
 
@@ -71,6 +72,12 @@ impl Module {
     // callbacks shared it (callgrind: a call here cost about 45 Ir per forwarded event).
     #[inline(always)]
     pub fn enqueue(&self, db: i64, event: &[u8], key: &[u8]) {
+        self.enqueue_with(db, event, key, None);
+    }
+
+    /// [`Module::enqueue`] with the captured values of `payload value`.
+    #[inline(always)]
+    pub fn enqueue_with(&self, db: i64, event: &[u8], key: &[u8], data: Option<Box<Data>>) {
         let seq = SEQ.load(Relaxed) + 1;
         SEQ.store(seq, Relaxed);
         // Whole seconds, as `time(2)` gives them: libc's vDSO reads the kernel's coarse clock,
@@ -89,6 +96,7 @@ impl Module {
             timestamp: u32::try_from(now).unwrap_or(0),
             body: event::body(db, event, key),
             list_copy: 0,
+            data,
         };
         self.inbox.lock().push(event);
     }
