@@ -4,6 +4,8 @@ use std::fmt::Write;
 
 use smallvec::SmallVec;
 
+pub use crate::core::encoding::decimal;
+use crate::core::encoding::{put_varint, take_varint};
 use crate::core::value::Data;
 
 /// Bodies up to this many bytes are stored inside the [`Event`] (a database digit, an event
@@ -115,26 +117,15 @@ pub fn body(db: i64, event: &[u8], key: &[u8]) -> Body {
     }
 }
 
-/// `n` in decimal, written at the end of `buf` (20 digits hold any u64). By hand, not
-/// `write!`: it runs for every event (see [`body`]).
-pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut start = buf.len();
-    for slot in buf.iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        n /= 10;
-        start -= 1;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.get(start..).unwrap_or_default()
-}
-
 /// First byte of an enveloped fallback item. Plain bodies (the old module's) start with a digit.
 const ENVELOPE_MARK: u8 = 0x1e;
+/// The same with the captured values of `payload value` after the body (whose length then
+/// comes first).
+const ENVELOPE_DATA_MARK: u8 = 0x1d;
 
 impl Event {
-    /// The fallback-list item: `0x1E, run_id (20 bytes), seq (LEB128), timestamp (LEB128), body`.
+    /// The fallback-list item: `0x1E, run_id (20 bytes), seq (LEB128), timestamp (LEB128), body`,
+    /// or with values `0x1D, run_id, seq, timestamp, body length (LEB128), body, data`.
     /// Events without identity are stored as their plain body, as the old module did.
     pub fn to_list_item(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.list_item_len_max());
@@ -144,11 +135,22 @@ impl Event {
 
     /// Appends the fallback-list item to `out` (a spill encodes a whole slice into one buffer).
     pub fn write_list_item(&self, out: &mut Vec<u8>) {
+        let data = self.data.as_deref().filter(|d| !d.is_empty());
         if let Some(id) = self.id {
-            out.push(ENVELOPE_MARK);
+            out.push(if data.is_some() {
+                ENVELOPE_DATA_MARK
+            } else {
+                ENVELOPE_MARK
+            });
             out.extend_from_slice(&id.run_id.0);
             put_varint(out, id.seq);
             put_varint(out, u64::from(self.timestamp));
+            if let Some(data) = data {
+                put_varint(out, self.body.len() as u64);
+                out.extend_from_slice(&self.body);
+                out.extend_from_slice(data.as_bytes());
+                return;
+            }
         }
         out.extend_from_slice(&self.body);
     }
@@ -167,11 +169,11 @@ impl Event {
     /// An upper bound of the list item's length (varints take at most 10 bytes).
     pub fn list_item_len_max(&self) -> usize {
         let envelope = if self.id.is_some() {
-            1 + 20 + 10 + 10
+            1 + 20 + 10 + 10 + 10
         } else {
             0
         };
-        envelope + self.body.len()
+        envelope + self.body.len() + self.data.as_ref().map_or(0, |d| d.as_bytes().len())
     }
 
     /// Reads a fallback-list item. Anything that is not a well-formed envelope is a plain body,
@@ -187,40 +189,31 @@ impl Event {
     }
 
     fn parse_envelope(item: &[u8]) -> Option<Event> {
-        let rest = item.strip_prefix(&[ENVELOPE_MARK])?;
+        let (&mark, rest) = item.split_first()?;
+        if mark != ENVELOPE_MARK && mark != ENVELOPE_DATA_MARK {
+            return None;
+        }
         let run_id = RunId(rest.get(..20)?.try_into().ok()?);
         let mut rest = rest.get(20..)?;
         let seq = take_varint(&mut rest)?;
         // Beyond 32 bits is not a time this module wrote: unknown.
         let timestamp = u32::try_from(take_varint(&mut rest)?).unwrap_or(0);
+        let (body, data) = if mark == ENVELOPE_DATA_MARK {
+            let len = usize::try_from(take_varint(&mut rest)?).ok()?;
+            let body = rest.get(..len)?;
+            let data = rest.get(len..)?;
+            (body, Some(Box::new(Data::from_bytes(data.to_vec()))))
+        } else {
+            (rest, None)
+        };
         Some(Event {
             id: Some(EventId { run_id, seq }),
             timestamp,
-            body: Body::from_slice(rest),
+            body: Body::from_slice(body),
             list_copy: 0,
-            data: None,
+            data,
         })
     }
-}
-
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-fn take_varint(input: &mut &[u8]) -> Option<u64> {
-    let mut n: u64 = 0;
-    for (i, &b) in input.iter().enumerate().take(10) {
-        n |= u64::from(b & 0x7f).checked_shl(7 * i as u32)?;
-        if b & 0x80 == 0 {
-            *input = input.get(i + 1..)?;
-            return Some(n);
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -306,6 +299,15 @@ mod tests {
         fn envelope_round_trips(seq in any::<u64>(), ts in any::<u32>(), raw in any::<[u8; 20]>(),
                                 body in proptest::collection::vec(any::<u8>(), 0..64)) {
             let e = Event { id: Some(EventId { run_id: RunId(raw), seq }), timestamp: ts, body: body.into(), list_copy: 0, data: None };
+            prop_assert_eq!(Event::from_list_item(&e.to_list_item()), e);
+        }
+
+        #[test]
+        fn envelope_with_data_round_trips(seq in any::<u64>(), ts in any::<u32>(),
+                                          body in proptest::collection::vec(any::<u8>(), 0..64),
+                                          data in proptest::collection::vec(any::<u8>(), 1..64)) {
+            let e = Event { id: Some(EventId { run_id: RunId([7; 20]), seq }), timestamp: ts, body: body.into(),
+                            list_copy: 0, data: Some(Box::new(Data::from_bytes(data))) };
             prop_assert_eq!(Event::from_list_item(&e.to_list_item()), e);
         }
 

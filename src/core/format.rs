@@ -16,6 +16,9 @@
 //!   `cloudEvents_` / `cloudEvents:` prefixes, `key_evt_amqp.ce_header_prefix`).
 
 use crate::core::event::{decimal, RunId};
+pub use crate::core::json::base64_into;
+use crate::core::json::{json_bytes, json_string};
+use crate::core::value::{self, Data};
 
 /// A refused option value: which option, and what it accepts (the caller adds the value, as
 /// `ArgError` shows it; this file does not import `settings`, which imports it).
@@ -35,8 +38,15 @@ pub const FORMAT_OPTION: &str = "key_evt_amqp.format";
 pub const HEADERS_OPTION: &str = "key_evt_amqp.headers";
 pub const CE_SOURCE_OPTION: &str = "key_evt_amqp.ce_source";
 pub const CE_PREFIX_OPTION: &str = "key_evt_amqp.ce_header_prefix";
+pub const PAYLOAD_OPTION: &str = "key_evt_amqp.payload";
 
 const FORMAT_ACCEPTED: &str = "text, json or cloudevents";
+const PAYLOAD_ACCEPTED: &str = "key or value";
+/// Values only travel in json and cloudevents: the text body has no place for them.
+const PAYLOAD_UNDER_TEXT: &str =
+    "key, or value once key_evt_amqp.format is json or cloudevents (text has no place for values)";
+const TEXT_UNDER_PAYLOAD: &str =
+    "json or cloudevents while key_evt_amqp.payload is value (set payload key first for text)";
 const CE_PREFIX_ACCEPTED: &str =
     "ce- (RabbitMQ binding), ce_, cloudEvents_ or cloudEvents: (AMQP 1.0 binding)";
 const CE_SOURCE_ACCEPTED: &str =
@@ -82,6 +92,23 @@ impl Format {
     }
 }
 
+/// `key_evt_amqp.payload`: whether events carry the key's value (`core/value.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Payload {
+    #[default]
+    Key,
+    Value,
+}
+
+impl Payload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Payload::Key => "key",
+            Payload::Value => "value",
+        }
+    }
+}
+
 /// How messages are written: the format and header options together (part of `Settings`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Output {
@@ -92,6 +119,8 @@ pub struct Output {
     pub ce_source: String,
     /// One of [`CE_PREFIXES`].
     pub ce_prefix: &'static str,
+    /// `value` only with `json` or `cloudevents`.
+    pub payload: Payload,
 }
 
 impl Default for Output {
@@ -101,6 +130,7 @@ impl Default for Output {
             headers: false,
             ce_source: String::new(),
             ce_prefix: CE_PREFIXES[0],
+            payload: Payload::Key,
         }
     }
 }
@@ -112,8 +142,27 @@ impl Output {
     }
 
     pub fn with_format(&self, value: &[u8]) -> Result<Output, Refused> {
+        let format = Format::parse(value)?;
+        if format == Format::Text && self.payload == Payload::Value {
+            return Err(Refused::new(FORMAT_OPTION, TEXT_UNDER_PAYLOAD));
+        }
         Ok(Output {
-            format: Format::parse(value)?,
+            format,
+            ..self.clone()
+        })
+    }
+
+    pub fn with_payload(&self, value: &[u8]) -> Result<Output, Refused> {
+        let payload = match value {
+            b"key" => Payload::Key,
+            b"value" if self.format == Format::Text => {
+                return Err(Refused::new(PAYLOAD_OPTION, PAYLOAD_UNDER_TEXT))
+            }
+            b"value" => Payload::Value,
+            _ => return Err(Refused::new(PAYLOAD_OPTION, PAYLOAD_ACCEPTED)),
+        };
+        Ok(Output {
+            payload,
             ..self.clone()
         })
     }
@@ -180,9 +229,16 @@ pub fn split(body: &[u8]) -> Option<Parts<'_>> {
     })
 }
 
-/// Appends the `json` body: `{"db":…,"event":…,"key":…|"key_b64":…[,"id":…][,"time":…]}`.
+/// Appends the `json` body: `{"db":…,"event":…,"key":…|"key_b64":…[,"id":…][,"time":…]`
+/// `[,values…]}` (the values of `payload value`, `core/value.rs`).
 /// `time` 0 (unknown) is left out.
-pub fn write_json(out: &mut Vec<u8>, p: &Parts<'_>, id: Option<&[u8]>, time: u32) {
+pub fn write_json(
+    out: &mut Vec<u8>,
+    p: &Parts<'_>,
+    id: Option<&[u8]>,
+    time: u32,
+    data: Option<&Data>,
+) {
     out.extend_from_slice(b"{\"db\":");
     out.extend_from_slice(p.db_text);
     out.extend_from_slice(b",\"event\":");
@@ -207,70 +263,10 @@ pub fn write_json(out: &mut Vec<u8>, p: &Parts<'_>, id: Option<&[u8]>, time: u32
         let mut digits = [0u8; 20];
         out.extend_from_slice(decimal(u64::from(time), &mut digits));
     }
+    if let Some(data) = data {
+        value::write_json_fields(out, data);
+    }
     out.push(b'}');
-}
-
-/// A JSON string of bytes that are UTF-8 (event names, ids) or else made so (U+FFFD). Checked
-/// with `from_utf8` first: `from_utf8_lossy`'s chunk iterator cost 900 instructions per event.
-fn json_bytes(out: &mut Vec<u8>, s: &[u8]) {
-    match std::str::from_utf8(s) {
-        Ok(text) => json_string(out, text),
-        Err(_) => json_string(out, &String::from_utf8_lossy(s)),
-    }
-}
-
-/// A JSON string. Bytes that are not UTF-8 only an event name could hold (keys that are not
-/// UTF-8 go as base64): the caller makes them U+FFFD first.
-fn json_string(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let text = s.as_bytes();
-    out.reserve(text.len() + 2);
-    out.push(b'"');
-    let mut rest = text;
-    // Copies the runs that need no escape whole (most keys are one run).
-    while let Some(i) = rest
-        .iter()
-        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
-    {
-        let (run, tail) = rest.split_at(i);
-        out.extend_from_slice(run);
-        let Some((&b, tail)) = tail.split_first() else {
-            break;
-        };
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => {
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 15)]);
-            }
-        }
-        rest = tail;
-    }
-    out.extend_from_slice(rest);
-    out.push(b'"');
-}
-
-/// Standard base64 with padding (RFC 4648 §4), appended. The `base64` crate (no SIMD feature:
-/// keys are short) rather than our own: it is the well-kept one, and it writes in place.
-pub fn base64_into(out: &mut Vec<u8>, bytes: &[u8]) {
-    use base64::Engine;
-    let start = out.len();
-    let len = base64::encoded_len(bytes.len(), true).unwrap_or(0);
-    out.resize(start + len, 0);
-    let written = out
-        .get_mut(start..)
-        .and_then(|slot| {
-            base64::engine::general_purpose::STANDARD
-                .encode_slice(bytes, slot)
-                .ok()
-        })
-        .unwrap_or(0);
-    out.truncate(start + written);
 }
 
 /// `secs` since the Unix epoch as RFC 3339 in UTC: `2026-12-02T00:35:18Z`, appended.
@@ -361,7 +357,7 @@ mod tests {
 
     fn json(body: &[u8], id: Option<&[u8]>, time: u32) -> String {
         let mut out = Vec::new();
-        write_json(&mut out, &split(body).unwrap(), id, time);
+        write_json(&mut out, &split(body).unwrap(), id, time, None);
         String::from_utf8(out).unwrap()
     }
 
@@ -486,7 +482,7 @@ mod tests {
                                        time in any::<u32>()) {
             let body = crate::core::event::body(db, event.as_bytes(), &key);
             let mut out = Vec::new();
-            write_json(&mut out, &split(&body).unwrap(), Some(b"id-1"), time);
+            write_json(&mut out, &split(&body).unwrap(), Some(b"id-1"), time, None);
             let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
             prop_assert_eq!(v["db"].as_i64(), Some(db));
             prop_assert_eq!(v["event"].as_str(), Some(event.as_str()));

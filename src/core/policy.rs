@@ -22,6 +22,12 @@ pub const AWAY_AFTER: Duration = Duration::from_secs(1);
 pub const DEFAULT_QUEUE_CAPACITY: i64 = 100_000;
 pub const MAX_QUEUE_CAPACITY: i64 = 100_000_000;
 
+/// `key_evt_amqp.value_max_bytes`: a value larger than this is left out of its event (marked
+/// `value_truncated`), so one event's capture on the main thread is bounded; at most 512 MiB,
+/// Redis's own limit of a string.
+pub const DEFAULT_VALUE_MAX_BYTES: i64 = 65_536;
+pub const MAX_VALUE_MAX_BYTES: i64 = 512 * 1024 * 1024;
+
 /// Redis counts the module's memory queue and its list towards `maxmemory`. Once
 /// `RedisModule_GetUsedMemoryRatio` (used memory over `maxmemory`, as Redis computes it for
 /// eviction) reaches this, the module stops growing: the list keeps its length (each event

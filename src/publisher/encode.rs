@@ -176,7 +176,7 @@ impl Encoder {
                         (Format::Text, &e.body)
                     } else {
                         body.clear();
-                        format::write_json(body, &p, message_id, e.timestamp);
+                        format::write_json(body, &p, message_id, e.timestamp, e.data.as_deref());
                         (o.format, body.as_slice())
                     }
                 }

@@ -8,8 +8,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use redis_module::{raw, Context};
 
 use crate::core::placement::Placement;
+use crate::core::value::Data;
 use crate::redis::runtime::{self, Module};
-use crate::redis::{flushes, hook, log};
+use crate::redis::{config, flushes, hook, log, values};
 use crate::state::stats::MainThreadCounters;
 
 /// Subscribes to keyspace events of the classes `events`, to the server events we follow
@@ -87,6 +88,7 @@ extern "C" fn on_keyspace_event(
         return OK;
     };
     let evicted = class & raw::REDISMODULE_NOTIFY_EVICTED != 0;
+    let key_name = key;
     // SAFETY: Redis passes the key's string, alive for the duration of this call; the API
     // pointer is set at load.
     let key = unsafe {
@@ -103,16 +105,20 @@ extern "C" fn on_keyspace_event(
     if evicted && !module.on_eviction(key) {
         return OK;
     }
-    let forwarded = module.on_event(key, || {
-        // SAFETY: Redis passes a live context and a NUL-terminated event name for the duration
-        // of this call.
-        unsafe {
-            (
-                i64::from(raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx))),
-                CStr::from_ptr(event).to_bytes(),
-            )
-        }
-    });
+    let forwarded = module.on_event(
+        key,
+        || {
+            // SAFETY: Redis passes a live context and a NUL-terminated event name for the
+            // duration of this call.
+            unsafe {
+                (
+                    i64::from(raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx))),
+                    CStr::from_ptr(event).to_bytes(),
+                )
+            }
+        },
+        |db, name| module.capture_values(ctx, key_name, db, name),
+    );
     if forwarded && !hook::is_hooked() {
         let _ = hook::hook(ctx);
     }
@@ -138,8 +144,14 @@ impl Module {
     /// hold (the inbox and the settings are written on this thread only). The database and
     /// the event name are only fetched (`details`) for a key that is forwarded: most events
     /// of a filtering node stop at the mask. Costs per event are in docs/profiles/README.md.
-    /// Returns whether the event is forwarded.
-    fn on_event<'a>(&self, key: &[u8], details: impl FnOnce() -> (i64, &'a [u8])) -> bool {
+    /// Returns whether the event is forwarded. `values` reads the key's values under
+    /// `payload value` (one atomic load otherwise).
+    fn on_event<'a>(
+        &self,
+        key: &[u8],
+        details: impl FnOnce() -> (i64, &'a [u8]),
+        values: impl FnOnce(i64, &[u8]) -> Option<Box<Data>>,
+    ) -> bool {
         let shared = &*self.shared;
         if !shared.master.load(Relaxed) || self.loading.load(Relaxed) || self.own_io.load(Relaxed) {
             return false;
@@ -150,8 +162,41 @@ impl Module {
         }
         MainThreadCounters::bump(&shared.stats.main.matched);
         let (db, event) = details();
-        self.enqueue(db, event, key);
+        if config::payload_value() {
+            let data = values(db, key);
+            self.enqueue_with(db, event, key, data);
+        } else {
+            self.enqueue(db, event, key);
+        }
         true
+    }
+
+    /// The values of a forwarded event under `payload value`: the key's value now, and the
+    /// old value the `Key` event captured for it just before. Cold: off the default path.
+    #[cold]
+    #[inline(never)]
+    fn capture_values(
+        &self,
+        ctx: *mut raw::RedisModuleCtx,
+        key_name: *mut raw::RedisModuleString,
+        db: i64,
+        key: &[u8],
+    ) -> Option<Box<Data>> {
+        let mut data = values::capture(ctx, key_name);
+        if let Some(old) = self.pending_old.lock().take(db, key) {
+            data.append(&old);
+        }
+        Some(Box::new(data))
+    }
+
+    /// Whether the `Key` event's old value of `key` is wanted: the key would be forwarded.
+    pub fn captures_old_value(&self, key: &[u8]) -> bool {
+        let shared = &*self.shared;
+        shared.master.load(Relaxed)
+            && !self.loading.load(Relaxed)
+            && !self.own_io.load(Relaxed)
+            && !Placement::is_fallback_key(key)
+            && shared.masks_match(key)
     }
 }
 

@@ -12,6 +12,7 @@
 //! | `key_evt_amqp.tls_skip_verify` | no | do not verify the broker's certificate (tests only) |
 //! | `key_evt_amqp.flush_events` | no | forward FLUSHALL, FLUSHDB and SWAPDB as events |
 //! | `key_evt_amqp.format`, `headers`, `ce_source`, `ce_header_prefix` | text, no, empty, ce- | how messages are written (`core/format.rs`; below) |
+//! | `key_evt_amqp.payload`, `value_max_bytes` | key, 65536 | values in json/cloudevents events (`core/value.rs`, `redis/values.rs`) |
 //!
 //! The options that mirror the load arguments show the values in force (`CONFIG GET`), which
 //! the commands change too; so `CONFIG REWRITE` saves what runs. Precedence at load: a config
@@ -57,8 +58,10 @@ use crate::core::broker_options::{
     parse_uri_option, BrokerOptions, CA_FILE_OPTION, PASSWORD_OPTION,
 };
 use crate::core::classes::{self, ServerClasses};
-use crate::core::format::{Output, Refused, CE_PREFIXES};
-use crate::core::policy::{DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY};
+use crate::core::format::{Output, Payload, Refused, CE_PREFIXES};
+use crate::core::policy::{
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_VALUE_MAX_BYTES, MAX_QUEUE_CAPACITY, MAX_VALUE_MAX_BYTES,
+};
 use crate::core::settings::{self, Settings, OPTIONS};
 use crate::core::uri;
 use crate::redis::{hook, log, runtime};
@@ -331,6 +334,10 @@ fn read_ce_prefix(o: &Output) -> String {
     o.ce_prefix.into()
 }
 
+fn read_payload(o: &Output) -> String {
+    o.payload.name().into()
+}
+
 static FORMAT: OutputConfig = OutputConfig {
     read: read_format,
     change: Output::with_format,
@@ -346,7 +353,27 @@ static CE_PREFIX: OutputConfig = OutputConfig {
     change: Output::with_ce_prefix,
     returned: Returned::new(),
 };
+static PAYLOAD: OutputConfig = OutputConfig {
+    read: read_payload,
+    change: Output::with_payload,
+    returned: Returned::new(),
+};
 static HEADERS: HeadersConfig = HeadersConfig;
+
+/// `key_evt_amqp.payload value`, for the keyspace callback (a mirror of the settings' field:
+/// one atomic load per forwarded event, no lock).
+static PAYLOAD_VALUE: AtomicBool = AtomicBool::new(false);
+
+pub fn payload_value() -> bool {
+    PAYLOAD_VALUE.load(Relaxed)
+}
+
+/// `key_evt_amqp.value_max_bytes`: values larger than this are left out (0: no values).
+pub static VALUE_MAX_BYTES: AtomicI64 = AtomicI64::new(DEFAULT_VALUE_MAX_BYTES);
+
+pub fn value_max_bytes() -> usize {
+    usize::try_from(VALUE_MAX_BYTES.load(Relaxed)).unwrap_or(0)
+}
 
 /// Replaces the output options of [`target`]'s settings with what `change` makes of them.
 /// `value` is what was given, for the error.
@@ -359,10 +386,13 @@ fn change_output(
     let output = change(&current.output).map_err(|r| {
         RedisError::String(settings::ArgError::new(r.name, value, r.accepted).to_string())
     })?;
+    PAYLOAD_VALUE.store(output.payload == Payload::Value, Relaxed);
     shared.set_settings(Settings {
         output,
         ..(*current).clone()
     });
+    // The step (un)subscribes the old-value event to match.
+    hook::wake_main();
     Ok(())
 }
 
@@ -395,10 +425,13 @@ impl ConfigurationValue<bool> for HeadersConfig {
 }
 
 fn register_output_configs(ctx: &Context) {
-    let strings: [(&str, &OutputConfig, &str); 3] = [
+    // `payload` after `format`: Redis applies the configs at load in this order, and `payload
+    // value` needs the format that allows it already in place.
+    let strings: [(&str, &OutputConfig, &str); 4] = [
         ("format", &FORMAT, "text"),
         ("ce_source", &CE_SOURCE, ""),
         ("ce_header_prefix", &CE_PREFIX, CE_PREFIXES[0]),
+        ("payload", &PAYLOAD, "key"),
     ];
     for (name, config, default) in strings {
         register_string_configuration(
@@ -415,6 +448,16 @@ fn register_output_configs(ctx: &Context) {
         "headers",
         &HEADERS,
         false,
+        ConfigurationFlags::DEFAULT,
+        None,
+    );
+    register_i64_configuration(
+        ctx,
+        "value_max_bytes",
+        &VALUE_MAX_BYTES,
+        DEFAULT_VALUE_MAX_BYTES,
+        0,
+        MAX_VALUE_MAX_BYTES,
         ConfigurationFlags::DEFAULT,
         None,
     );

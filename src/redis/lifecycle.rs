@@ -17,10 +17,11 @@ use crate::core::placement::Placement;
 use crate::core::policy::{SHUTDOWN_FLUSH, SUMMARY_EVERY};
 use crate::core::server::ServerInfo;
 use crate::core::settings;
+use crate::core::value::PendingOld;
 use crate::publisher;
 use crate::redis::detached::Detached;
 use crate::redis::runtime::{self, Module, STASH};
-use crate::redis::{callbacks, cluster_bus, config, fallback, hook, info, log, panic_log};
+use crate::redis::{callbacks, cluster_bus, config, fallback, hook, info, log, panic_log, values};
 use crate::state::shared::Shared;
 
 /// `MODULE LOAD`: reads the arguments and configs, starts the publisher, subscribes.
@@ -51,6 +52,7 @@ pub fn deinit(_ctx: &Context) -> Status {
     }
     // Redis drops our listeners with the module.
     hook::forget();
+    values::forget_subscription();
     log::release();
     Status::Ok
 }
@@ -98,6 +100,7 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
         list_evicted: AtomicBool::new(false),
         list_checked_ms: AtomicU64::new(0),
         memory_drops: Mutex::new(Throttle::new(SUMMARY_EVERY)),
+        pending_old: Mutex::new(PendingOld::default()),
     });
     if !info::register(ctx.ctx) {
         return Err("cannot register the INFO section".into());

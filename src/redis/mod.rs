@@ -19,3 +19,4 @@ pub mod log;
 pub mod panic_log;
 pub mod runtime;
 pub mod step;
+pub mod values;

@@ -14,7 +14,7 @@ use crate::core::flush::Rescue;
 use crate::core::limits::Throttle;
 use crate::core::outbox::Outbox;
 use crate::core::placement::Placement;
-use crate::core::value::Data;
+use crate::core::value::{Data, PendingOld};
 use crate::redis::detached::Detached;
 use crate::state::shared::Shared;
 
@@ -56,6 +56,9 @@ pub struct Module {
     pub list_checked_ms: AtomicU64,
     /// Events dropped near maxmemory: logged when drops start, then summed every 10 s.
     pub memory_drops: Mutex<Throttle>,
+    /// Old values (`payload value`) captured by the `Key` event, waiting for their keyspace
+    /// event (see `values`). Main thread only.
+    pub pending_old: Mutex<PendingOld>,
 }
 
 impl Module {

@@ -19,12 +19,16 @@ use crate::core::policy::{
 };
 use crate::redis::fallback::{RedisKeyspace, RedisList};
 use crate::redis::runtime::{self, Module};
-use crate::redis::{config, hook, log};
+use crate::redis::{config, hook, log, values};
 use crate::state::stats::Stats;
 
 impl Module {
     /// One maintenance step; on a replica, only forget the list's copies once demoted.
     pub fn step(&self, ctx: &Context) {
+        // `payload value`: the old values' event follows the option; what no event took
+        // is dropped (its event was left out by EVENTS).
+        values::sync_old_values(ctx.ctx, config::payload_value());
+        self.pending_old.lock().clear();
         if self.loading.load(Relaxed) {
             return;
         }
