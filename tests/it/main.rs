@@ -25,3 +25,4 @@ mod outage;
 mod replication;
 mod support_selftest;
 mod tls;
+mod values;
