@@ -19,7 +19,8 @@
 //! body is `DB\nEVENT\nKEY`, split on the first two `\n` only, since the key may hold any byte;
 //! `json` and `cloudevents` (`application/json`), whose body is one JSON object with `db`,
 //! `event`, `key` (or `key_b64`, base64 of a key that is not UTF-8), `id` and `time`. A
-//! CloudEvents message (a `ce-specversion` header, whichever the prefix) shows its `type` too. The key is printed escaped as Rust's `escape_ascii` does: `\\` for a backslash, `\'` and
+//! CloudEvents message (a `ce-specversion` header, whichever the prefix) shows its `type` too. With `payload value` the line ends with the value, its TTL and the old
+//! value as their JSON (`  value(hash)={"f":"v"} ttl_ms=-1  old(string)="before"`). The key is printed escaped as Rust's `escape_ascii` does: `\\` for a backslash, `\'` and
 //! `\"` for quotes, `\n`, `\r`, `\t`, and `\xNN` for every other byte outside printable ASCII.
 //!
 //! `--verbose` prints each message whole instead: its routing key, properties, headers and body
@@ -124,10 +125,41 @@ fn format_json_line(body: &[u8], ce_type: Option<&str>) -> Option<String> {
         .map_or_else(|| "-".to_string(), |t| t.to_string());
     let ce = ce_type.map(|t| format!(" type={t}")).unwrap_or_default();
     Some(format!(
-        "db={db} event={} key={}  id={id} ts={ts}{ce}",
+        "db={db} event={} key={}  id={id} ts={ts}{ce}{}",
         escape(event.as_bytes()),
-        escape(&key)
+        escape(&key),
+        values_text(&v)
     ))
+}
+
+/// The fields of `payload value` as `  value(hash)={…} ttl_ms=… old(string)="…"`, their JSON
+/// as it came (a value in base64 keeps its `_b64` name); empty without them.
+fn values_text(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for (prefix, name) in [("", "value"), ("old_", "old")] {
+        let Some(kind) = v.get(format!("{prefix}type")).and_then(|t| t.as_str()) else {
+            continue;
+        };
+        let shown = [
+            (format!("{prefix}value"), ""),
+            (format!("{prefix}value_b64"), "_b64"),
+        ]
+        .iter()
+        .find_map(|(field, tag)| v.get(field).map(|x| format!("{tag}={x}")))
+        .or_else(|| {
+            v.get(format!("{prefix}value_truncated"))
+                .map(|_| " truncated".into())
+        })
+        .unwrap_or_default();
+        out.push_str(&format!("  {name}({kind}){shown}"));
+        if let Some(ttl) = v.get(format!("{prefix}ttl_ms")) {
+            out.push_str(&format!(" ttl_ms={ttl}"));
+        }
+    }
+    if v.get("cancelled").is_some() {
+        out.push_str("  cancelled");
+    }
+    out
 }
 
 /// The whole message, one field a line (`--verbose`).
@@ -289,6 +321,26 @@ mod tests {
             "db=-1 event=flushall key=\\xff\\x00  id=- ts=- type=redis.keyspace.flushall"
         );
         assert_eq!(format_json_line(b"0\nset\nk", None), None);
+    }
+
+    #[test]
+    fn shows_values_and_old_values() {
+        let line = format_json_line(
+            br#"{"db":0,"event":"set","key":"k","type":"hash","value":{"f":"v"},"ttl_ms":-1,"old_type":"string","old_value_b64":"/w=="}"#,
+            None,
+        );
+        assert_eq!(
+            line.unwrap(),
+            r#"db=0 event=set key=k  id=- ts=-  value(hash)={"f":"v"} ttl_ms=-1  old(string)_b64="/w==""#
+        );
+        let line = format_json_line(
+            br#"{"db":0,"event":"del","key":"k","type":"none","old_type":"list","old_value_truncated":true}"#,
+            None,
+        );
+        assert_eq!(
+            line.unwrap(),
+            "db=0 event=del key=k  id=- ts=-  value(none)  old(list) truncated"
+        );
     }
 
     #[test]
