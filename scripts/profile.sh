@@ -2,7 +2,7 @@
 # Instructions the Redis main thread spends per SET (valgrind callgrind), for issue 5.
 #
 #   scripts/profile.sh [--so PATH] [--label NAME] [--n N] [--pipeline P] [--configs LIST]
-#                      [--out DIR]
+#                      [--data-size BYTES] [--out DIR]
 #
 # Runs redis-server 7.0 under `valgrind --tool=callgrind --separate-threads=yes` once per
 # configuration, zeroes the counters after a warm-up, drives N SETs with
@@ -19,6 +19,13 @@
 #   formats   as `all`, with key_evt_amqp.format json, key_evt_amqp.headers yes and the routing
 #             key template bench.{db}.{event}.{partition:4} (issue 15; not in the default list:
 #             compare it with `all`)
+#   json      as `all`, with key_evt_amqp.format json (the baseline of `values`)
+#   values    as `json`, with key_evt_amqp.payload value (issue 16): every SET's value is read
+#             on the main thread and, on a server with the Key event (Redis 7.2+, Valkey 8),
+#             the old value it overwrites (redis-benchmark SETs one key over and over)
+# --data-size: the SET's value in bytes (redis-benchmark -d; default 3).
+# The server is the first redis-server on PATH (PATH=target/servers/redis-8.0/bin:$PATH for
+# another one); redis-benchmark may be any version.
 # --so: the module to profile (default target/release/libkey_evt_amqp.so; a copy is used).
 # Instruction counts do not depend on the machine's load: this can run next to other work.
 # CALLGRIND_EXTRA="--dump-instr=yes" adds per-instruction costs (for callgrind_annotate or
@@ -32,6 +39,7 @@ SO="$ROOT/target/release/libkey_evt_amqp.so"
 LABEL=current
 N=100000
 P=16
+DATA=3
 CONFIGS=none,count,nomatch,all
 OUT=
 while [ $# -gt 0 ]; do
@@ -42,7 +50,8 @@ while [ $# -gt 0 ]; do
         --pipeline) P=$2; shift 2 ;;
         --configs) CONFIGS=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        --data-size) DATA=$2; shift 2 ;;
+        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -102,7 +111,8 @@ per() { awk -v a="$1" -v n="$N" 'BEGIN { printf "%.0f", a / n }'; }
 
 SUMMARY="$OUT/summary.txt"
 {
-    echo "# scripts/profile.sh --label $LABEL --n $N --pipeline $P ($(date -u +%FT%TZ))"
+    echo "# scripts/profile.sh --label $LABEL --n $N --pipeline $P --data-size $DATA ($(date -u +%FT%TZ))"
+    echo "# server: $(redis-server --version | cut -d' ' -f1-3)"
     echo "# module: $SO_SRC (sha256 $(sha256sum "$SO" | cut -c1-12))"
     echo "# Ir per SET on the main thread. total: everything from the zero to the dump."
     echo "# main: total - serverCron (10 runs per second of valgrind's slow clock, not per SET)"
@@ -130,6 +140,11 @@ run_config() {
             load=(--loadmodule "$SO" "${args[@]}" ALL --key_evt_amqp.format json
                 --key_evt_amqp.headers yes)
             ;;
+        json) load=(--loadmodule "$SO" "${args[@]}" ALL --key_evt_amqp.format json) ;;
+        values)
+            load=(--loadmodule "$SO" "${args[@]}" ALL --key_evt_amqp.format json
+                --key_evt_amqp.payload value)
+            ;;
         away)
             # Nothing listens there (and Redis will not either): the broker is away.
             args[2]=$(free_port)
@@ -151,10 +166,10 @@ run_config() {
     redis-cli -p "$port" ping >/dev/null
     # A first small run warms up allocator pools and the module's connection (ALL: the
     # publisher connects on the first event), then counting starts from zero.
-    redis-benchmark -p "$port" -t set -n 2000 -P "$P" -c 1 -q >/dev/null
+    redis-benchmark -p "$port" -t set -n 2000 -P "$P" -d "$DATA" -c 1 -q >/dev/null
     sleep 2
     callgrind_control -z "$pid" >/dev/null
-    redis-benchmark -p "$port" -t set -n "$N" -P "$P" -c 1 -q >"$dir/redis-benchmark.txt"
+    redis-benchmark -p "$port" -t set -n "$N" -P "$P" -d "$DATA" -c 1 -q >"$dir/redis-benchmark.txt"
     callgrind_control -d "$pid" >/dev/null
     local info
     info=$(redis-cli -p "$port" info key_evt_amqp 2>/dev/null | tr -d '\r' |
