@@ -457,6 +457,23 @@ mod tests {
     }
 
     #[test]
+    fn payload_value_and_text_refuse_each_other_in_either_order() {
+        let text = Output::default();
+        let e = text.with_payload(b"value").unwrap_err();
+        assert_eq!(e.name, PAYLOAD_OPTION);
+        assert!(e.accepted.contains(FORMAT_OPTION), "{e:?}");
+        assert_eq!(text.with_payload(b"x").unwrap_err().accepted, "key or value");
+        let json = text.with_format(b"json").unwrap();
+        let values = json.with_payload(b"value").unwrap();
+        assert_eq!(values.payload, Payload::Value);
+        let e = values.with_format(b"text").unwrap_err();
+        assert_eq!(e.name, FORMAT_OPTION);
+        assert!(e.accepted.contains(PAYLOAD_OPTION), "{e:?}");
+        assert!(values.with_format(b"cloudevents").is_ok());
+        assert_eq!(values.with_payload(b"key").unwrap().payload, Payload::Key);
+    }
+
+    #[test]
     fn ce_names_and_values() {
         let n = CeNames::new("cloudEvents:");
         assert_eq!(n.kind, "cloudEvents:type");

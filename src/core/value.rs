@@ -152,6 +152,8 @@ impl<'a> ValueWriter<'a> {
         ttl_ms: i64,
         max_bytes: usize,
     ) -> ValueWriter<'a> {
+        // The header: tag, kind, flags, TTL (up to 10), count.
+        out.reserve(17);
         out.push(match which {
             Which::Now => TAG_NOW,
             Which::Old => TAG_OLD,
@@ -220,6 +222,8 @@ impl<'a> ValueWriter<'a> {
         if !self.charge(size) {
             return false;
         }
+        // One growth for the item (each Vec growth is a Redis allocation and a free).
+        self.out.reserve(size + 9 * strings.len());
         for s in strings {
             put_bytes(self.out, s);
         }

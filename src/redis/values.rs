@@ -23,7 +23,8 @@ const EMBSTR_MAX: usize = 44;
 /// The value of `keyname` right after its event (the keyspace callback), in the database the
 /// context has selected.
 pub fn capture(ctx: *mut raw::RedisModuleCtx, keyname: *mut raw::RedisModuleString) -> Data {
-    let mut out = Vec::new();
+    // Room for a header and a short string: most captures allocate once.
+    let mut out = Vec::with_capacity(64);
     // SAFETY: FFI with the callback's live context and key name; the key is closed below.
     unsafe {
         let Some(open) = raw::RedisModule_OpenKey else {
