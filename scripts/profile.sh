@@ -25,7 +25,8 @@
 #             the old value it overwrites (redis-benchmark SETs one key over and over)
 # --data-size: the SET's value in bytes (redis-benchmark -d; default 3).
 # The server is the first redis-server on PATH (PATH=target/servers/redis-8.0/bin:$PATH for
-# another one); redis-benchmark may be any version.
+# another one: valgrind follows the wrapper scripts/servers.sh writes); redis-benchmark may
+# be any version.
 # --so: the module to profile (default target/release/libkey_evt_amqp.so; a copy is used).
 # Instruction counts do not depend on the machine's load: this can run next to other work.
 # CALLGRIND_EXTRA="--dump-instr=yes" adds per-instruction costs (for callgrind_annotate or
@@ -154,7 +155,8 @@ run_config() {
         *) echo "unknown config $config" >&2; exit 2 ;;
     esac
     # shellcheck disable=SC2086 # CALLGRIND_EXTRA: extra valgrind options, word-split on purpose
-    (cd "$dir" && exec valgrind --tool=callgrind --separate-threads=yes ${CALLGRIND_EXTRA:-} \
+    (cd "$dir" && exec valgrind --tool=callgrind --separate-threads=yes --trace-children=yes \
+        ${CALLGRIND_EXTRA:-} \
         --callgrind-out-file="$dir/callgrind.out" \
         redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
         --dir "$dir" --logfile "$dir/redis.log" "${load[@]}") >"$dir/valgrind.log" 2>&1 &
