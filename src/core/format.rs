@@ -462,7 +462,10 @@ mod tests {
         let e = text.with_payload(b"value").unwrap_err();
         assert_eq!(e.name, PAYLOAD_OPTION);
         assert!(e.accepted.contains(FORMAT_OPTION), "{e:?}");
-        assert_eq!(text.with_payload(b"x").unwrap_err().accepted, "key or value");
+        assert_eq!(
+            text.with_payload(b"x").unwrap_err().accepted,
+            "key or value"
+        );
         let json = text.with_format(b"json").unwrap();
         let values = json.with_payload(b"value").unwrap();
         assert_eq!(values.payload, Payload::Value);

@@ -17,6 +17,12 @@
 //! list turns out to have been changed behind its back, so that stale marks never delete
 //! anything.
 //!
+//! Memory is bounded twice: in events (`capacity`) and in bytes (`capacity_bytes`, each event
+//! counted as [`event_bytes`], in flight included: the bound is about the module's heap). Past
+//! either bound events spill the same way. Memory always holds at least one event, however
+//! large: the first ready one while nothing is in flight (else an event larger than the bound
+//! would go back and forth between memory and the list).
+//!
 //! Pure logic: the list is reached through [`ListStore`], so this file is tested without Redis
 //! (on a [`MemoryList`](crate::core::memory_list::MemoryList)).
 
@@ -80,9 +86,22 @@ pub struct TickReport {
     pub error: Option<String>,
 }
 
+/// The bytes an event takes in memory: its own size and what it holds on the heap.
+pub fn event_bytes(e: &Event) -> usize {
+    std::mem::size_of::<Event>() + e.heap_bytes()
+}
+
+fn sum_bytes<'a>(events: impl Iterator<Item = &'a Event>) -> usize {
+    events.map(event_bytes).sum()
+}
+
 #[derive(Debug)]
 pub struct Outbox {
     in_flight: usize,
+    /// [`event_bytes`] of the events in flight, in the head and in the tail.
+    in_flight_bytes: usize,
+    head_bytes: usize,
+    tail_bytes: usize,
     head: VecDeque<Event>,
     /// Items in the Redis list, copies included.
     list_len: u64,
@@ -94,6 +113,14 @@ pub struct Outbox {
     epoch: u32,
     tail: VecDeque<Event>,
     capacity: usize,
+    /// Bytes of memory the events may take (see [`event_bytes`]) before they spill.
+    capacity_bytes: usize,
+    /// The bytes of the list item a refill reads next, when known (it did not fit, or a spill
+    /// just put it there): no refill until there is room for it.
+    refill_next_bytes: Option<usize>,
+    /// The mean bytes of the events that last moved between memory and the list: how many
+    /// items a refill reads for the room it has.
+    moved_mean_bytes: usize,
     /// Refill when fewer than this many events are in flight or ready.
     refill_below: usize,
     /// While the broker is away, events wait in memory up to this long (within capacity) so
@@ -117,6 +144,12 @@ impl Outbox {
             epoch: 1,
             tail: VecDeque::new(),
             capacity: capacity.max(1),
+            in_flight_bytes: 0,
+            head_bytes: 0,
+            tail_bytes: 0,
+            capacity_bytes: usize::MAX,
+            refill_next_bytes: None,
+            moved_mean_bytes: std::mem::size_of::<Event>(),
             refill_below: refill_below.clamp(1, capacity.max(1)),
             spill_delay_ms: 0,
             away_since_ms: None,
@@ -131,6 +164,7 @@ impl Outbox {
     /// Adds a new event (the keyspace callback). Never fails and never blocks: a queue over
     /// capacity is brought back under it by the next [`Outbox::tick`].
     pub fn push(&mut self, event: Event) {
+        self.tail_bytes += event_bytes(&event);
         self.tail.push_back(event);
     }
 
@@ -146,6 +180,20 @@ impl Outbox {
     pub fn set_capacity(&mut self, capacity: usize) {
         self.capacity = capacity.max(1);
         self.refill_below = self.refill_below.min(self.capacity);
+    }
+
+    /// Bytes the events in memory take, including those in flight (see [`event_bytes`]).
+    pub fn memory_bytes(&self) -> usize {
+        self.in_flight_bytes + self.head_bytes + self.tail_bytes
+    }
+
+    /// The bound on [`Outbox::memory_bytes`] (unbounded until set).
+    pub fn capacity_bytes(&self) -> usize {
+        self.capacity_bytes
+    }
+
+    pub fn set_capacity_bytes(&mut self, capacity_bytes: usize) {
+        self.capacity_bytes = capacity_bytes.max(1);
     }
 
     pub fn list_len(&self) -> u64 {
@@ -216,6 +264,9 @@ impl Outbox {
     /// Items were appended to the list by someone else (a backlog adopted from another list):
     /// they come after everything already there.
     pub fn list_appended(&mut self, n: u64) {
+        if self.mirrored == self.list_len {
+            self.refill_next_bytes = None;
+        }
         self.list_len += n;
     }
 
@@ -224,7 +275,15 @@ impl Outbox {
     /// but no longer removes anything.
     pub fn forget_list(&mut self) {
         let epoch = self.epoch;
-        self.head.retain(|e| e.list_copy != epoch);
+        let mut forgotten = 0;
+        self.head.retain(|e| {
+            let keep = e.list_copy != epoch;
+            if !keep {
+                forgotten += event_bytes(e);
+            }
+            keep
+        });
+        self.head_bytes = self.head_bytes.saturating_sub(forgotten);
         self.list_len = 0;
         self.forget_copies();
     }
@@ -233,6 +292,7 @@ impl Outbox {
         self.epoch = self.epoch.wrapping_add(1).max(1);
         self.mirrored = 0;
         self.to_remove = 0;
+        self.refill_next_bytes = None;
         for e in self.head.iter_mut() {
             e.list_copy = 0;
         }
@@ -246,22 +306,42 @@ impl Outbox {
     pub fn take_batch(&mut self, max: usize) -> Vec<Event> {
         if self.head.is_empty() && self.list_len == 0 {
             std::mem::swap(&mut self.head, &mut self.tail);
+            std::mem::swap(&mut self.head_bytes, &mut self.tail_bytes);
         }
         let n = max.min(self.head.len());
         self.in_flight += n;
-        self.head.drain(..n).collect()
+        let batch: Vec<Event> = self.head.drain(..n).collect();
+        let bytes = sum_bytes(batch.iter());
+        self.head_bytes = self.head_bytes.saturating_sub(bytes);
+        self.in_flight_bytes += bytes;
+        batch
     }
 
     /// The broker confirmed these events (the front of the batches handed out). Copies among
     /// them have their original removed from the list at the next step.
     pub fn confirmed(&mut self, events: &[Event]) {
         self.in_flight = self.in_flight.saturating_sub(events.len());
+        self.in_flight_bytes = self.in_flight_left(sum_bytes(events.iter()));
         self.to_remove += events.iter().filter(|e| self.is_copy(e)).count() as u64;
+    }
+
+    /// The bytes still in flight once `bytes` came back (`in_flight` already counts them out).
+    /// Nothing in flight is no bytes, whatever the events given back were (copies of the
+    /// ones taken, say): the count cannot drift.
+    fn in_flight_left(&self, bytes: usize) -> usize {
+        if self.in_flight == 0 {
+            0
+        } else {
+            self.in_flight_bytes.saturating_sub(bytes)
+        }
     }
 
     /// Unconfirmed events come back, in their order, ahead of everything else.
     pub fn give_back(&mut self, events: Vec<Event>) {
         self.in_flight = self.in_flight.saturating_sub(events.len());
+        let bytes = sum_bytes(events.iter());
+        self.in_flight_bytes = self.in_flight_left(bytes);
+        self.head_bytes += bytes;
         for e in events.into_iter().rev() {
             self.head.push_front(e);
         }
@@ -327,6 +407,7 @@ impl Outbox {
         let away_wait_to_start = broker == Broker::Away && self.away_since_ms.is_none();
         let spill = self.spillable()
             && (self.memory_len() > self.capacity_now()
+                || self.over_bytes_count(1) > 0
                 || away_wait_to_start
                 || self.away_spill_due(broker, now_ms));
         spill || self.to_remove > 0 || self.over_cap(fallback_size) || self.refill_wanted(broker)
@@ -338,6 +419,38 @@ impl Outbox {
         broker == Broker::Ready
             && self.list_len > self.mirrored
             && self.in_flight + self.head.len() < self.refill_below
+            && self.refill_fits()
+    }
+
+    /// Room in bytes for what a refill reads: under the bound, and for the next item when its
+    /// size is known. With nothing in flight or ready, always (one event, however large).
+    fn refill_fits(&self) -> bool {
+        if self.in_flight + self.head.len() == 0 {
+            return true;
+        }
+        let used = self.in_flight_bytes + self.head_bytes;
+        match self.refill_next_bytes {
+            Some(next) => used.saturating_add(next) <= self.capacity_bytes,
+            None => used < self.capacity_bytes,
+        }
+    }
+
+    /// How many events must leave memory (the tail's front first, then the head's back, as a
+    /// spill takes them) for its bytes to be within `capacity_bytes`, counting at most `limit`.
+    /// The head's first event stays while nothing is in flight (see the file's comment).
+    fn over_bytes_count(&self, limit: usize) -> usize {
+        let mut over = self.memory_bytes().saturating_sub(self.capacity_bytes);
+        let keep = usize::from(self.in_flight == 0);
+        let head = self.head.iter().skip(keep).rev();
+        let mut n = 0;
+        for e in self.tail.iter().chain(head) {
+            if over == 0 || n >= limit {
+                break;
+            }
+            over = over.saturating_sub(event_bytes(e));
+            n += 1;
+        }
+        n
     }
 
     /// The cap is enforced while no copies are out: trimming must not cut the items they stand
@@ -383,10 +496,17 @@ impl Outbox {
                 .capacity_now()
                 .saturating_sub(self.in_flight + self.head.len());
             let unread = usize::try_from(self.list_len - self.mirrored).unwrap_or(usize::MAX);
+            // In bytes, as many as the last events moved suggest, and one more: the refill keeps
+            // what fits and learns the size of the next item, so that no step is wanted until
+            // there is room for it.
+            let used = self.in_flight_bytes + self.head_bytes;
+            let mut room_bytes = self.capacity_bytes.saturating_sub(used);
+            let by_bytes = room_bytes / self.moved_mean_bytes.max(1) + 1;
             let want = (self.refill_below * 2)
                 .min(room)
                 .min(input.slice.max(1))
-                .min(unread);
+                .min(unread)
+                .min(by_bytes);
             let items = store.peek(self.mirrored, want)?;
             if items.len() < want {
                 // Shorter than we thought: someone trimmed or deleted it. Trust Redis, and no
@@ -395,13 +515,32 @@ impl Outbox {
                 report.lost += self.reconcile(len);
                 return Ok(());
             }
-            report.refilled += items.len() as u64;
-            self.mirrored += items.len() as u64;
             let epoch = self.epoch;
-            self.head.extend(items.iter().map(|i| Event {
-                list_copy: epoch,
-                ..Event::from_list_item(i)
-            }));
+            let mut first = self.in_flight + self.head.len() == 0;
+            let (mut kept, mut kept_bytes) = (0usize, 0usize);
+            self.refill_next_bytes = None;
+            for item in &items {
+                let e = Event {
+                    list_copy: epoch,
+                    ..Event::from_list_item(item)
+                };
+                let bytes = event_bytes(&e);
+                if bytes > room_bytes && !first {
+                    self.refill_next_bytes = Some(bytes);
+                    break;
+                }
+                first = false;
+                room_bytes = room_bytes.saturating_sub(bytes);
+                kept += 1;
+                kept_bytes += bytes;
+                self.head.push_back(e);
+            }
+            self.head_bytes += kept_bytes;
+            if let Some(mean) = kept_bytes.checked_div(kept) {
+                self.moved_mean_bytes = mean;
+            }
+            report.refilled += kept as u64;
+            self.mirrored += kept as u64;
         }
         Ok(())
     }
@@ -413,7 +552,13 @@ impl Outbox {
         } else {
             // Over capacity, the tail goes in whole slices: one list write per slice rather
             // than one per step for the few events each step brings (a write has a fixed cost).
-            match self.memory_len().saturating_sub(self.capacity_now()) {
+            let limit = if self.memory_full {
+                usize::MAX
+            } else {
+                input.slice
+            };
+            let over = self.memory_len().saturating_sub(self.capacity_now());
+            match over.max(self.over_bytes_count(limit)) {
                 0 => 0,
                 over => over.max(self.tail.len().min(input.slice)),
             }
@@ -443,7 +588,12 @@ impl Outbox {
         // Copies at the back of the head are simply forgotten: their originals are in the list.
         let mut from_head = from_head;
         while from_head > 0 && self.head.back().is_some_and(|e| self.is_copy(e)) {
-            self.head.pop_back();
+            if let Some(copy) = self.head.pop_back() {
+                // It is the list item a refill reads next again.
+                let bytes = event_bytes(&copy);
+                self.head_bytes = self.head_bytes.saturating_sub(bytes);
+                self.refill_next_bytes = Some(bytes);
+            }
             self.mirrored -= 1;
             from_head -= 1;
         }
@@ -454,10 +604,19 @@ impl Outbox {
         }
         // Near maxmemory with an empty list, what would be spilled is the oldest there is.
         let memory_drop = self.memory_full && self.list_len == 0;
+        let start = self.head.len() - from_head;
+        let head_bytes = sum_bytes(self.head.range(start..));
+        let tail_bytes = sum_bytes(self.tail.range(..from_tail));
+        let moved = from_head + from_tail;
+        if let Some(mean) = (head_bytes + tail_bytes).checked_div(moved) {
+            self.moved_mean_bytes = mean;
+        }
         if fallback_size < 0 || memory_drop {
             // No fallback list: what cannot wait in memory is dropped, and counted.
-            self.head.truncate(self.head.len() - from_head);
+            self.head.truncate(start);
             self.tail.drain(..from_tail);
+            self.head_bytes = self.head_bytes.saturating_sub(head_bytes);
+            self.tail_bytes = self.tail_bytes.saturating_sub(tail_bytes);
             let n = (from_head + from_tail) as u64;
             report.dropped += n;
             if memory_drop && fallback_size >= 0 {
@@ -466,19 +625,25 @@ impl Outbox {
             return Ok(());
         }
         if from_tail > 0 {
+            if self.mirrored == self.list_len {
+                // The next item a refill reads is one of these.
+                self.refill_next_bytes = None;
+            }
             let (bytes, lens) = encode(self.tail.iter().take(from_tail));
             store.push_back(&split(&bytes, &lens))?;
             self.tail.drain(..from_tail);
+            self.tail_bytes = self.tail_bytes.saturating_sub(tail_bytes);
             self.list_len += from_tail as u64;
         }
         if from_head > 0 {
-            let start = self.head.len() - from_head;
+            self.refill_next_bytes = None;
             let (bytes, lens) = encode(self.head.range(start..));
             store.push_front(&split(&bytes, &lens))?;
             self.head.truncate(start);
+            self.head_bytes = self.head_bytes.saturating_sub(head_bytes);
             self.list_len += from_head as u64;
         }
-        report.spilled += (from_head + from_tail) as u64;
+        report.spilled += moved as u64;
         Ok(())
     }
 
@@ -504,6 +669,8 @@ impl Outbox {
             (Some(a), None) | (None, Some(a)) => a,
         };
         store.keep_back(keep)?;
+        // The list's front went: the next item to read is another.
+        self.refill_next_bytes = None;
         let dropped = self.list_len - keep;
         report.dropped += dropped;
         report.dropped_memory += dropped - (self.list_len - size_cap.unwrap_or(self.list_len));
@@ -517,9 +684,13 @@ impl Outbox {
         debug_assert_eq!(self.in_flight, 0);
         // Copies stay behind: their originals are still in the list.
         let epoch = self.epoch;
-        to.head
-            .extend(self.head.drain(..).filter(|e| e.list_copy != epoch));
+        for e in self.head.drain(..).filter(|e| e.list_copy != epoch) {
+            to.head_bytes += event_bytes(&e);
+            to.head.push_back(e);
+        }
+        to.tail_bytes += std::mem::take(&mut self.tail_bytes);
         to.tail.extend(self.tail.drain(..));
+        self.head_bytes = 0;
     }
 }
 
@@ -574,6 +745,21 @@ mod tests {
             list_copy: 0,
             data: None,
         }
+    }
+
+    /// An event whose body is `len` bytes long (a long key; with `payload value`, a value).
+    fn long(seq: u64, len: usize) -> Event {
+        let mut body = format!("0\nset\nk{seq}:").into_bytes();
+        body.resize(len.max(body.len()), b'x');
+        Event {
+            body: body.into(),
+            ..ev(seq)
+        }
+    }
+
+    /// What the outbox holds, in bytes, counted afresh: in flight (`batches`), head and tail.
+    fn bytes_held(o: &Outbox, batches: &VecDeque<Vec<Event>>) -> usize {
+        sum_bytes(batches.iter().flatten().chain(&o.head).chain(&o.tail))
     }
 
     fn seqs(events: &[Event]) -> Vec<u64> {
@@ -908,9 +1094,180 @@ mod tests {
         assert!(!o.has_work());
     }
 
+    #[test]
+    fn an_event_counts_its_size_and_its_heap() {
+        let short = ev(1);
+        assert_eq!(event_bytes(&short), std::mem::size_of::<Event>());
+        let e = long(2, 1000);
+        assert_eq!(event_bytes(&e), std::mem::size_of::<Event>() + 1000);
+        let mut o = Outbox::new(10, 4);
+        o.push(short);
+        o.push(e);
+        assert_eq!(o.memory_bytes(), 2 * std::mem::size_of::<Event>() + 1000);
+    }
+
+    #[test]
+    fn bytes_follow_events_in_flight_confirmed_and_given_back() {
+        let size = std::mem::size_of::<Event>();
+        let (mut o, mut s) = (Outbox::new(100, 4), MemoryList::default());
+        (1..=4).for_each(|i| o.push(long(i, 500)));
+        let all = 4 * (size + 500);
+        assert_eq!(o.memory_bytes(), all);
+        let mut b = o.take_batch(3);
+        assert_eq!(o.memory_bytes(), all, "in flight is memory too");
+        let rest = b.split_off(1);
+        o.confirmed(&b);
+        assert_eq!(o.memory_bytes(), 3 * (size + 500));
+        o.give_back(rest);
+        assert_eq!(o.memory_bytes(), 3 * (size + 500));
+        // Spilled, refilled (copies), forgotten: counted each time.
+        o.tick(&mut s, AWAY);
+        assert_eq!((o.memory_bytes(), o.memory_len()), (0, 0));
+        o.tick(&mut s, BACK);
+        assert_eq!(o.memory_len(), 3);
+        assert_eq!(o.memory_bytes(), bytes_held(&o, &VecDeque::new()));
+        o.push(ev(5));
+        o.forget_list();
+        assert_eq!(o.memory_bytes(), size, "only the new event is left");
+        let mut new = Outbox::new(10, 4);
+        o.hand_over(&mut new);
+        assert_eq!((o.memory_bytes(), new.memory_bytes()), (0, size));
+    }
+
+    #[test]
+    fn big_events_spill_on_bytes_while_under_the_event_count() {
+        let size = std::mem::size_of::<Event>() + 1024;
+        let (mut o, mut s) = (Outbox::new(1000, 4), MemoryList::default());
+        o.set_capacity_bytes(10 * size);
+        (1..=10).for_each(|i| o.push(long(i, 1024)));
+        assert!(
+            !o.wants_tick(Broker::Unsure, 0, 0),
+            "at the bound, not over it"
+        );
+        (11..=40).for_each(|i| o.push(long(i, 1024)));
+        assert!(
+            o.wants_tick(Broker::Unsure, 0, 0),
+            "40 events, far under 1000"
+        );
+        let slice5 = TickInput {
+            broker: Broker::Unsure,
+            slice: 5,
+            ..AWAY
+        };
+        // A slice per step, as over the event count, until memory is within the bound.
+        let r = o.tick(&mut s, slice5);
+        assert_eq!((r.spilled, r.more), (5, true));
+        let mut steps = 1;
+        while o.tick(&mut s, slice5).more {
+            steps += 1;
+            assert!(steps < 20, "does not settle");
+        }
+        assert_eq!((steps, o.memory_len(), o.list_len()), (5, 10, 30));
+        assert_eq!(o.memory_bytes(), 10 * size);
+        // Connected again: within the bound after every step, everything once, in order.
+        let mut out = vec![];
+        for _ in 0..1000 {
+            let r = o.tick(&mut s, BACK);
+            if !r.more {
+                assert!(o.memory_bytes() <= 10 * size, "{} bytes", o.memory_bytes());
+            }
+            let b = o.take_batch(3);
+            o.confirmed(&b);
+            out.extend(seqs(&b));
+            if b.is_empty() && !o.has_work() {
+                break;
+            }
+        }
+        assert_eq!(out, (1..=40).collect::<Vec<_>>());
+        assert_eq!(o.memory_bytes(), 0);
+    }
+
+    #[test]
+    fn the_refill_keeps_within_the_bytes_and_waits_for_room() {
+        let size = std::mem::size_of::<Event>() + 1000;
+        let (mut o, mut s) = (Outbox::new(1000, 100), MemoryList::default());
+        (1..=50).for_each(|i| o.push(long(i, 1000)));
+        o.tick(&mut s, AWAY);
+        o.set_capacity_bytes(5 * size + size / 2);
+        let r = o.tick(&mut s, BACK);
+        assert_eq!((r.refilled, o.memory_len()), (5, 5), "5 fit, not 6");
+        // The next one does not fit: no step is wanted until room is made (no busy loop).
+        assert!(!o.wants_tick(Broker::Ready, 0, 0));
+        let b = o.take_batch(2);
+        assert!(!o.wants_tick(Broker::Ready, 0, 0), "in flight still counts");
+        o.confirmed(&b);
+        assert!(o.wants_tick(Broker::Ready, 0, 0));
+        assert_eq!(o.tick(&mut s, BACK).refilled, 2);
+        assert_eq!(seqs(&b), [1, 2]);
+        assert_eq!(drain(&mut o, &mut s, BACK), (3..=50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_event_larger_than_the_bound_still_goes_through() {
+        let (mut o, mut s) = (Outbox::new(100, 4), MemoryList::default());
+        o.set_capacity_bytes(500);
+        o.push(long(1, 4000));
+        o.push(ev(2));
+        o.push(long(3, 4000));
+        let mut steps = 0;
+        let mut out = vec![];
+        while steps < 100 {
+            steps += 1;
+            let r = o.tick(&mut s, BACK);
+            // Never both an oversized copy and a second event ready.
+            assert!(o.head.len() <= 1 || o.memory_bytes() <= 500, "{o:?}");
+            let b = o.take_batch(10);
+            o.confirmed(&b);
+            out.extend(seqs(&b));
+            if !r.more && b.is_empty() && !o.has_work() {
+                break;
+            }
+        }
+        assert_eq!(out, [1, 2, 3]);
+        assert!(steps < 20, "{steps} steps for 3 events");
+        // Alone and ready (it went through the list: the bound holds for the tail), it stays:
+        // no step moves it to the list and back.
+        o.push(long(4, 4000));
+        assert_eq!(o.tick(&mut s, BACK).spilled, 1);
+        assert_eq!(o.tick(&mut s, BACK).refilled, 1);
+        let b = o.take_batch(1);
+        assert_eq!(seqs(&b), [4]);
+        o.give_back(b);
+        assert!(!o.wants_tick(Broker::Ready, 0, 0));
+        assert!(!o.wants_tick(Broker::Unsure, 0, 0));
+    }
+
+    #[test]
+    fn over_the_bytes_bound_with_no_list_drops_and_counts() {
+        let size = std::mem::size_of::<Event>() + 200;
+        let (mut o, mut s) = (Outbox::new(100, 4), MemoryList::default());
+        o.set_capacity_bytes(3 * size);
+        (1..=10).for_each(|i| o.push(long(i, 200)));
+        let b = o.take_batch(3);
+        let r = o.tick(
+            &mut s,
+            TickInput {
+                broker: Broker::Unsure,
+                fallback_size: -1,
+                ..AWAY
+            },
+        );
+        assert_eq!(
+            (r.dropped, o.memory_len(), o.memory_bytes()),
+            (7, 3, 3 * size),
+            "the batch in flight fills the bound"
+        );
+        o.confirmed(&b);
+        assert_eq!(o.memory_bytes(), 0);
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Push(u8),
+        /// One event with a body this many bytes long (times 16).
+        PushLong(u8),
+        /// Ticks with the same broker until no more is wanted: it must settle.
+        Settle(Broker),
         Take(u8),
         Confirm,
         Fail,
@@ -925,6 +1282,7 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             (1u8..5).prop_map(Op::Push),
+            (1u8..64).prop_map(Op::PushLong),
             (1u8..6).prop_map(Op::Take),
             Just(Op::Confirm),
             Just(Op::Fail),
@@ -937,7 +1295,46 @@ mod tests {
                 1u8..8
             )
                 .prop_map(|(broker, slice)| Op::Tick { broker, slice }),
+            prop_oneof![
+                Just(Broker::Ready),
+                Just(Broker::Unsure),
+                Just(Broker::Away)
+            ]
+            .prop_map(Op::Settle),
         ]
+    }
+
+    /// The bytes bound after a step that wants no other: within it, or all that is left is in
+    /// flight, or one event alone and ready (see the file's comment).
+    fn within_bytes(o: &Outbox, capb: usize) -> bool {
+        o.memory_bytes() <= capb
+            || o.tail.is_empty() && (o.head.is_empty() || o.head.len() == 1 && o.in_flight() == 0)
+    }
+
+    /// Ticks (the clock moving a millisecond each) until no more is wanted; false if that
+    /// takes more than 1000 steps (a busy loop).
+    fn settle(
+        o: &mut Outbox,
+        s: &mut MemoryList,
+        input: TickInput,
+        now: &mut u64,
+        dropped: &mut u64,
+    ) -> bool {
+        for _ in 0..1000 {
+            *now += 1;
+            let r = o.tick(
+                s,
+                TickInput {
+                    now_ms: *now,
+                    ..input
+                },
+            );
+            *dropped += r.dropped;
+            if !r.more {
+                return true;
+            }
+        }
+        false
     }
 
     #[test]
@@ -1066,10 +1463,12 @@ mod tests {
         fn crashes_lose_only_what_never_reached_the_list(
             ops in proptest::collection::vec(prop_oneof![9 => op(), 1 => Just(Op::Crash)], 1..250),
             cap in 1usize..8,
+            capb in prop_oneof![Just(usize::MAX), 50usize..3000],
             delay in 0u64..3,
         ) {
             let new_outbox = || {
                 let mut o = Outbox::new(cap, 2);
+                o.set_capacity_bytes(capb);
                 o.set_spill_delay(std::time::Duration::from_millis(delay));
                 o
             };
@@ -1085,6 +1484,7 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Push(n) => for _ in 0..n { o.push(ev(next)); next += 1; },
+                    Op::PushLong(n) => { o.push(long(next, 16 * n as usize)); next += 1; }
                     Op::Take(n) => { let b = o.take_batch(n as usize); if !b.is_empty() { batches.push_back(b); } }
                     Op::Confirm => if let Some(b) = batches.pop_front() { o.confirmed(&b); delivered.extend(seqs(&b)); },
                     Op::Fail => while let Some(b) = batches.pop_back() { o.give_back(b); },
@@ -1092,6 +1492,10 @@ mod tests {
                         now += 1;
                         let r = o.tick(&mut s, TickInput { broker, fallback_size: 0, slice: slice as usize, now_ms: now });
                         prop_assert!(r.error.is_none());
+                    }
+                    Op::Settle(broker) => {
+                        let input = TickInput { broker, fallback_size: 0, slice: 3, now_ms: now };
+                        prop_assert!(settle(&mut o, &mut s, input, &mut now, &mut 0), "no end of steps");
                     }
                     Op::Crash => {
                         let stored = in_store(&s);
@@ -1108,6 +1512,7 @@ mod tests {
                         o.set_list_len(s.0.len() as u64);
                     }
                 }
+                prop_assert_eq!(o.memory_bytes(), bytes_held(&o, &batches));
                 let stored = in_store(&s);
                 for seq in &durable {
                     prop_assert!(stored.contains(seq) || delivered.contains(seq), "event {} left the list unconfirmed", seq);
@@ -1124,12 +1529,15 @@ mod tests {
         }
 
         /// Under any interleaving: first deliveries keep the order events were produced in,
-        /// nothing is lost unless counted as dropped, and memory stays within capacity after
-        /// each tick.
+        /// nothing is lost unless counted as dropped, memory stays within both bounds after
+        /// each tick (unless the broker is away), the bytes counted are those of the events
+        /// held, and ticks alone come to an end.
         #[test]
         fn order_no_loss_and_cap(ops in proptest::collection::vec(op(), 1..200),
-                                 cap in 1usize..8, fallback in -1i64..6, delay in 0u64..3) {
+                                 cap in 1usize..8, fallback in -1i64..6, delay in 0u64..3,
+                                 capb in prop_oneof![Just(usize::MAX), 50usize..3000]) {
             let (mut o, mut s) = (Outbox::new(cap, 2), MemoryList::default());
+            o.set_capacity_bytes(capb);
             o.set_spill_delay(std::time::Duration::from_millis(delay));
             let (mut next, mut dropped, mut now) = (1u64, 0u64, 0u64);
             let mut batches: VecDeque<Vec<Event>> = VecDeque::new();
@@ -1137,6 +1545,7 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Push(n) => for _ in 0..n { o.push(ev(next)); next += 1; },
+                    Op::PushLong(n) => { o.push(long(next, 16 * n as usize)); next += 1; }
                     Op::Take(n) => { let b = o.take_batch(n as usize); if !b.is_empty() { batches.push_back(b); } }
                     Op::Confirm => if let Some(b) = batches.pop_front() { o.confirmed(&b); delivered.extend(seqs(&b)); },
                     // A failure loses every batch in flight; they come back oldest first.
@@ -1147,9 +1556,19 @@ mod tests {
                         let r = o.tick(&mut s, TickInput { broker, fallback_size: fallback, slice: slice as usize, now_ms: now });
                         dropped += r.dropped;
                         prop_assert!(r.error.is_none());
-                        if !r.more { prop_assert!(o.memory_len() - o.in_flight() <= cap || broker == Broker::Away); }
+                        if !r.more {
+                            prop_assert!(o.memory_len() - o.in_flight() <= cap || broker == Broker::Away);
+                            prop_assert!(within_bytes(&o, capb) || broker == Broker::Away, "{} bytes over {}", o.memory_bytes(), capb);
+                        }
+                    }
+                    Op::Settle(broker) => {
+                        let input = TickInput { broker, fallback_size: fallback, slice: 3, now_ms: now };
+                        prop_assert!(settle(&mut o, &mut s, input, &mut now, &mut dropped), "no end of steps");
+                        prop_assert!(o.memory_len() - o.in_flight() <= cap || broker == Broker::Away);
+                        prop_assert!(within_bytes(&o, capb) || broker == Broker::Away, "{} bytes over {}", o.memory_bytes(), capb);
                     }
                 }
+                prop_assert_eq!(o.memory_bytes(), bytes_held(&o, &batches));
                 prop_assert_eq!(o.list_len(), s.0.len() as u64);
             }
             while let Some(b) = batches.pop_back() { o.give_back(b); }

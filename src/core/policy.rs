@@ -27,6 +27,14 @@ pub const MAX_QUEUE_CAPACITY: i64 = 100_000_000;
 /// Redis's own limit of a string.
 pub const DEFAULT_VALUE_MAX_BYTES: i64 = 65_536;
 pub const MAX_VALUE_MAX_BYTES: i64 = 512 * 1024 * 1024;
+/// `key_evt_amqp.queue_capacity_bytes`: bytes the events in memory may take (in flight
+/// included) before they spill, by default, at least and at most. Values make events large;
+/// 64 MiB holds the default 100,000 events of short keys (about 130 bytes each) four times
+/// over. At least 1 MiB: a publisher batch (1000 events) of keys up to about 900 bytes still
+/// fits, so a small bound does not shrink batches to a few events. At most 16 GiB.
+pub const DEFAULT_QUEUE_CAPACITY_BYTES: i64 = 64 << 20;
+pub const MIN_QUEUE_CAPACITY_BYTES: i64 = 1 << 20;
+pub const MAX_QUEUE_CAPACITY_BYTES: i64 = 16 << 30;
 
 /// Redis counts the module's memory queue and its list towards `maxmemory`. Once
 /// `RedisModule_GetUsedMemoryRatio` (used memory over `maxmemory`, as Redis computes it for

@@ -6,6 +6,7 @@
 //! | `key_evt_amqp.host`, `port`, `user`, `heartbeat`, `exchange`, `routing_key`, `delivery_mode`, `fallback_size`, `keymasks` | the load arguments | the positional load arguments, by name (`keymasks`: masks separated by spaces) |
 //! | `key_evt_amqp.events` | the load argument | event classes; fixed once loaded (Redis refuses `CONFIG SET` of it) |
 //! | `key_evt_amqp.queue_capacity` | 100000 | events held in memory before they spill |
+//! | `key_evt_amqp.queue_capacity_bytes` | 67108864 (64 MiB) | bytes those events may take (in flight included, 1 MiB to 16 GiB) before they spill |
 //! | `key_evt_amqp.uri` | empty | `amqp://` / `amqps://` URIs, comma-separated, tried in order |
 //! | `key_evt_amqp.password` | empty | the broker password (hidden, see below) |
 //! | `key_evt_amqp.tls_ca_file` | empty | PEM CA bundle for `amqps://`; empty: the system's CAs |
@@ -40,8 +41,8 @@
 //! The values live in the module's `Shared` state (the settings, the broker options); while
 //! `MODULE LOAD` applies the configs, in the state of the module being loaded. The publisher
 //! reads them each time it connects, and a change wakes it up, so it reconnects with the new
-//! ones. Only `queue_capacity` lives in a static of its own: Redis's integer config API needs
-//! one; each main-thread step applies it.
+//! ones. Only `queue_capacity` and `queue_capacity_bytes` live in statics of their own: Redis's
+//! integer config API needs one; each main-thread step applies them.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, Ordering, Ordering::Relaxed};
 use std::sync::Arc;
@@ -60,7 +61,8 @@ use crate::core::broker_options::{
 use crate::core::classes::{self, ServerClasses};
 use crate::core::format::{Output, Payload, Refused, CE_PREFIXES};
 use crate::core::policy::{
-    DEFAULT_QUEUE_CAPACITY, DEFAULT_VALUE_MAX_BYTES, MAX_QUEUE_CAPACITY, MAX_VALUE_MAX_BYTES,
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_QUEUE_CAPACITY_BYTES, DEFAULT_VALUE_MAX_BYTES,
+    MAX_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY_BYTES, MAX_VALUE_MAX_BYTES, MIN_QUEUE_CAPACITY_BYTES,
 };
 use crate::core::settings::{self, Settings, OPTIONS};
 use crate::core::uri;
@@ -73,6 +75,14 @@ pub static QUEUE_CAPACITY: AtomicI64 = AtomicI64::new(DEFAULT_QUEUE_CAPACITY);
 
 pub fn queue_capacity() -> usize {
     usize::try_from(QUEUE_CAPACITY.load(Relaxed)).unwrap_or(1)
+}
+
+/// `key_evt_amqp.queue_capacity_bytes`: bytes the events in memory may take (in flight
+/// included, see `Outbox::memory_bytes`) before they spill. Like `queue_capacity`.
+pub static QUEUE_CAPACITY_BYTES: AtomicI64 = AtomicI64::new(DEFAULT_QUEUE_CAPACITY_BYTES);
+
+pub fn queue_capacity_bytes() -> usize {
+    usize::try_from(QUEUE_CAPACITY_BYTES.load(Relaxed)).unwrap_or(usize::MAX)
 }
 
 /// The next event-loop step applies the new capacity (a queue now over it spills then).
@@ -481,7 +491,12 @@ pub fn register(
     let loading = LOADING.lock().take();
     loaded?;
     let loading = loading.ok_or("the load arguments vanished while loading configs")?;
-    shared.outbox.lock().set_capacity(queue_capacity());
+    let mut outbox = shared.outbox.lock();
+    outbox.set_capacity(queue_capacity());
+    outbox.set_capacity_bytes(queue_capacity_bytes());
+    // INFO shows the bounds in force from the start, not from the first step.
+    shared.stats.observe(&outbox);
+    drop(outbox);
     Ok(loading.events)
 }
 
@@ -506,6 +521,17 @@ fn register_and_load(ctx: &Context) -> Result<(), String> {
         1,
         MAX_QUEUE_CAPACITY,
         ConfigurationFlags::DEFAULT,
+        Some(Box::new(on_queue_capacity_changed)),
+    );
+    register_i64_configuration(
+        ctx,
+        "queue_capacity_bytes",
+        &QUEUE_CAPACITY_BYTES,
+        DEFAULT_QUEUE_CAPACITY_BYTES,
+        MIN_QUEUE_CAPACITY_BYTES,
+        MAX_QUEUE_CAPACITY_BYTES,
+        // Accepts units as `maxmemory` does (`64mb`, `1gb`); shown in bytes.
+        ConfigurationFlags::MEMORY,
         Some(Box::new(on_queue_capacity_changed)),
     );
     // The password before the URI: Redis applies the configs at load in this order (a config

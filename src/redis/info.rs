@@ -67,6 +67,8 @@ extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
         ("main_thread_step_max_us", counter(&s.step_max_us)),
         ("queue_length", counter(&s.queue_length)),
         ("queue_capacity", counter(&s.queue_capacity)),
+        ("queue_bytes", counter(&s.queue_bytes)),
+        ("queue_capacity_bytes", counter(&s.queue_capacity_bytes)),
         ("in_flight", counter(&s.in_flight)),
         ("fallback_length", counter(&s.fallback_length)),
         ("fallback_size", settings.fallback_size.to_string()),

@@ -70,6 +70,7 @@ impl Module {
             shared.notify();
         }
         outbox.set_capacity(config::queue_capacity());
+        outbox.set_capacity_bytes(config::queue_capacity_bytes());
         outbox.set_memory_full(memory_full());
         let fallback_size = shared.settings().fallback_size;
         // 2. Where the list lives (a cluster's slots move).

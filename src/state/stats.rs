@@ -56,6 +56,9 @@ pub struct Stats {
     pub in_flight: AtomicU64,
     pub fallback_length: AtomicU64,
     pub queue_capacity: AtomicU64,
+    /// Bytes the events in memory take (in flight included), and their bound.
+    pub queue_bytes: AtomicU64,
+    pub queue_capacity_bytes: AtomicU64,
     /// Routing keys rendered from a template longer than 255 bytes, cut (issue 15).
     pub routing_keys_cut: AtomicU64,
 }
@@ -67,6 +70,10 @@ impl Stats {
         self.in_flight.store(outbox.in_flight() as u64, Relaxed);
         self.fallback_length.store(outbox.list_len(), Relaxed);
         self.queue_capacity.store(outbox.capacity() as u64, Relaxed);
+        self.queue_bytes
+            .store(outbox.memory_bytes() as u64, Relaxed);
+        self.queue_capacity_bytes
+            .store(outbox.capacity_bytes() as u64, Relaxed);
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {

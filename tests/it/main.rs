@@ -21,6 +21,7 @@ mod forwarding;
 mod info;
 mod layout;
 mod lifecycle;
+mod memory_bound;
 mod outage;
 mod replication;
 mod support_selftest;
