@@ -182,11 +182,8 @@ impl Module {
         db: i64,
         key: &[u8],
     ) -> Option<Box<Data>> {
-        let mut data = values::capture(ctx, key_name);
-        if let Some(old) = self.pending_old.lock().take(db, key) {
-            data.append(&old);
-        }
-        Some(Box::new(data))
+        let old = self.pending_old.lock().take(db, key);
+        Some(Box::new(values::capture(ctx, key_name, old.as_ref())))
     }
 
     /// Whether the `Key` event's old value of `key` is wanted: the key would be forwarded.

@@ -22,16 +22,25 @@ const EMBSTR_MAX: usize = 44;
 
 /// The value of `keyname` right after its event (the keyspace callback), in the database the
 /// context has selected.
-pub fn capture(ctx: *mut raw::RedisModuleCtx, keyname: *mut raw::RedisModuleString) -> Data {
-    // Room for a header and a short string: most captures allocate once.
-    let mut out = Vec::with_capacity(64);
+/// `then` (the old value, if any) is appended in the same buffer: one allocation in all for
+/// a string (each Vec growth is a Redis allocation; callgrind: 1,500 Ir per SET of growths).
+pub fn capture(
+    ctx: *mut raw::RedisModuleCtx,
+    keyname: *mut raw::RedisModuleString,
+    then: Option<&Data>,
+) -> Data {
+    let extra = then.map_or(0, |d| d.as_bytes().len());
+    let mut out = Vec::new();
     // SAFETY: FFI with the callback's live context and key name; the key is closed below.
     unsafe {
         let Some(open) = raw::RedisModule_OpenKey else {
             return Data::default();
         };
         let key = open(ctx, keyname, open_mode());
-        read_into(&mut out, Which::Now, ctx, keyname, key);
+        read_into(&mut out, Which::Now, ctx, keyname, key, extra);
+        if let Some(then) = then {
+            out.extend_from_slice(then.as_bytes());
+        }
         if !key.is_null() {
             if let Some(close) = raw::RedisModule_CloseKey {
                 close(key);
@@ -53,7 +62,7 @@ pub fn read(
     }
     let mut out = Vec::new();
     // SAFETY: FFI with a context, key name and open key that the caller's callback holds.
-    unsafe { read_into(&mut out, Which::Now, ctx, keyname, key) };
+    unsafe { read_into(&mut out, Which::Now, ctx, keyname, key, 0) };
     Some(Box::new(Data::from_bytes(out)))
 }
 
@@ -129,6 +138,7 @@ unsafe fn read_into(
     ctx: *mut raw::RedisModuleCtx,
     keyname: *mut raw::RedisModuleString,
     key: *mut raw::RedisModuleKey,
+    extra: usize,
 ) {
     // SAFETY: what the caller guarantees (see # Safety above).
     unsafe {
@@ -145,9 +155,17 @@ unsafe fn read_into(
                 t => t.max(0),
             },
         };
-        let mut w = ValueWriter::begin(out, which, kind, ttl, config::value_max_bytes());
+        let max_bytes = config::value_max_bytes();
+        let len = match kind {
+            Kind::None | Kind::Module => 0,
+            _ => raw::RedisModule_ValueLength.map_or(0, |f| f(key)),
+        };
+        // The whole section at once: the header, a string's bytes (a collection's grow as
+        // they come), and what the caller appends.
+        let room = if kind == Kind::String { len.min(max_bytes) + 10 } else { 64 };
+        out.reserve(17 + room + extra);
+        let mut w = ValueWriter::begin(out, which, kind, ttl, max_bytes);
         if w.open() && kind != Kind::None && kind != Kind::Module {
-            let len = raw::RedisModule_ValueLength.map_or(0, |f| f(key));
             // A string's length is its bytes; a collection's, its elements (each counts one).
             let fits = if kind == Kind::String {
                 w.fits(len, 1)
@@ -434,7 +452,7 @@ extern "C" fn on_key_event(
         }
         let db = i64::from(raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx)));
         let mut out = Vec::new();
-        read_into(&mut out, Which::Old, ctx, name.cast_mut(), info.key);
+        read_into(&mut out, Which::Old, ctx, name.cast_mut(), info.key, 0);
         module
             .pending_old
             .lock()
