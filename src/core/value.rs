@@ -20,6 +20,14 @@ impl Data {
         &self.bytes
     }
 
+    /// The marker that makes the json of `snapshot_end` carry `"cancelled": true`.
+    ///
+    /// TEMPORARY (branch `snap`): a stand-in until the real one lands with `payload value`
+    /// (another engineer's work, which replaces this at merge); the encoder ignores it so far.
+    pub fn cancelled() -> Data {
+        Data::from_bytes(b"C".to_vec())
+    }
+
     /// Bytes of memory this takes beyond its event.
     pub fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Data>() + self.bytes.capacity()
