@@ -56,7 +56,7 @@ pub struct Request {
     pub masks: Option<KeyMasks>,
 }
 
-const ACCEPTED_ARGS: &str = "DB n, MATCH mask … (MATCH last: every argument after it is a mask)";
+const ACCEPTED_ARGS: &str = "DB n, MATCH mask ... (MATCH last: every argument after it is a mask)";
 const ACCEPTED_DB: &str = "a database number, 0 to 2147483647, given once";
 
 /// Parses `[DB n] [MATCH mask …]` (keywords in any ASCII case). `MATCH` takes every argument

@@ -98,6 +98,8 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
         list_evicted: AtomicBool::new(false),
         list_checked_ms: AtomicU64::new(0),
         memory_drops: Mutex::new(Throttle::new(SUMMARY_EVERY)),
+        snapshot: Mutex::new(None),
+        scan_cursor: Mutex::new(None),
     });
     if !info::register(ctx.ctx) {
         return Err("cannot register the INFO section".into());

@@ -14,8 +14,10 @@ use crate::core::flush::Rescue;
 use crate::core::limits::Throttle;
 use crate::core::outbox::Outbox;
 use crate::core::placement::Placement;
+use crate::core::snapshot::Snapshot;
 use crate::core::value::Data;
 use crate::redis::detached::Detached;
+use crate::redis::scan::ScanCursor;
 use crate::state::shared::Shared;
 
 pub struct Module {
@@ -56,6 +58,10 @@ pub struct Module {
     pub list_checked_ms: AtomicU64,
     /// Events dropped near maxmemory: logged when drops start, then summed every 10 s.
     pub memory_drops: Mutex<Throttle>,
+    /// The running snapshot, if any (`snapshot`; main thread only).
+    pub snapshot: Mutex<Option<Snapshot>>,
+    /// Where the running snapshot's scan of its current database is.
+    pub scan_cursor: Mutex<Option<ScanCursor>>,
 }
 
 impl Module {
