@@ -139,7 +139,8 @@ fn apply_bus_snapshot(args: &[&[u8]]) -> RedisResult {
     }
     let request = snapshot::parse(rest).map_err(|e| arg_err(&e))?;
     let id = String::from_utf8_lossy(id).into_owned();
-    m.start_snapshot(Some(id), request).map(RedisValue::BulkString)
+    m.start_snapshot(Some(id), request)
+        .map(RedisValue::BulkString)
 }
 
 fn apply_bus_cancel(args: &[&[u8]]) -> RedisResult {
@@ -149,7 +150,9 @@ fn apply_bus_cancel(args: &[&[u8]]) -> RedisResult {
     let m = commands::module()?;
     match m.cancel_snapshot() {
         Some(id) => Ok(RedisValue::BulkString(id)),
-        None => Err(err(format!("{SNAPSHOT_CANCEL}: no snapshot is running here"))),
+        None => Err(err(format!(
+            "{SNAPSHOT_CANCEL}: no snapshot is running here"
+        ))),
     }
 }
 
@@ -317,7 +320,7 @@ impl Module {
                 }
                 calls += 1;
                 if slice.emitted >= room as u64
-                    || calls % SNAPSHOT_CHECK_EVERY == 0 && Instant::now() >= deadline
+                    || calls.is_multiple_of(SNAPSHOT_CHECK_EVERY) && Instant::now() >= deadline
                 {
                     return Stop::Later;
                 }
@@ -377,8 +380,6 @@ extern "C" fn on_key(
     } else {
         values::read(key)
     };
-    slice
-        .module
-        .enqueue_with(slice.db, EVENT_KEY, name, data);
+    slice.module.enqueue_with(slice.db, EVENT_KEY, name, data);
     slice.emitted += 1;
 }

@@ -15,8 +15,7 @@ use crate::core::link::now_ms;
 use crate::core::outbox::{ListStore, Outbox, TickInput};
 use crate::core::placement::Placement;
 use crate::core::policy::{
-    INBOX_IDLE, LIST_CHECK_EVERY_MS, MEMORY_FULL_QUEUE, MEMORY_FULL_RATIO, SLICE,
-    UNHOOK_AFTER_MS,
+    INBOX_IDLE, LIST_CHECK_EVERY_MS, MEMORY_FULL_QUEUE, MEMORY_FULL_RATIO, SLICE, UNHOOK_AFTER_MS,
 };
 use crate::redis::fallback::{RedisKeyspace, RedisList};
 use crate::redis::runtime::{self, Module};

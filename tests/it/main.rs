@@ -23,5 +23,6 @@ mod layout;
 mod lifecycle;
 mod outage;
 mod replication;
+mod snapshot;
 mod support_selftest;
 mod tls;
