@@ -56,7 +56,7 @@ pub const SLOT_CHECK_EVERY_MS: u64 = 1000;
 pub const SNAPSHOT_SLICE: Duration = Duration::from_micros(1000);
 
 /// Scan calls (each one hash bucket, usually one key) between two looks at the clock.
-pub const SNAPSHOT_CHECK_EVERY: u32 = 16;
+pub const SNAPSHOT_CHECK_EVERY: u32 = 8;
 
 /// Slots looked at per step for a backlog left there (one `EXISTS` each).
 pub const SCAN_SLICE: usize = 256;
