@@ -22,7 +22,7 @@ mod registration {
     use redis_module::{redis_module, Context, RedisString, Status};
 
     use crate::redis::heap::{Counting, RedisOrSystem};
-    use crate::redis::{commands, lifecycle};
+    use crate::redis::{commands, lifecycle, snapshot};
 
     // Redis's allocator aborts outside Redis: unit tests and benchmarks get the system one.
     type Allocator = Counting<RedisOrSystem>;
@@ -56,6 +56,8 @@ mod registration {
             [commands::KEYMASK_CLEAN, commands::keymask_clean, "admin", 0, 0, 0, "", CATEGORIES],
             [commands::KEYMASK_ADD, commands::keymask_add, "admin", 0, 0, 0, "", CATEGORIES],
             [commands::KEYMASK_SET, commands::keymask_set, "admin", 0, 0, 0, "", CATEGORIES],
+            [snapshot::SNAPSHOT, snapshot::snapshot, "admin", 0, 0, 0, "", CATEGORIES],
+            [snapshot::SNAPSHOT_CANCEL, snapshot::snapshot_cancel, "admin", 0, 0, 0, "", CATEGORIES],
         ],
     }
 }

@@ -21,6 +21,7 @@ pub mod placement;
 pub mod policy;
 pub mod server;
 pub mod settings;
+pub mod snapshot;
 pub mod template;
 pub mod uri;
 pub mod value;

@@ -64,6 +64,14 @@ pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// How often a cluster node checks which slots it serves (one `CLUSTER NODES`).
 pub const SLOT_CHECK_EVERY_MS: u64 = 1000;
 
+/// A snapshot (`key_evt_amqp.snapshot`) scans keys for at most about this long per
+/// event-loop iteration (wall clock, checked every [`SNAPSHOT_CHECK_EVERY`] scan calls): the
+/// acceptance bound on the longest main-thread step is 2 ms.
+pub const SNAPSHOT_SLICE: Duration = Duration::from_micros(1000);
+
+/// Scan calls (each one hash bucket, usually one key) between two looks at the clock.
+pub const SNAPSHOT_CHECK_EVERY: u32 = 8;
+
 /// Slots looked at per step for a backlog left there (one `EXISTS` each).
 pub const SCAN_SLICE: usize = 256;
 

@@ -376,7 +376,10 @@ impl Session {
             Ok(()) => None,
         };
         // Settled first: once INFO counts these events confirmed, they have left the queue.
-        if batch.settle(confirmed, settings.fallback_size) {
+        // A snapshot paused for room goes on once a batch has left memory.
+        if batch.settle(confirmed, settings.fallback_size)
+            || shared.room_wanted.swap(false, Relaxed)
+        {
             (self.wake_main)();
         }
         let stats = &shared.stats;

@@ -7,7 +7,7 @@ use redis_module::{raw, Context};
 
 use crate::core::cluster;
 use crate::redis::commands::TABLE;
-use crate::redis::log;
+use crate::redis::{log, snapshot};
 
 /// Registers the receiver of commands sent by the other nodes (cluster mode only).
 pub fn listen(ctx: &Context) {
@@ -57,7 +57,11 @@ fn apply(sender: &str, payload: &[u8]) {
         log::warning(&format!("unreadable command from cluster node {sender}"));
         return;
     };
-    let Some((name, apply)) = TABLE.iter().find(|(n, _)| *n == name) else {
+    let Some((name, apply)) = TABLE
+        .iter()
+        .chain(snapshot::BUS_TABLE)
+        .find(|(n, _)| *n == name)
+    else {
         log::warning(&format!("unknown command from cluster node {sender}"));
         return;
     };

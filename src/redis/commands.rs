@@ -72,7 +72,7 @@ fn run(ctx: &Context, args: Vec<RedisString>, name: &str, apply: Apply) -> Redis
 
 /// Sends the command to every other node of the cluster (fire and forget: a node that is
 /// unreachable right now misses it, as it would miss a `CONFIG SET`).
-fn broadcast(ctx: &Context, name: &str, args: &[&[u8]]) {
+pub fn broadcast(ctx: &Context, name: &str, args: &[&[u8]]) {
     let mut all = Vec::with_capacity(args.len() + 1);
     all.push(name.as_bytes());
     all.extend_from_slice(args);
@@ -96,7 +96,7 @@ fn broadcast(ctx: &Context, name: &str, args: &[&[u8]]) {
     }
 }
 
-fn module() -> Result<Arc<Module>, RedisError> {
+pub fn module() -> Result<Arc<Module>, RedisError> {
     runtime::current().ok_or(RedisError::Str("ERR key_evt_amqp is not loaded"))
 }
 

@@ -78,6 +78,19 @@ extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
         // Formats, headers and routing-key templates (issue 15).
         ("format", settings.output.format.name().into()),
         ("routing_keys_cut", counter(&s.routing_keys_cut)),
+        // Snapshots (key_evt_amqp.snapshot).
+        (
+            "snapshot_running",
+            if m.snapshot.try_lock().is_some_and(|r| r.is_some()) {
+                "yes"
+            } else {
+                "no"
+            }
+            .into(),
+        ),
+        ("snapshot_keys", counter(&s.snapshot_keys)),
+        ("snapshots_completed", counter(&s.snapshots_completed)),
+        ("snapshots_cancelled", counter(&s.snapshots_cancelled)),
     ];
     // SAFETY: the info context Redis passed; names and values are NUL-terminated copies.
     unsafe {

@@ -101,6 +101,8 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
         list_checked_ms: AtomicU64::new(0),
         memory_drops: Mutex::new(Throttle::new(SUMMARY_EVERY)),
         pending_old: Mutex::new(PendingOld::default()),
+        snapshot: Mutex::new(None),
+        scan_cursor: Mutex::new(None),
     });
     if !info::register(ctx.ctx) {
         return Err("cannot register the INFO section".into());

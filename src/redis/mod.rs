@@ -18,5 +18,7 @@ pub mod lifecycle;
 pub mod log;
 pub mod panic_log;
 pub mod runtime;
+pub mod scan;
+pub mod snapshot;
 pub mod step;
 pub mod values;

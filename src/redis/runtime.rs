@@ -14,8 +14,10 @@ use crate::core::flush::Rescue;
 use crate::core::limits::Throttle;
 use crate::core::outbox::Outbox;
 use crate::core::placement::Placement;
+use crate::core::snapshot::Snapshot;
 use crate::core::value::{Data, PendingOld};
 use crate::redis::detached::Detached;
+use crate::redis::scan::ScanCursor;
 use crate::state::shared::Shared;
 
 pub struct Module {
@@ -59,6 +61,10 @@ pub struct Module {
     /// Old values (`payload value`) captured by the `Key` event, waiting for their keyspace
     /// event (see `values`). Main thread only.
     pub pending_old: Mutex<PendingOld>,
+    /// The running snapshot, if any (`snapshot`; main thread only).
+    pub snapshot: Mutex<Option<Snapshot>>,
+    /// Where the running snapshot's scan of its current database is.
+    pub scan_cursor: Mutex<Option<ScanCursor>>,
 }
 
 impl Module {

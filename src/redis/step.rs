@@ -15,8 +15,9 @@ use crate::core::link::now_ms;
 use crate::core::outbox::{ListStore, Outbox, TickInput};
 use crate::core::placement::Placement;
 use crate::core::policy::{
-    INBOX_IDLE, LIST_CHECK_EVERY_MS, MEMORY_FULL_RATIO, SLICE, UNHOOK_AFTER_MS,
+    INBOX_IDLE, LIST_CHECK_EVERY_MS, MEMORY_FULL_QUEUE, MEMORY_FULL_RATIO, SLICE, UNHOOK_AFTER_MS,
 };
+use crate::core::snapshot;
 use crate::redis::fallback::{RedisKeyspace, RedisList};
 use crate::redis::runtime::{self, Module};
 use crate::redis::{config, hook, log, values};
@@ -39,8 +40,11 @@ impl Module {
             if self.put_back_list(ctx) {
                 self.list_check_due();
             }
+            // Before the tick, which hands what the slice emitted to the outbox at once.
+            self.snapshot_slice(ctx);
             quiet = self.tick(ctx);
         } else if self.demoted.load(Relaxed) {
+            self.abandon_snapshot();
             match self.shared.outbox.try_lock() {
                 Some(mut outbox) => {
                     outbox.forget_list();
@@ -109,6 +113,55 @@ impl Module {
         self.log_drops(0, fallback_size);
         self.log_memory_drops(0);
         idle && !had_news
+    }
+
+    /// The running snapshot's slice (`snapshot`), if one runs, measured like the list's work
+    /// (`main_thread_step_max_us`). It sees the memory queue as of now and its capacity as the
+    /// tick applies it (less near maxmemory).
+    fn snapshot_slice(&self, ctx: &Context) {
+        if self.snapshot.lock().is_none() {
+            return;
+        }
+        let shared = &*self.shared;
+        let (memory_len, memory_bytes) = shared.outbox.try_lock().map_or_else(
+            || {
+                (
+                    shared.stats.queue_length.load(Relaxed) as usize,
+                    shared.stats.queue_bytes.load(Relaxed) as usize,
+                )
+            },
+            |o| (o.memory_len(), o.memory_bytes()),
+        );
+        let capacity = config::queue_capacity();
+        let capacity = if memory_full() {
+            capacity.min(MEMORY_FULL_QUEUE)
+        } else {
+            capacity
+        };
+        let cpu_before = thread_cpu_time();
+        // Keys counted at their value's cap (or an event's size under `payload key`).
+        let per_key = if config::payload_value() {
+            (config::value_max_bytes() + 256).min(snapshot::KEY_BYTES_MAX)
+        } else {
+            256
+        };
+        let bytes_room =
+            snapshot::room_bytes(memory_bytes, config::queue_capacity_bytes(), per_key);
+        self.snapshot_step(ctx, memory_len, capacity, bytes_room);
+        let took = thread_cpu_time().saturating_sub(cpu_before).as_micros() as u64;
+        shared.stats.step_max_us.fetch_max(took, Relaxed);
+    }
+
+    /// A node that is no longer a master does not go on with a snapshot: its `snapshot_end`
+    /// never comes (a replica publishes nothing new).
+    fn abandon_snapshot(&self) {
+        if let Some(s) = self.snapshot.lock().take() {
+            *self.scan_cursor.lock() = None;
+            log::warning(&format!(
+                "snapshot {} abandoned after {} keys: this node is no longer a master",
+                s.id, s.keys
+            ));
+        }
     }
 
     /// Compares the list's length (LLEN, O(1)) with the outbox's count when Redis evicted the
@@ -312,6 +365,7 @@ impl Module {
             && self.memory_drops.lock().idle()
             && !self.list_evicted.load(Relaxed)
             && !self.rescue.lock().pending()
+            && self.snapshot.lock().is_none()
             && self.shared.outbox.try_lock().is_some_and(|o| o.is_idle())
     }
 }

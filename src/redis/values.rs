@@ -51,7 +51,6 @@ pub fn capture(
 }
 
 /// The value of a key the server opened (a snapshot's SCAN), as [`capture`] reads it.
-#[expect(dead_code, reason = "the snapshot's reader: its command lands next")]
 pub fn read(
     ctx: *mut raw::RedisModuleCtx,
     keyname: *mut raw::RedisModuleString,
@@ -162,7 +161,11 @@ unsafe fn read_into(
         };
         // The whole section at once: the header, a string's bytes (a collection's grow as
         // they come), and what the caller appends.
-        let room = if kind == Kind::String { len.min(max_bytes) + 10 } else { 64 };
+        let room = if kind == Kind::String {
+            len.min(max_bytes) + 10
+        } else {
+            64
+        };
         out.reserve(17 + room + extra);
         let mut w = ValueWriter::begin(out, which, kind, ttl, max_bytes);
         if w.open() && kind != Kind::None && kind != Kind::Module {

@@ -39,6 +39,9 @@ pub struct Shared {
     /// Bumped by `connect` to force a new connection.
     pub reconnect_requests: AtomicU64,
     pub stop: AtomicBool,
+    /// A snapshot waits for room in the memory queue: the publisher wakes the main thread
+    /// once it has settled a batch.
+    pub room_wanted: AtomicBool,
 }
 
 impl Shared {
@@ -59,6 +62,7 @@ impl Shared {
             eager: AtomicBool::new(false),
             reconnect_requests: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            room_wanted: AtomicBool::new(false),
         }
     }
 

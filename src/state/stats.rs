@@ -61,6 +61,10 @@ pub struct Stats {
     pub queue_capacity_bytes: AtomicU64,
     /// Routing keys rendered from a template longer than 255 bytes, cut (issue 15).
     pub routing_keys_cut: AtomicU64,
+    /// `snapshot` events emitted by the running snapshot, or by the last one.
+    pub snapshot_keys: AtomicU64,
+    pub snapshots_completed: AtomicU64,
+    pub snapshots_cancelled: AtomicU64,
 }
 
 impl Stats {

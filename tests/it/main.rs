@@ -24,6 +24,7 @@ mod lifecycle;
 mod memory_bound;
 mod outage;
 mod replication;
+mod snapshot;
 mod support_selftest;
 mod tls;
 mod values;
