@@ -492,3 +492,151 @@ fn in_a_cluster_each_key_is_snapshotted_once_by_its_master() {
         assert_eq!(by[0], owner, "{key} snapshotted by its master");
     }
 }
+
+/// A key's state as the module writes it (`type`, `value`), sets sorted (their order is the
+/// server's), zset scores as numbers.
+fn normalized(kind: &str, value: &serde_json::Value) -> (String, serde_json::Value) {
+    let mut value = value.clone();
+    if kind == "set" {
+        if let Some(items) = value.as_array_mut() {
+            items.sort_by_key(|v| v.to_string());
+        }
+    }
+    (kind.to_string(), value)
+}
+
+/// Every key's (type, value) in Redis, read with the commands of its type.
+fn dataset_values(n: &Node, dbs: i64) -> BTreeMap<Key, (String, serde_json::Value)> {
+    use serde_json::{json, Value};
+    let mut r = n.server.client();
+    let mut out = BTreeMap::new();
+    for (db, key) in dataset(n, dbs) {
+        redis::cmd("SELECT").arg(db).query::<()>(&mut r).unwrap();
+        let kind: String = redis::cmd("TYPE").arg(&key).query(&mut r).unwrap();
+        let q = |name: &str, args: &[&str], r: &mut redis::Connection| -> Vec<String> {
+            let mut c = redis::cmd(name);
+            c.arg(&key);
+            for a in args {
+                c.arg(*a);
+            }
+            c.query(r).unwrap()
+        };
+        let value = match kind.as_str() {
+            "none" => continue, // expired between SCAN and TYPE
+            "string" => {
+                let v: String = redis::cmd("GET").arg(&key).query(&mut r).unwrap();
+                json!(v)
+            }
+            "list" => json!(q("LRANGE", &["0", "-1"], &mut r)),
+            "set" => json!(q("SMEMBERS", &[], &mut r)),
+            "hash" => {
+                let flat = q("HGETALL", &[], &mut r);
+                Value::Object(
+                    flat.chunks(2)
+                        .map(|p| (p[0].clone(), json!(p[1])))
+                        .collect(),
+                )
+            }
+            "zset" => {
+                let flat = q("ZRANGE", &["0", "-1", "WITHSCORES"], &mut r);
+                json!(flat
+                    .chunks(2)
+                    .map(|p| json!([p[0], p[1].parse::<f64>().unwrap()]))
+                    .collect::<Vec<_>>())
+            }
+            other => panic!("unexpected type {other}"),
+        };
+        out.insert((db, key), normalized(&kind, &value));
+    }
+    out
+}
+
+/// With `payload value`, the consumer keeps each key's value from the events alone (the
+/// snapshot's, then the live ones'): at the end it holds exactly what Redis holds, value for
+/// value.
+#[test]
+fn with_values_the_consumer_converges_value_for_value() {
+    const DBS: i64 = 2;
+    const PER_DB: usize = 10_000;
+    let mut n = node(
+        "snap-values-",
+        &[
+            ("key_evt_amqp.format", "json"),
+            ("key_evt_amqp.payload", "value"),
+        ],
+    );
+    populate(&mut n, DBS, PER_DB);
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = writer(&n, DBS, PER_DB, stop.clone());
+    std::thread::sleep(Duration::from_millis(100));
+    let id = n.cmd(&["key_evt_amqp.snapshot"]).unwrap();
+    let mut state: BTreeMap<Key, (String, serde_json::Value)> = BTreeMap::new();
+    let apply = |m: &Message, state: &mut BTreeMap<Key, (String, serde_json::Value)>| {
+        let v: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
+        let event = v["event"].as_str().unwrap();
+        if event == "snapshot_end" {
+            return true;
+        }
+        if event == "snapshot_begin" {
+            return false;
+        }
+        let key = (
+            v["db"].as_i64().unwrap(),
+            v["key"].as_str().unwrap().as_bytes().to_vec(),
+        );
+        match v["type"].as_str().unwrap() {
+            "none" => {
+                state.remove(&key);
+            }
+            kind => {
+                assert!(v.get("value").is_some(), "a value: {v}");
+                state.insert(key, normalized(kind, &v["value"]));
+            }
+        }
+        false
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot did not end in time"
+        );
+        let m = n.consumer.recv(WAIT).expect("a message");
+        if apply(&m, &mut state) {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    w.join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = dataset(&n, DBS);
+    for m in n.consumer.drain_quiet(QUIET) {
+        apply(&m, &mut state);
+    }
+    let truth = dataset_values(&n, DBS);
+    let differ: Vec<_> = truth
+        .iter()
+        .filter(|(k, v)| state.get(*k) != Some(v))
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(&k.1).into_owned(),
+                v.clone(),
+                state.get(k).cloned(),
+            )
+        })
+        .take(5)
+        .collect();
+    let extra: Vec<_> = state
+        .keys()
+        .filter(|k| !truth.contains_key(*k))
+        .take(5)
+        .collect();
+    assert!(
+        differ.is_empty() && extra.is_empty() && state.len() == truth.len(),
+        "snapshot {id}: the consumer's values differ from Redis: {differ:?}; only the consumer \
+         has {extra:?} ({} vs {} keys)",
+        state.len(),
+        truth.len()
+    );
+    assert!(truth.len() > PER_DB, "{} keys", truth.len());
+}
