@@ -360,17 +360,7 @@ extern "C" fn on_key(
     // borrowed during the scan call.
     let slice = unsafe { &mut *privdata.cast::<Slice>() };
     // SAFETY: Redis passes the key's name, alive for the duration of this call.
-    let name = unsafe {
-        let Some(ptr_len) = raw::RedisModule_StringPtrLen else {
-            return;
-        };
-        let mut len = 0;
-        let ptr = ptr_len(keyname, &mut len);
-        if ptr.is_null() {
-            return;
-        }
-        std::slice::from_raw_parts(ptr.cast::<u8>(), len)
-    };
+    let name = unsafe { values::bytes(keyname) };
     if Placement::is_fallback_key(name) || !slice.masks.matches(name) {
         return;
     }

@@ -98,7 +98,7 @@ fn kind_of(key_type: c_int) -> Kind {
 ///
 /// # Safety
 /// `s` is a live module string (or null); the slice lives as long as it does.
-unsafe fn bytes<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
+pub unsafe fn bytes<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
     // SAFETY: what the caller guarantees (see # Safety above).
     unsafe {
         let Some(ptr_len) = raw::RedisModule_StringPtrLen else {
