@@ -39,12 +39,27 @@ pub const HEADERS_OPTION: &str = "key_evt_amqp.headers";
 pub const CE_SOURCE_OPTION: &str = "key_evt_amqp.ce_source";
 pub const CE_PREFIX_OPTION: &str = "key_evt_amqp.ce_header_prefix";
 pub const PAYLOAD_OPTION: &str = "key_evt_amqp.payload";
+pub const BATCH_OPTION: &str = "key_evt_amqp.batch";
+
+/// `key_evt_amqp.batch`: events per message, at most (1: one event a message, as ever).
+pub const MAX_BATCH: u32 = 10_000;
+/// `key_evt_amqp.batch_linger_ms`: how long a message waits for more events, by default and
+/// at most.
+pub const DEFAULT_BATCH_LINGER_MS: u32 = 5;
+pub const MAX_BATCH_LINGER_MS: u32 = 10_000;
+/// The content type of a batched message: one JSON object a line.
+pub const NDJSON: &str = "application/x-ndjson";
 
 const FORMAT_ACCEPTED: &str = "text, json or cloudevents";
 const PAYLOAD_ACCEPTED: &str = "key or value";
 /// Values only travel in json and cloudevents: the text body has no place for them.
 const PAYLOAD_UNDER_TEXT: &str =
     "key, or value once key_evt_amqp.format is json or cloudevents (text has no place for values)";
+const BATCH_ACCEPTED: &str = "1 to 10000";
+const BATCH_UNDER_TEXT: &str =
+    "1, or 2 to 10000 once key_evt_amqp.format is json or cloudevents (text has one event a message)";
+const TEXT_UNDER_BATCH: &str =
+    "json or cloudevents while key_evt_amqp.batch is over 1 (set batch 1 first for text)";
 const TEXT_UNDER_PAYLOAD: &str =
     "json or cloudevents while key_evt_amqp.payload is value (set payload key first for text)";
 const CE_PREFIX_ACCEPTED: &str =
@@ -121,6 +136,10 @@ pub struct Output {
     pub ce_prefix: &'static str,
     /// `value` only with `json` or `cloudevents`.
     pub payload: Payload,
+    /// Events per message (`key_evt_amqp.batch`); over 1 only with `json` or `cloudevents`.
+    pub batch: u32,
+    /// `key_evt_amqp.batch_linger_ms`.
+    pub linger_ms: u32,
 }
 
 impl Default for Output {
@@ -131,6 +150,8 @@ impl Default for Output {
             ce_source: String::new(),
             ce_prefix: CE_PREFIXES[0],
             payload: Payload::Key,
+            batch: 1,
+            linger_ms: DEFAULT_BATCH_LINGER_MS,
         }
     }
 }
@@ -146,10 +167,32 @@ impl Output {
         if format == Format::Text && self.payload == Payload::Value {
             return Err(Refused::new(FORMAT_OPTION, TEXT_UNDER_PAYLOAD));
         }
+        if format == Format::Text && self.batch > 1 {
+            return Err(Refused::new(FORMAT_OPTION, TEXT_UNDER_BATCH));
+        }
         Ok(Output {
             format,
             ..self.clone()
         })
+    }
+
+    pub fn with_batch(&self, n: i64) -> Result<Output, Refused> {
+        let batch = u32::try_from(n)
+            .ok()
+            .filter(|n| (1..=MAX_BATCH).contains(n))
+            .ok_or(Refused::new(BATCH_OPTION, BATCH_ACCEPTED))?;
+        if batch > 1 && self.format == Format::Text {
+            return Err(Refused::new(BATCH_OPTION, BATCH_UNDER_TEXT));
+        }
+        Ok(Output {
+            batch,
+            ..self.clone()
+        })
+    }
+
+    /// Whether events go several to a message (`application/x-ndjson`).
+    pub fn batched(&self) -> bool {
+        self.batch > 1
     }
 
     pub fn with_payload(&self, value: &[u8]) -> Result<Output, Refused> {
@@ -474,6 +517,28 @@ mod tests {
         assert!(e.accepted.contains(PAYLOAD_OPTION), "{e:?}");
         assert!(values.with_format(b"cloudevents").is_ok());
         assert_eq!(values.with_payload(b"key").unwrap().payload, Payload::Key);
+    }
+
+    #[test]
+    fn batch_and_text_refuse_each_other_in_either_order() {
+        let text = Output::default();
+        assert_eq!(text.with_batch(1).unwrap().batch, 1, "1 is today's message");
+        let e = text.with_batch(100).unwrap_err();
+        assert!(
+            e.name == BATCH_OPTION && e.accepted.contains(FORMAT_OPTION),
+            "{e:?}"
+        );
+        let json = text.with_format(b"json").unwrap();
+        let batched = json.with_batch(100).unwrap();
+        assert!(batched.batched());
+        let e = batched.with_format(b"text").unwrap_err();
+        assert!(
+            e.name == FORMAT_OPTION && e.accepted.contains(BATCH_OPTION),
+            "{e:?}"
+        );
+        for bad in [0, 10_001, -1] {
+            assert_eq!(json.with_batch(bad).unwrap_err().accepted, "1 to 10000");
+        }
     }
 
     #[test]

@@ -250,6 +250,15 @@ impl Outbox {
     }
 
     /// Something the publisher can take right now.
+    /// How many events [`Outbox::take_batch`] could take now.
+    pub fn ready_len(&self) -> usize {
+        if self.head.is_empty() && self.list_len == 0 {
+            self.tail.len()
+        } else {
+            self.head.len()
+        }
+    }
+
     pub fn has_ready(&self) -> bool {
         !self.head.is_empty() || (self.list_len == 0 && !self.tail.is_empty())
     }

@@ -7,6 +7,7 @@
 //! back-off. The batch the session had out goes back to the outbox as it unwinds
 //! ([`in_flight::InFlight`]), so its events are published again, in order.
 
+mod batched;
 mod encode;
 mod in_flight;
 mod plan;

@@ -17,6 +17,7 @@ use crate::core::policy::{
 };
 use crate::core::settings::Settings;
 use crate::core::uri::Endpoint;
+use crate::publisher::batched::Batcher;
 use crate::publisher::encode::{scrub, Encoder};
 use crate::publisher::in_flight::InFlight;
 use crate::publisher::plan::{Plan, PlanWatch};
@@ -44,6 +45,11 @@ pub struct Session {
     link_log: LogBudget,
     /// Formats, headers and routing keys of each batch (its buffers kept between batches).
     encoder: Encoder,
+    /// Batched messages (`key_evt_amqp.batch` over 1).
+    batcher: Batcher,
+    /// Since when fewer events than a batched message holds are ready: they wait up to
+    /// `batch_linger_ms` for more.
+    lingering_since: Option<Instant>,
 }
 
 /// Why a connection ended.
@@ -78,6 +84,8 @@ impl Session {
             connected_logged: None,
             link_log: LogBudget::new(now_ms()),
             encoder: Encoder::new(run_id),
+            batcher: Batcher::default(),
+            lingering_since: None,
         }
     }
 
@@ -317,9 +325,24 @@ impl Session {
         conn: &mut Connection,
     ) -> Option<Result<InFlight, ConnError>> {
         let shared = self.shared.clone();
+        let output = shared.settings().output.clone();
         let mut outbox = shared.outbox.lock();
         if outbox.has_ready() {
-            return Some(Ok(InFlight::take(&shared, &mut outbox, BATCH)));
+            // Batched: a message that is not full waits up to the linger for more events
+            // (which wake this thread), so a trickle is delayed by at most that.
+            let per_message = output.batch as usize;
+            if output.batched() && outbox.ready_len() < per_message && !shared.stopping() {
+                let since = *self.lingering_since.get_or_insert_with(Instant::now);
+                let linger = Duration::from_millis(u64::from(output.linger_ms));
+                if let Some(left) = linger.checked_sub(since.elapsed()).filter(|d| !d.is_zero()) {
+                    shared.wake.wait_for(&mut outbox, left);
+                    return None;
+                }
+            }
+            self.lingering_since = None;
+            // Room for whole messages: a batch of up to 10,000 events goes in one take.
+            let max = BATCH.max(per_message);
+            return Some(Ok(InFlight::take(&shared, &mut outbox, max)));
         }
         // Connected and not stalled: nothing to send, or a refill is on its way (which needs
         // the broker not to be considered away).
@@ -352,17 +375,28 @@ impl Session {
         let shared = self.shared.clone();
         shared.link.batch_sent(true);
         let mut confirms = Confirms::default();
-        let encoder = &mut self.encoder;
+        let (encoder, batcher) = (&mut self.encoder, &mut self.batcher);
+        // Where each message ends: one event each, unless batched.
+        let ends = batcher.plan(settings, batch.events());
         let mut cut = 0;
         let result = conn.publish_batch(
-            batch.events().len(),
-            |out, frame_max| cut = encoder.encode(out, frame_max, settings, batch.events()),
+            ends.len(),
+            |out, frame_max| {
+                cut = batcher.encode(out, frame_max, settings, batch.events(), &ends, encoder)
+            },
             CONFIRM_TIMEOUT,
             &|| shared.stopping(),
             &mut confirms,
         );
         shared.link.batch_sent(false);
-        let confirmed = confirms.acked_prefix();
+        // Confirms are per message; the outbox counts events.
+        let events_of = |messages: usize| {
+            messages
+                .checked_sub(1)
+                .and_then(|i| ends.get(i))
+                .map_or(0, |&end| end)
+        };
+        let confirmed = events_of(confirms.acked_prefix());
         let failure = match result {
             Err(e @ ConnError::ChannelClosed(_)) => Some(format!(
                 "publish to exchange '{}' with routing key '{}': {e}",
@@ -384,7 +418,7 @@ impl Session {
         }
         let stats = &shared.stats;
         Stats::add(&stats.routing_keys_cut, cut);
-        Stats::add(&stats.published, confirms.written as u64);
+        Stats::add(&stats.published, events_of(confirms.written) as u64);
         Stats::add(&stats.confirmed, confirmed as u64);
         Stats::add(&stats.returned, confirms.returned);
         Stats::add(&stats.nacked, u64::from(confirms.nacked()));

@@ -14,6 +14,7 @@
 //! | `key_evt_amqp.flush_events` | no | forward FLUSHALL, FLUSHDB and SWAPDB as events |
 //! | `key_evt_amqp.format`, `headers`, `ce_source`, `ce_header_prefix` | text, no, empty, ce- | how messages are written (`core/format.rs`; below) |
 //! | `key_evt_amqp.payload`, `value_max_bytes` | key, 65536 | values in json/cloudevents events (`core/value.rs`, `redis/values.rs`) |
+//! | `key_evt_amqp.batch`, `batch_linger_ms` | 1, 5 | events per message and how long a message waits for more (`publisher/batched.rs`) |
 //!
 //! The options that mirror the load arguments show the values in force (`CONFIG GET`), which
 //! the commands change too; so `CONFIG REWRITE` saves what runs. Precedence at load: a config
@@ -59,7 +60,9 @@ use crate::core::broker_options::{
     parse_uri_option, BrokerOptions, CA_FILE_OPTION, PASSWORD_OPTION,
 };
 use crate::core::classes::{self, ServerClasses};
-use crate::core::format::{Output, Payload, Refused, CE_PREFIXES};
+use crate::core::format::{
+    Output, Payload, Refused, CE_PREFIXES, DEFAULT_BATCH_LINGER_MS, MAX_BATCH, MAX_BATCH_LINGER_MS,
+};
 use crate::core::policy::{
     DEFAULT_QUEUE_CAPACITY, DEFAULT_QUEUE_CAPACITY_BYTES, DEFAULT_VALUE_MAX_BYTES,
     MAX_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY_BYTES, MAX_VALUE_MAX_BYTES, MIN_QUEUE_CAPACITY_BYTES,
@@ -370,6 +373,37 @@ static PAYLOAD: OutputConfig = OutputConfig {
 };
 static HEADERS: HeadersConfig = HeadersConfig;
 
+/// An integer config of `Settings::output` (`batch`, `batch_linger_ms`).
+struct OutputNumber {
+    read: fn(&Output) -> i64,
+    change: fn(&Output, i64) -> Result<Output, Refused>,
+}
+
+static BATCH: OutputNumber = OutputNumber {
+    read: |o| i64::from(o.batch),
+    change: Output::with_batch,
+};
+static BATCH_LINGER: OutputNumber = OutputNumber {
+    read: |o| i64::from(o.linger_ms),
+    // Redis checks the range (0 to MAX_BATCH_LINGER_MS) before this.
+    change: |o, ms| {
+        Ok(Output {
+            linger_ms: u32::try_from(ms).unwrap_or(MAX_BATCH_LINGER_MS),
+            ..o.clone()
+        })
+    },
+};
+
+impl ConfigurationValue<i64> for OutputNumber {
+    fn get(&self, _ctx: &ConfigurationContext) -> i64 {
+        target().map_or(0, |shared| (self.read)(&shared.settings().output))
+    }
+
+    fn set(&self, _ctx: &ConfigurationContext, val: i64) -> Result<(), RedisError> {
+        change_output(val.to_string().as_bytes(), |o| (self.change)(o, val))
+    }
+}
+
 /// `key_evt_amqp.payload value`, for the keyspace callback (a mirror of the settings' field:
 /// one atomic load per forwarded event, no lock).
 static PAYLOAD_VALUE: AtomicBool = AtomicBool::new(false);
@@ -458,6 +492,27 @@ fn register_output_configs(ctx: &Context) {
         "headers",
         &HEADERS,
         false,
+        ConfigurationFlags::DEFAULT,
+        None,
+    );
+    // After `format`, for the same reason as `payload`.
+    register_i64_configuration(
+        ctx,
+        "batch",
+        &BATCH,
+        1,
+        1,
+        i64::from(MAX_BATCH),
+        ConfigurationFlags::DEFAULT,
+        None,
+    );
+    register_i64_configuration(
+        ctx,
+        "batch_linger_ms",
+        &BATCH_LINGER,
+        i64::from(DEFAULT_BATCH_LINGER_MS),
+        0,
+        i64::from(MAX_BATCH_LINGER_MS),
         ConfigurationFlags::DEFAULT,
         None,
     );
