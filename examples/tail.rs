@@ -24,7 +24,7 @@
 //! `\"` for quotes, `\n`, `\r`, `\t`, and `\xNN` for every other byte outside printable ASCII.
 //!
 //! `--verbose` prints each message whole instead: its routing key, properties, headers and body
-//! (non-printable bytes escaped). `--count N` exits after N messages; `--ready-file PATH` creates PATH once the queue is bound
+//! (non-printable bytes escaped). `--count N` exits after N events (lines; a batched message is one line per event); `--ready-file PATH` creates PATH once the queue is bound
 //! (scripts wait for it before they make Redis write).
 
 use std::io::Write;
@@ -189,7 +189,24 @@ fn verbose_text(m: &testkit::Message) -> String {
     out
 }
 
-/// One output line for a message, whatever its format.
+/// The output lines of a message, whatever its format: one per event, so a batched message
+/// (`application/x-ndjson`, `key_evt_amqp.batch`) gives one line per JSON line.
+fn message_lines(message: &testkit::Message) -> Vec<String> {
+    if message.content_type.as_deref() == Some("application/x-ndjson") {
+        return ndjson_lines(&message.body);
+    }
+    vec![message_line(message)]
+}
+
+/// The lines of a batched body; one that is not the module's JSON is shown escaped.
+fn ndjson_lines(body: &[u8]) -> Vec<String> {
+    body.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| format_json_line(l, None).unwrap_or_else(|| escape(l)))
+        .collect()
+}
+
+/// One output line for a message of one event.
 fn message_line(message: &testkit::Message) -> String {
     if message.content_type.as_deref() == Some("application/json") {
         // The CloudEvents type under any of the prefixes the module may use.
@@ -256,20 +273,22 @@ fn run(opts: Options) -> Result<(), String> {
             .try_recv(None)
             .map_err(|e| format!("lost the broker: {e}"))?
             .ok_or("the consumer stopped waiting")?;
-        let line = if opts.verbose {
-            verbose_text(&message)
+        let lines = if opts.verbose {
+            vec![verbose_text(&message)]
         } else {
-            message_line(&message)
+            message_lines(&message)
         };
-        let mut out = stdout.lock();
-        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-            // Reader went away (e.g. `| head`): nothing left to do.
-            return Ok(());
-        }
-        seen += 1;
-        if opts.count.is_some_and(|n| seen >= n) {
-            // Dropping the consumer closes the connection.
-            return Ok(());
+        for line in lines {
+            let mut out = stdout.lock();
+            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                // Reader went away (e.g. `| head`): nothing left to do.
+                return Ok(());
+            }
+            seen += 1;
+            if opts.count.is_some_and(|n| seen >= n) {
+                // Dropping the consumer closes the connection.
+                return Ok(());
+            }
         }
     }
 }
@@ -321,6 +340,20 @@ mod tests {
             "db=-1 event=flushall key=\\xff\\x00  id=- ts=- type=redis.keyspace.flushall"
         );
         assert_eq!(format_json_line(b"0\nset\nk", None), None);
+    }
+
+    #[test]
+    fn unpacks_batches() {
+        let lines = ndjson_lines(
+            b"{\"db\":0,\"event\":\"set\",\"key\":\"a\",\"id\":\"r-1\",\"time\":1}\n{\"db\":0,\"event\":\"del\",\"key\":\"b\",\"id\":\"r-2\",\"time\":1}\n",
+        );
+        assert_eq!(
+            lines,
+            [
+                "db=0 event=set key=a  id=r-1 ts=1",
+                "db=0 event=del key=b  id=r-2 ts=1"
+            ]
+        );
     }
 
     #[test]

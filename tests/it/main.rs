@@ -9,6 +9,7 @@
 // Tests unwrap: a failure is a panic with the error.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod batches;
 mod broker_failures;
 mod cluster;
 mod cluster_selftest;

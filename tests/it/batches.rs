@@ -1,0 +1,306 @@
+//! Batched messages (`key_evt_amqp.batch`, issue 18), as a consumer sees them: up to N events
+//! a message, one JSON object a line, in order, the message's id its first event's and
+//! `x-event-count` / `x-last-id` right; a trickle waits at most the linger; a nack and a cut
+//! connection inside a batch resend its events, in order, which dedupe by id restores exactly;
+//! the fallback list works with batches; `batch` and `text` refuse each other.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use serde_json::Value;
+use testkit::{
+    unique_routing_key, wait_until, Consumer, Message, Mode, ModuleArgs, Node, NodeBuilder,
+    RedisServer,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+const QUIET: Duration = Duration::from_millis(500);
+
+fn batch_node(prefix: &str, batch: &str, linger_ms: &str) -> NodeBuilder {
+    Node::builder(prefix)
+        .config("key_evt_amqp.format", "json")
+        .config("key_evt_amqp.batch", batch)
+        .config("key_evt_amqp.batch_linger_ms", linger_ms)
+        .timeouts(WAIT, QUIET)
+}
+
+/// A batched message taken apart: its lines (checked against its headers and id).
+fn lines(m: &Message) -> Vec<Value> {
+    assert_eq!(
+        m.content_type.as_deref(),
+        Some("application/x-ndjson"),
+        "{m:?}"
+    );
+    assert!(m.body.ends_with(b"\n"), "each line ends with a newline");
+    let lines: Vec<Value> = m
+        .body
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap_or_else(|e| panic!("not JSON ({e}): {m:?}")))
+        .collect();
+    let count = match m.header("x-event-count") {
+        Some(testkit::Header::Int(n)) => *n as usize,
+        other => panic!("x-event-count {other:?}"),
+    };
+    assert_eq!(count, lines.len(), "x-event-count");
+    assert_eq!(
+        m.message_id.as_deref(),
+        lines[0]["id"].as_str(),
+        "message_id: the first's"
+    );
+    assert_eq!(
+        m.header_text("x-last-id"),
+        lines[count - 1]["id"].as_str().unwrap()
+    );
+    lines
+}
+
+/// The events of `n` messages, with the size of each message.
+fn events(consumer: &mut Consumer, n: usize) -> (Vec<Value>, Vec<usize>) {
+    let (mut all, mut sizes) = (Vec::new(), Vec::new());
+    while all.len() < n {
+        let m = consumer
+            .recv(WAIT)
+            .unwrap_or_else(|| panic!("{} of {n} events came", all.len()));
+        let l = lines(&m);
+        sizes.push(l.len());
+        all.extend(l);
+    }
+    (all, sizes)
+}
+
+fn seq(v: &Value) -> u64 {
+    v["id"]
+        .as_str()
+        .unwrap()
+        .rsplit('-')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `SET k:<i> v` for `range`, pipelined.
+fn write(n: &mut Node, range: std::ops::Range<usize>) {
+    let mut p = redis::pipe();
+    for i in range {
+        p.cmd("SET").arg(format!("k:{i}")).arg("v").ignore();
+    }
+    p.query::<()>(&mut n.redis).unwrap();
+}
+
+#[test]
+fn a_burst_comes_in_full_messages_in_order() {
+    let mut n = batch_node("batch-order-", "100", "50").start();
+    write(&mut n, 0..1000);
+    let (got, sizes) = events(&mut n.consumer, 1000);
+    let keys: Vec<&str> = got.iter().map(|v| v["key"].as_str().unwrap()).collect();
+    let want: Vec<String> = (0..1000).map(|i| format!("k:{i}")).collect();
+    assert_eq!(keys, want, "every event once, in order");
+    let seqs: Vec<u64> = got.iter().map(seq).collect();
+    assert_eq!(seqs, (1..=1000).collect::<Vec<u64>>());
+    assert!(sizes.iter().all(|&s| s <= 100), "{sizes:?}");
+    // One pipeline: the events are there at once, so messages are full but for the last ones.
+    assert!(sizes.len() <= 15, "{} messages: {sizes:?}", sizes.len());
+    n.consumer.expect_none(QUIET);
+}
+
+#[test]
+fn a_trickle_waits_for_the_linger_then_goes() {
+    let mut n = batch_node("batch-linger-", "100", "1000").start();
+    let first = Instant::now();
+    write(&mut n, 0..1);
+    std::thread::sleep(Duration::from_millis(200));
+    write(&mut n, 1..2);
+    let m = n.consumer.recv(WAIT).expect("a message");
+    let waited = first.elapsed();
+    let l = lines(&m);
+    assert_eq!(l.len(), 2, "both events in the message that waited: {l:?}");
+    // The message waits for the linger (1 s from the first event) for more events.
+    assert!(
+        waited >= Duration::from_millis(900),
+        "sent after {waited:?}"
+    );
+    // Linger 0: sent at once, one event a message.
+    n.ok(&["CONFIG", "SET", "key_evt_amqp.batch_linger_ms", "0"]);
+    write(&mut n, 2..3);
+    let l = lines(&n.consumer.recv(WAIT).expect("a message"));
+    assert_eq!(l[0]["key"], "k:2");
+}
+
+#[test]
+fn events_waiting_in_the_fallback_list_come_batched_in_order() {
+    let mut n = batch_node("batch-list-", "50", "5")
+        .through_proxy(Mode::Refuse)
+        .start();
+    write(&mut n, 0..500);
+    assert!(wait_until(WAIT, || n.fallback_len() == 500), "spilled");
+    n.proxy().set_mode(Mode::Pass);
+    let (got, sizes) = events(&mut n.consumer, 500);
+    let seqs: Vec<u64> = got.iter().map(seq).collect();
+    assert_eq!(seqs, (1..=500).collect::<Vec<u64>>());
+    assert!(sizes.iter().all(|&s| s <= 50), "{sizes:?}");
+    assert!(wait_until(WAIT, || n.fallback_len() == 0));
+}
+
+#[test]
+fn a_cut_connection_inside_batches_resends_and_dedupe_by_id_restores_each_event_once() {
+    let mut n = batch_node("batch-cut-", "20", "5")
+        .through_proxy(Mode::Pass)
+        .start();
+    let total = 3000;
+    for start in (0..total).step_by(300) {
+        write(&mut n, start..start + 300);
+        if start == 1200 {
+            n.proxy().set_mode(Mode::CutMidStream);
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut first_order = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < total {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {total} events",
+            seen.len()
+        );
+        let Some(m) = n.consumer.recv(WAIT) else {
+            panic!("{} of {total} events", seen.len());
+        };
+        for v in lines(&m) {
+            if seen.insert(seq(&v)) {
+                first_order.push(seq(&v));
+            }
+        }
+    }
+    assert_eq!(
+        first_order,
+        (1..=total as u64).collect::<Vec<u64>>(),
+        "first deliveries in order"
+    );
+}
+
+#[test]
+fn a_nack_inside_a_batch_resends_its_events_in_order() {
+    // A queue that holds one message and refuses the rest: RabbitMQ nacks them.
+    let rk = unique_routing_key("batch-nack-");
+    let (conn, channel) = testkit::amqp_channel();
+    let queue = testkit::block_on_timeout(Duration::from_secs(5), async {
+        let mut args = FieldTable::default();
+        args.insert("x-max-length".into(), AMQPValue::LongInt(1));
+        args.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        };
+        let q = channel
+            .queue_declare("".into(), options, args)
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                q.name().clone(),
+                "amq.direct".into(),
+                rk.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        q.name().to_string()
+    })
+    .expect("declare a bounded queue");
+    let server = RedisServer::start_with(
+        &[
+            ("key_evt_amqp.format", "json"),
+            ("key_evt_amqp.batch", "3"),
+            ("key_evt_amqp.batch_linger_ms", "20"),
+        ],
+        Some(&ModuleArgs::with_routing_key(&rk).to_vec()),
+    );
+    let mut r = server.client();
+    let mut p = redis::pipe();
+    for i in 0..9 {
+        p.cmd("SET").arg(format!("k{i}")).arg("v").ignore();
+    }
+    p.query::<()>(&mut r).unwrap();
+    assert!(
+        wait_until(WAIT, || server.module_info("events_nacked") != "0"),
+        "the broker refused some"
+    );
+    // Take messages one at a time; each frees room for the next retry.
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while got.len() < 9 && Instant::now() < deadline {
+        let m = testkit::block_on_timeout(Duration::from_secs(5), async {
+            channel
+                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+        })
+        .flatten();
+        let Some(m) = m else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        for line in m
+            .delivery
+            .data
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+        {
+            let v: Value = serde_json::from_slice(line).unwrap();
+            let key = v["key"].as_str().unwrap().to_string();
+            if !got.contains(&key) {
+                got.push(key);
+            }
+        }
+    }
+    let want: Vec<String> = (0..9).map(|i| format!("k{i}")).collect();
+    assert_eq!(got, want, "every event, first occurrences in order");
+    drop(conn);
+}
+
+#[test]
+fn batch_needs_json_or_cloudevents_and_bad_values_change_nothing() {
+    let n = Node::builder("batch-refuse-").start();
+    let s = &n.server;
+    let err = s.config_set("key_evt_amqp.batch", "10").unwrap_err();
+    assert!(
+        err.contains("key_evt_amqp.batch") && err.contains("key_evt_amqp.format"),
+        "{err}"
+    );
+    s.config_set("key_evt_amqp.format", "cloudevents").unwrap();
+    s.config_set("key_evt_amqp.batch", "10").unwrap();
+    let err = s.config_set("key_evt_amqp.format", "text").unwrap_err();
+    assert!(
+        err.contains("key_evt_amqp.format") && err.contains("key_evt_amqp.batch"),
+        "{err}"
+    );
+    for bad in ["0", "10001", "x"] {
+        let err = s.config_set("key_evt_amqp.batch", bad).unwrap_err();
+        assert!(err.contains("batch"), "{bad}: {err}");
+    }
+    assert_eq!(
+        s.config_get("key_evt_amqp.batch")["key_evt_amqp.batch"],
+        "10"
+    );
+    assert_eq!(
+        s.config_get("key_evt_amqp.format")["key_evt_amqp.format"],
+        "cloudevents"
+    );
+    let err = s
+        .config_set("key_evt_amqp.batch_linger_ms", "-1")
+        .unwrap_err();
+    assert!(err.contains("batch_linger_ms"), "{err}");
+    assert_eq!(
+        s.config_get("key_evt_amqp.batch_linger_ms")["key_evt_amqp.batch_linger_ms"],
+        "5"
+    );
+}
