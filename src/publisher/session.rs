@@ -325,15 +325,17 @@ impl Session {
         conn: &mut Connection,
     ) -> Option<Result<InFlight, ConnError>> {
         let shared = self.shared.clone();
-        let output = shared.settings().output.clone();
+        let (per_message, linger_ms) = {
+            let o = &shared.settings().output;
+            (o.batch as usize, o.linger_ms)
+        };
         let mut outbox = shared.outbox.lock();
         if outbox.has_ready() {
             // Batched: a message that is not full waits up to the linger for more events
             // (which wake this thread), so a trickle is delayed by at most that.
-            let per_message = output.batch as usize;
-            if output.batched() && outbox.ready_len() < per_message && !shared.stopping() {
+            if per_message > 1 && outbox.ready_len() < per_message && !shared.stopping() {
                 let since = *self.lingering_since.get_or_insert_with(Instant::now);
-                let linger = Duration::from_millis(u64::from(output.linger_ms));
+                let linger = Duration::from_millis(u64::from(linger_ms));
                 if let Some(left) = linger.checked_sub(since.elapsed()).filter(|d| !d.is_zero()) {
                     shared.wake.wait_for(&mut outbox, left);
                     return None;
