@@ -209,13 +209,33 @@ pub fn consume_main(routing_key: &str, distinct: bool) -> Res<()> {
         let mut consumer = consumer;
         while let Some(delivery) = consumer.next().await {
             let Ok(d) = delivery else { break };
+            // A batched message (`key_evt_amqp.batch`) counts its events, one a line.
+            let batched = d
+                .properties
+                .content_type()
+                .as_ref()
+                .is_some_and(|c| c.as_str() == "application/x-ndjson");
+            let events: Vec<&[u8]> = if batched {
+                d.data.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect()
+            } else {
+                vec![&d.data[..]]
+            };
             if distinct {
-                let key = d.data.splitn(3, |&b| b == b'\n').nth(2).unwrap_or(&[]);
-                if seen.insert(key.to_vec()) {
-                    keys.store(seen.len() as u64, Ordering::SeqCst);
+                for event in &events {
+                    let key = if batched {
+                        serde_json::from_slice::<serde_json::Value>(event)
+                            .ok()
+                            .and_then(|v| v["key"].as_str().map(|k| k.as_bytes().to_vec()))
+                            .unwrap_or_default()
+                    } else {
+                        event.splitn(3, |&b| b == b'\n').nth(2).unwrap_or(&[]).to_vec()
+                    };
+                    if seen.insert(key) {
+                        keys.store(seen.len() as u64, Ordering::SeqCst);
+                    }
                 }
             }
-            count.fetch_add(1, Ordering::SeqCst);
+            count.fetch_add(events.len() as u64, Ordering::SeqCst);
         }
     });
     drop(conn);
