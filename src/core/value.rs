@@ -116,11 +116,6 @@ impl Data {
         }
     }
 
-    /// Adds the sections of `other` (an old value captured before this event's value).
-    pub fn append(&mut self, other: &Data) {
-        self.bytes.extend_from_slice(&other.bytes);
-    }
-
     /// The sections, in order. Stops at the first malformed one (a list item changed by hand):
     /// what cannot be read is left out, never guessed.
     fn sections(&self) -> Sections<'_> {
@@ -689,10 +684,12 @@ mod tests {
 
     #[test]
     fn old_value_then_value_then_cancelled() {
-        let mut data = capture(Which::Old, Kind::String, 900, 100, |w| {
+        // Sections render in the order they were written (the shell writes the value first).
+        let now = capture(Which::Now, Kind::None, NO_TTL, 100, |_| {});
+        let old = capture(Which::Old, Kind::String, 900, 100, |w| {
             w.string(b"before");
         });
-        data.append(&capture(Which::Now, Kind::None, NO_TTL, 100, |_| {}));
+        let data = Data::from_bytes([old.as_bytes(), now.as_bytes()].concat());
         assert_eq!(
             json(&data),
             r#","old_type":"string","old_value":"before","type":"none""#
