@@ -216,7 +216,10 @@ pub fn consume_main(routing_key: &str, distinct: bool) -> Res<()> {
                 .as_ref()
                 .is_some_and(|c| c.as_str() == "application/x-ndjson");
             let events: Vec<&[u8]> = if batched {
-                d.data.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect()
+                d.data
+                    .split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .collect()
             } else {
                 vec![&d.data[..]]
             };
@@ -228,7 +231,11 @@ pub fn consume_main(routing_key: &str, distinct: bool) -> Res<()> {
                             .and_then(|v| v["key"].as_str().map(|k| k.as_bytes().to_vec()))
                             .unwrap_or_default()
                     } else {
-                        event.splitn(3, |&b| b == b'\n').nth(2).unwrap_or(&[]).to_vec()
+                        event
+                            .splitn(3, |&b| b == b'\n')
+                            .nth(2)
+                            .unwrap_or(&[])
+                            .to_vec()
                     };
                     if seen.insert(key) {
                         keys.store(seen.len() as u64, Ordering::SeqCst);
