@@ -290,14 +290,21 @@ pub fn prefill(redis: &Redis, n: u64) -> Res<()> {
 
 /// MODULE LOAD of our module into a running Redis, forwarding every key to the local RabbitMQ.
 pub fn load_forwarding_module(redis: &Redis, rk: &str) -> Res<()> {
+    // `MODULE LOADEX … CONFIG … ARGS …`, so that KEA_BENCH_CONFIG reaches a module loaded
+    // after the server started (the drain) as it reaches one loaded at start.
     let mut load = redis::cmd("MODULE");
-    load.arg("LOAD")
+    load.arg("LOADEX")
         .arg(module_path()?.to_string_lossy().as_ref());
+    let extra = std::env::var("KEA_BENCH_CONFIG").unwrap_or_default();
+    for (name, value) in extra.split(',').filter_map(|p| p.split_once('=')) {
+        load.arg("CONFIG").arg(name).arg(value);
+    }
+    load.arg("ARGS");
     for a in module_args(5672, rk, "ALL") {
         load.arg(a);
     }
     load.query::<()>(&mut redis.conn()?)
-        .map_err(|e| format!("MODULE LOAD: {e}"))
+        .map_err(|e| format!("MODULE LOADEX: {e}"))
 }
 
 /// The trimmed stdout of a command that finishes within 15 s, if it printed anything.
