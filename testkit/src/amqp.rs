@@ -61,6 +61,40 @@ pub fn amqp_channel() -> (Connection, Channel) {
     (conn, channel)
 }
 
+/// A queue bound to `amq.direct` with `routing_key` that holds one message and refuses the
+/// rest (`x-max-length 1`, `x-overflow reject-publish`): RabbitMQ nacks those publishes.
+/// Exclusive to the returned connection; read it with `basic_get` on the channel.
+pub fn nacking_queue(routing_key: &str) -> (Connection, Channel, String) {
+    let (conn, channel) = amqp_channel();
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(1));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    let q = step(
+        "queue.declare",
+        channel.queue_declare("".into(), options, args),
+    );
+    step(
+        "queue.bind",
+        channel.queue_bind(
+            q.name().clone(),
+            "amq.direct".into(),
+            routing_key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
+    );
+    let name = q.name().to_string();
+    (conn, channel, name)
+}
+
 /// Runs one setup step with the [`SETUP_TIMEOUT`] deadline, panicking with `what` on failure.
 fn step<T, E: fmt::Display>(what: &str, fut: impl std::future::Future<Output = Result<T, E>>) -> T {
     match block_on_timeout(SETUP_TIMEOUT, fut) {

@@ -24,7 +24,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use self::amqp::{
-    amqp_channel, amqp_connect, amqp_publish, amqp_url, body, keys_of, redact_url,
+    amqp_channel, amqp_connect, amqp_publish, amqp_url, body, keys_of, nacking_queue, redact_url,
     unique_routing_key, Consumer, ConsumerOptions, Header, Message,
 };
 pub use self::cluster::{Cluster, NODES, NODE_TIMEOUT_MS, SLOT_RANGES};

@@ -7,8 +7,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::BasicGetOptions;
 use serde_json::Value;
 use testkit::{
     unique_routing_key, wait_until, Consumer, Message, Mode, ModuleArgs, Node, NodeBuilder,
@@ -186,36 +185,7 @@ fn a_cut_connection_inside_batches_resends_and_dedupe_by_id_restores_each_event_
 fn a_nack_inside_a_batch_resends_its_events_in_order() {
     // A queue that holds one message and refuses the rest: RabbitMQ nacks them.
     let rk = unique_routing_key("batch-nack-");
-    let (conn, channel) = testkit::amqp_channel();
-    let queue = testkit::block_on_timeout(Duration::from_secs(5), async {
-        let mut args = FieldTable::default();
-        args.insert("x-max-length".into(), AMQPValue::LongInt(1));
-        args.insert(
-            "x-overflow".into(),
-            AMQPValue::LongString("reject-publish".into()),
-        );
-        let options = QueueDeclareOptions {
-            exclusive: true,
-            auto_delete: true,
-            ..Default::default()
-        };
-        let q = channel
-            .queue_declare("".into(), options, args)
-            .await
-            .unwrap();
-        channel
-            .queue_bind(
-                q.name().clone(),
-                "amq.direct".into(),
-                rk.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        q.name().to_string()
-    })
-    .expect("declare a bounded queue");
+    let (conn, channel, queue) = testkit::nacking_queue(&rk);
     let server = RedisServer::start_with(
         &[
             ("key_evt_amqp.format", "json"),

@@ -91,41 +91,7 @@ fn a_missing_exchange_is_logged_once_and_keeps_the_events() {
 fn nacked_events_are_retried_in_order() {
     // A queue that holds one message and refuses the rest: RabbitMQ nacks them.
     let rk = unique_routing_key("nack-");
-    let (conn, channel) = testkit::amqp_channel();
-    let queue = testkit::block_on_timeout(Duration::from_secs(5), async {
-        use lapin::options::{QueueBindOptions, QueueDeclareOptions};
-        use lapin::types::{AMQPValue, FieldTable};
-        let mut args = FieldTable::default();
-        args.insert("x-max-length".into(), AMQPValue::LongInt(1));
-        args.insert(
-            "x-overflow".into(),
-            AMQPValue::LongString("reject-publish".into()),
-        );
-        let q = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                args,
-            )
-            .await
-            .unwrap();
-        channel
-            .queue_bind(
-                q.name().clone(),
-                "amq.direct".into(),
-                rk.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        q.name().to_string()
-    })
-    .expect("declare a bounded queue");
+    let (conn, channel, queue) = testkit::nacking_queue(&rk);
 
     let server = RedisServer::start(&ModuleArgs::with_routing_key(&rk).to_vec());
     let mut r = server.client();
