@@ -246,6 +246,12 @@ impl Outbox {
         self.list_len
     }
 
+    /// Events wait in memory behind the list (the tail): a journaled event, which joins the
+    /// list, would overtake them.
+    pub fn waits_behind_list(&self) -> bool {
+        !self.tail.is_empty()
+    }
+
     /// Redis is near `maxmemory` (the shell asks `RedisModule_GetUsedMemoryRatio` each step).
     /// While it is, the list does not grow: each event that joins it pushes the oldest out
     /// (dropped, counted in `dropped_memory`), and memory keeps at most

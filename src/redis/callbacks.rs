@@ -232,6 +232,9 @@ extern "C" fn on_role_changed(
         // Look at the slots afresh: a promoted replica takes over its master's list, and any
         // other list left in the slots it now serves.
         m.placement.lock().reset();
+        if master {
+            m.journal_from_now();
+        }
         m.shared.notify();
         hook::wake_main();
         log::notice(if master {

@@ -174,6 +174,24 @@ impl Module {
     }
 }
 
+impl Module {
+    /// A promoted replica journals from its first write, not from its first step (a client's
+    /// write may come in the same event-loop iteration): nothing waits in its memory (a
+    /// replica forwards nothing), so there is nothing to move first.
+    pub fn journal_from_now(&self) {
+        let wanted = self.shared.settings().durability == Durability::Journal;
+        let nothing_waits = self.inbox.lock().is_empty()
+            && self
+                .shared
+                .outbox
+                .try_lock()
+                .is_some_and(|o| !o.waits_behind_list());
+        if wanted && nothing_waits && self.placement.lock().key().is_some() {
+            ACTIVE.store(true, Relaxed);
+        }
+    }
+}
+
 /// The post-notification job: Redis runs it after the execution unit's notifications, before
 /// propagating the unit.
 extern "C" fn journal_job(ctx: *mut raw::RedisModuleCtx, _pd: *mut c_void) {
