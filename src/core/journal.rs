@@ -212,4 +212,51 @@ mod tests {
         );
         assert!(outbox.is_idle());
     }
+
+    /// FALLBACK_SIZE caps the journal even while the broker takes events, more slowly than
+    /// they come: copies waiting in memory are dropped, the batch in flight settles, and the
+    /// oldest go.
+    #[test]
+    fn the_cap_holds_while_a_slow_broker_drains_the_journal() {
+        let mut list = MemoryList::default();
+        let mut outbox = Outbox::new(1000, 100);
+        let mut inbox = Inbox::default();
+        let input = TickInput {
+            broker: Broker::Ready,
+            fallback_size: 500,
+            slice: 500,
+            now_ms: 0,
+        };
+        let (mut seq, mut dropped, mut confirmed) = (0, 0, 0);
+        for _ in 0..200 {
+            // 50 new events a step, 10 confirmed a step.
+            for _ in 0..50 {
+                seq += 1;
+                inbox.push(ev(seq));
+            }
+            list.0
+                .extend(inbox.unwritten().iter().map(Event::to_list_item));
+            inbox.written(true);
+            inbox.drain_into(&mut outbox);
+            let report = outbox.tick(&mut list, input);
+            assert_eq!(report.error, None);
+            dropped += report.dropped;
+            assert_eq!(
+                outbox.list_len(),
+                list.0.len() as u64,
+                "the count follows the list"
+            );
+            assert!(list.0.len() <= 500 + 50, "capped: {}", list.0.len());
+            let batch = outbox.take_batch(10);
+            confirmed += batch.len() as u64;
+            outbox.confirmed(&batch);
+        }
+        dropped += outbox.tick(&mut list, input).dropped;
+        assert!(confirmed > 0, "the broker still gets events");
+        assert_eq!(
+            seq,
+            dropped + confirmed + outbox.list_len(),
+            "every event is delivered, dropped (counted) or waiting"
+        );
+    }
 }

@@ -473,13 +473,16 @@ impl Outbox {
                 || self.over_bytes_count(1) > 0
                 || away_wait_to_start
                 || self.away_spill_due(broker, now_ms));
-        spill || self.to_remove > 0 || self.over_cap(fallback_size) || self.refill_wanted(broker)
+        let cap = self.over_cap(fallback_size)
+            || self.list_over_cap(fallback_size) && self.ready_copies() > 0;
+        spill || self.to_remove > 0 || cap || self.refill_wanted(broker, fallback_size)
     }
 
     /// Only for a broker taking events: there is no point in reading ahead for one that may be
-    /// down.
-    fn refill_wanted(&self, broker: Broker) -> bool {
+    /// down, nor in a list over its cap (the oldest, which a refill reads, are to be dropped).
+    fn refill_wanted(&self, broker: Broker, fallback_size: i64) -> bool {
         broker == Broker::Ready
+            && !self.list_over_cap(fallback_size)
             && self.list_len > self.mirrored
             && self.in_flight + self.head.len() < self.refill_below
             && self.refill_fits()
@@ -516,10 +519,38 @@ impl Outbox {
         n
     }
 
+    /// The list holds more than FALLBACK_SIZE.
+    fn list_over_cap(&self, fallback_size: i64) -> bool {
+        fallback_size > 0 && self.list_len > fallback_size as u64
+    }
+
     /// The cap is enforced while no copies are out: trimming must not cut the items they stand
-    /// for. Copies only exist while the broker takes events, and the list then shrinks.
+    /// for. Over the cap, copies not in flight are dropped (their items are the oldest, to be
+    /// trimmed) and no more are read, so that once the batch in flight settles the list can
+    /// be cut even while the broker takes events more slowly than they come (the journal,
+    /// where every event is in the list, or a long overload).
     fn over_cap(&self, fallback_size: i64) -> bool {
-        fallback_size > 0 && self.mirrored == 0 && self.list_len > fallback_size as u64
+        self.mirrored == 0 && self.list_over_cap(fallback_size)
+    }
+
+    /// Copies of list items waiting in memory (not in flight): always the head's last events.
+    fn ready_copies(&self) -> usize {
+        self.head
+            .iter()
+            .rev()
+            .take_while(|e| self.is_copy(e))
+            .count()
+    }
+
+    /// Forgets the copies waiting in memory: their items stay in the list.
+    fn drop_ready_copies(&mut self) {
+        while self.head.back().is_some_and(|e| self.is_copy(e)) {
+            if let Some(copy) = self.head.pop_back() {
+                self.head_bytes = self.head_bytes.saturating_sub(event_bytes(&copy));
+                self.mirrored = self.mirrored.saturating_sub(1);
+            }
+        }
+        self.refill_next_bytes = None;
     }
 
     fn remove_confirmed(
@@ -553,7 +584,7 @@ impl Outbox {
         if from_head + from_tail > 0 {
             return self.spill(store, input.fallback_size, from_head, from_tail, report);
         }
-        if self.refill_wanted(input.broker) {
+        if self.refill_wanted(input.broker, input.fallback_size) {
             // The tail does not count here: when it is what fills memory, the next step spills it.
             let room = self
                 .capacity_now()
@@ -720,6 +751,9 @@ impl Outbox {
         report: &mut TickReport,
     ) -> Result<(), String> {
         let cap = input.fallback_size;
+        if self.list_over_cap(cap) && self.mirrored > 0 {
+            self.drop_ready_copies();
+        }
         let size_cap = self.over_cap(cap).then_some(cap as u64);
         let memory_cap = (self.memory_full
             && self.mirrored == 0
