@@ -62,6 +62,10 @@ pub fn deinit(_ctx: &Context) -> Status {
 }
 
 fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
+    // First: a config applied while loading may queue a one-shot callback into this library
+    // (`hook::wake_main`); if the load then fails, Redis would otherwise unmap the library
+    // under it, and the next loop iteration would jump into nothing.
+    pin_library()?;
     let server = read_server(ctx).ok_or("cannot read run_id from INFO server")?;
     journal::note_server(&server.to_string());
     let run_id = server.run_id;
@@ -78,7 +82,6 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
         log::REDIS_LOG,
     ));
     let events = config::register(ctx, events, &classes, &shared)?;
-    pin_library()?;
     let flags = ctx.get_flags();
     let cluster = flags.contains(ContextFlags::CLUSTER);
     let detached =
