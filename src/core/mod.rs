@@ -12,6 +12,7 @@ pub mod event;
 pub mod flush;
 pub mod format;
 pub mod json;
+pub mod journal;
 pub mod keymask;
 pub mod limits;
 pub mod link;

@@ -131,6 +131,9 @@ pub struct Outbox {
     away_since_ms: Option<u64>,
     /// Redis is near `maxmemory`: the list may not grow and memory holds few events.
     memory_full: bool,
+    /// Items the journal appended since the last tick: growth of the list that tick counts
+    /// as its own (near maxmemory the list may not grow).
+    journaled_since_tick: u64,
 }
 
 impl Outbox {
@@ -154,6 +157,7 @@ impl Outbox {
             spill_delay_ms: 0,
             away_since_ms: None,
             memory_full: false,
+            journaled_since_tick: 0,
         }
     }
 
@@ -166,6 +170,48 @@ impl Outbox {
     pub fn push(&mut self, event: Event) {
         self.tail_bytes += event_bytes(&event);
         self.tail.push_back(event);
+    }
+
+    /// An event the journal already appended to the list (`core/journal.rs`): the list is one
+    /// item longer, and memory keeps a copy of it when every item before it is copied too and
+    /// there is room (else a refill reads it later).
+    pub fn push_journaled(&mut self, mut event: Event) {
+        let copied_up_to_here = self.mirrored == self.list_len && self.tail.is_empty();
+        self.list_len += 1;
+        self.journaled_since_tick += 1;
+        if !copied_up_to_here {
+            return;
+        }
+        let bytes = event_bytes(&event);
+        let fits = self.memory_len() < self.capacity_now()
+            && self.memory_bytes().saturating_add(bytes) <= self.capacity_bytes;
+        if fits {
+            event.list_copy = self.epoch;
+            self.head_bytes += bytes;
+            self.head.push_back(event);
+            self.mirrored += 1;
+        } else {
+            self.refill_next_bytes = Some(bytes);
+        }
+    }
+
+    /// Appends every event of the tail to the list, in order, however many (switching to the
+    /// journal: what waits in memory goes before the first journaled event). Bounded by the
+    /// memory queue's capacity.
+    pub fn spill_tail(&mut self, store: &mut impl ListStore) -> Result<u64, String> {
+        let n = self.tail.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        if self.mirrored == self.list_len {
+            self.refill_next_bytes = None;
+        }
+        let (bytes, lens) = encode(self.tail.iter());
+        store.push_back(&split(&bytes, &lens))?;
+        self.tail.clear();
+        self.tail_bytes = 0;
+        self.list_len += n as u64;
+        Ok(n as u64)
     }
 
     /// Events held in memory, including those in flight.
@@ -198,6 +244,12 @@ impl Outbox {
 
     pub fn list_len(&self) -> u64 {
         self.list_len
+    }
+
+    /// Events wait in memory behind the list (the tail): a journaled event, which joins the
+    /// list, would overtake them.
+    pub fn waits_behind_list(&self) -> bool {
+        !self.tail.is_empty()
     }
 
     /// Redis is near `maxmemory` (the shell asks `RedisModule_GetUsedMemoryRatio` each step).
@@ -361,7 +413,9 @@ impl Outbox {
     /// the publisher runs short, enforce the cap.
     pub fn tick(&mut self, store: &mut impl ListStore, input: TickInput) -> TickReport {
         let mut report = TickReport::default();
-        let list_before = self.list_len;
+        let list_before = self
+            .list_len
+            .saturating_sub(std::mem::take(&mut self.journaled_since_tick));
         if input.broker == Broker::Away && self.spillable() {
             self.away_since_ms.get_or_insert(input.now_ms);
         } else {

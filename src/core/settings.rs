@@ -7,6 +7,7 @@ use std::fmt;
 pub use crate::core::arg_error::ArgError;
 use crate::core::classes::{self, ServerClasses};
 use crate::core::format::Output;
+use crate::core::journal::{self, Durability};
 use crate::core::keymask::KeyMasks;
 use crate::core::template::Template;
 use crate::core::uri::{Endpoint, UriEndpoint};
@@ -31,6 +32,8 @@ pub struct Settings {
     pub routing: Template,
     /// `key_evt_amqp.format`, `.headers`, `.ce_source`, `.ce_header_prefix` (module configs only).
     pub output: Output,
+    /// `key_evt_amqp.durability` (a module config only; `core/journal.rs`).
+    pub durability: Durability,
 }
 
 impl Default for Settings {
@@ -48,6 +51,7 @@ impl Default for Settings {
             masks: KeyMasks::default(),
             routing: Template::Literal,
             output: Output::default(),
+            durability: Durability::Memory,
         }
     }
 }
@@ -68,6 +72,7 @@ impl fmt::Debug for Settings {
             .field("masks", &self.masks)
             .field("routing", &self.routing)
             .field("output", &self.output)
+            .field("durability", &self.durability)
             .finish()
     }
 }
@@ -131,16 +136,66 @@ impl Settings {
                     parse_int(v, "DELIVERY_MODE", 1, 2, "1 (transient) or 2 (persistent)")? as u8
             }
             _ => {
-                self.fallback_size = parse_int(
+                let size = parse_int(
                     v,
                     "FALLBACK_SIZE",
                     i64::MIN,
                     i64::MAX,
                     "an integer: >0 keep at most N events, 0 unlimited, <0 no fallback list",
-                )?
+                )?;
+                *self = self.with_fallback_size(size, v)?;
             }
         }
         Ok(())
+    }
+
+    /// A copy with FALLBACK_SIZE `size` (`given`: as written, for the error). The journal is
+    /// the fallback list: no list (a negative size) is refused under `durability journal`.
+    pub fn with_fallback_size(&self, size: i64, given: &[u8]) -> Result<Settings, ArgError> {
+        if size < 0 && self.durability == Durability::Journal {
+            return Err(ArgError::new(
+                "FALLBACK_SIZE",
+                given,
+                "0 (unlimited) or more while key_evt_amqp.durability is journal: the journal \
+                 is the fallback list",
+            ));
+        }
+        Ok(Settings {
+            fallback_size: size,
+            ..self.clone()
+        })
+    }
+
+    /// A copy with `key_evt_amqp.durability` `value`; `journal_refusal`: why this server cannot
+    /// journal (no post-notification jobs), if it cannot.
+    pub fn with_durability(
+        &self,
+        value: &[u8],
+        journal_refusal: Option<&str>,
+    ) -> Result<Settings, ArgError> {
+        const NAME: &str = "key_evt_amqp.durability";
+        let durability =
+            Durability::parse(value).ok_or_else(|| ArgError::new(NAME, value, journal::ACCEPTED))?;
+        if durability == Durability::Journal {
+            if let Some(why) = journal_refusal {
+                return Err(ArgError::new(NAME, value, format!("memory: {why}")));
+            }
+            if self.fallback_size < 0 {
+                return Err(ArgError::new(
+                    NAME,
+                    value,
+                    format!(
+                        "memory while FALLBACK_SIZE is {} (no fallback list): the journal is \
+                         the fallback list",
+                        self.fallback_size
+                    ),
+                ));
+            }
+        }
+        Ok(Settings {
+            durability,
+            ..self.clone()
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use redis_module::{raw, Context};
 use crate::core::placement::Placement;
 use crate::core::value::Data;
 use crate::redis::runtime::{self, Module};
-use crate::redis::{config, flushes, hook, log, values};
+use crate::redis::{config, flushes, hook, journal, log, values};
 use crate::state::stats::MainThreadCounters;
 
 /// Subscribes to keyspace events of the classes `events`, to the server events we follow
@@ -119,8 +119,13 @@ extern "C" fn on_keyspace_event(
         },
         |db, name| module.capture_values(ctx, key_name, db, name),
     );
-    if forwarded && !hook::is_hooked() {
-        let _ = hook::hook(ctx);
+    if forwarded {
+        if journal::active() {
+            module.schedule_journal(ctx);
+        }
+        if !hook::is_hooked() {
+            let _ = hook::hook(ctx);
+        }
     }
     OK
 }
@@ -227,6 +232,9 @@ extern "C" fn on_role_changed(
         // Look at the slots afresh: a promoted replica takes over its master's list, and any
         // other list left in the slots it now serves.
         m.placement.lock().reset();
+        if master {
+            m.journal_from_now();
+        }
         m.shared.notify();
         hook::wake_main();
         log::notice(if master {

@@ -159,12 +159,7 @@ fn apply_fallback_storage_size_set(args: &[&[u8]]) -> RedisResult {
                 crate::core::escape::escape(n)
             ))
         })?;
-    update(|s| {
-        Ok(Settings {
-            fallback_size: size,
-            ..s.clone()
-        })
-    })?;
+    update(|s| s.with_fallback_size(size, n).map_err(|e| e.to_string()))?;
     hook::wake_main();
     ok()
 }

@@ -15,6 +15,7 @@
 //! | `key_evt_amqp.format`, `headers`, `ce_source`, `ce_header_prefix` | text, no, empty, ce- | how messages are written (`core/format.rs`; below) |
 //! | `key_evt_amqp.payload`, `value_max_bytes` | key, 65536 | values in json/cloudevents events (`core/value.rs`, `redis/values.rs`) |
 //! | `key_evt_amqp.batch`, `batch_linger_ms` | 1, 5 | events per message and how long a message waits for more (`publisher/batched.rs`) |
+//! | `key_evt_amqp.durability` | memory | `journal`: every event written to the fallback list with its write (`redis/journal.rs`; Redis 7.2+, Valkey 8) |
 //!
 //! The options that mirror the load arguments show the values in force (`CONFIG GET`), which
 //! the commands change too; so `CONFIG REWRITE` saves what runs. Precedence at load: a config
@@ -69,7 +70,7 @@ use crate::core::policy::{
 };
 use crate::core::settings::{self, Settings, OPTIONS};
 use crate::core::uri;
-use crate::redis::{hook, log, runtime};
+use crate::redis::{hook, journal, log, runtime};
 use crate::state::shared::Shared;
 
 /// `key_evt_amqp.queue_capacity`: events held in memory before they spill to the fallback list.
@@ -618,6 +619,14 @@ fn register_and_load(ctx: &Context) -> Result<(), String> {
     );
     register_flush_configs(ctx);
     register_output_configs(ctx);
+    register_string_configuration(
+        ctx,
+        "durability",
+        &DURABILITY,
+        "memory",
+        ConfigurationFlags::DEFAULT,
+        None,
+    );
     // SAFETY: FFI call with the load context, once every config is registered.
     let loaded = unsafe { raw::RedisModule_LoadConfigs.map(|f| f(ctx.ctx)) };
     match loaded {
@@ -646,4 +655,32 @@ fn register_flush_configs(ctx: &Context) {
         ConfigurationFlags::DEFAULT,
         None,
     );
+}
+
+// ------------------------------------------------------------------ durability (issue 17)
+
+/// `key_evt_amqp.durability`: `memory` or `journal` (refused on a server without
+/// post-notification jobs, and without a fallback list). The step applies it.
+struct DurabilityConfig(Returned);
+
+static DURABILITY: DurabilityConfig = DurabilityConfig(Returned::new());
+
+impl ConfigurationValue<RedisString> for DurabilityConfig {
+    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
+        let value = target()
+            .map(|shared| shared.settings().durability.name())
+            .unwrap_or_default();
+        self.0.hand_out(value)
+    }
+
+    fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
+        let shared = target().ok_or(RedisError::Str("key_evt_amqp is not loaded"))?;
+        let new = shared
+            .settings()
+            .with_durability(val.as_slice(), journal::refusal().as_deref())
+            .map_err(|e| RedisError::String(e.to_string()))?;
+        shared.set_settings(new);
+        hook::wake_main();
+        Ok(())
+    }
 }

@@ -13,7 +13,7 @@ use crate::core::outbox::ListStore;
 use crate::redis::fallback::{in_db, RedisList};
 use crate::redis::runtime::{self, Module};
 use crate::redis::step::OwnWrites;
-use crate::redis::{config, hook, log};
+use crate::redis::{config, hook, journal, log};
 
 pub extern "C" fn on_flushdb(
     ctx: *mut raw::RedisModuleCtx,
@@ -62,6 +62,9 @@ impl Module {
         if config::flush_events() {
             let (db, event, key) = change.event();
             self.enqueue(db, event, &key);
+            if journal::active() {
+                self.schedule_journal(ctx.ctx);
+            }
         }
         let save_from = {
             let mut rescue = self.rescue.lock();

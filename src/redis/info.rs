@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use redis_module::raw;
 
 use crate::core::classes;
+use crate::core::journal::Durability;
 use crate::core::link::LinkState;
-use crate::redis::heap;
+use crate::redis::{heap, journal};
 use crate::redis::runtime::{self, Module};
 use crate::state::shared::Shared;
 
@@ -72,6 +73,19 @@ extern "C" fn add_section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
         ("in_flight", counter(&s.in_flight)),
         ("fallback_length", counter(&s.fallback_length)),
         ("fallback_size", settings.fallback_size.to_string()),
+        // The mode in force (a switch to the journal takes effect at the next step).
+        (
+            "durability",
+            if journal::active() {
+                Durability::Journal
+            } else {
+                Durability::Memory
+            }
+            .name()
+            .into(),
+        ),
+        ("events_journaled", counter(&s.journaled)),
+        ("events_journal_failed", counter(&s.journal_failed)),
         ("fallback_key", fallback_key(&m)),
         ("heap_bytes", heap::current().to_string()),
         ("heap_peak_bytes", heap::peak().to_string()),

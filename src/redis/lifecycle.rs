@@ -11,6 +11,7 @@ use redis_module::{raw, Context, ContextFlags, RedisString, Status};
 
 use crate::core::classes::{self, ServerClasses};
 use crate::core::flush::Rescue;
+use crate::core::journal::Inbox;
 use crate::core::limits::Throttle;
 use crate::core::outbox::{Broker, Outbox};
 use crate::core::placement::Placement;
@@ -21,7 +22,9 @@ use crate::core::value::PendingOld;
 use crate::publisher;
 use crate::redis::detached::Detached;
 use crate::redis::runtime::{self, Module, STASH};
-use crate::redis::{callbacks, cluster_bus, config, fallback, hook, info, log, panic_log, values};
+use crate::redis::{
+    callbacks, cluster_bus, config, fallback, hook, info, journal, log, panic_log, values,
+};
 use crate::state::shared::Shared;
 
 /// `MODULE LOAD`: reads the arguments and configs, starts the publisher, subscribes.
@@ -52,6 +55,7 @@ pub fn deinit(_ctx: &Context) -> Status {
     }
     // Redis drops our listeners with the module.
     hook::forget();
+    journal::forget();
     values::forget_subscription();
     log::release();
     Status::Ok
@@ -59,6 +63,7 @@ pub fn deinit(_ctx: &Context) -> Status {
 
 fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
     let server = read_server(ctx).ok_or("cannot read run_id from INFO server")?;
+    journal::note_server(&server.to_string());
     let run_id = server.run_id;
     let classes = ServerClasses {
         flags: server_classes(),
@@ -90,7 +95,8 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
         loading: AtomicBool::new(flags.contains(ContextFlags::LOADING)),
         demoted: AtomicBool::new(false),
         own_io: AtomicBool::new(false),
-        inbox: Mutex::new(Vec::new()),
+        inbox: Mutex::new(Inbox::default()),
+        journal_buf: Mutex::new((Vec::new(), Vec::new())),
         resync_list: AtomicBool::new(true),
         drops: Mutex::new(Throttle::new(SUMMARY_EVERY)),
         detached,

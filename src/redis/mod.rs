@@ -14,6 +14,7 @@ pub mod flushes;
 pub mod heap;
 pub mod hook;
 pub mod info;
+pub mod journal;
 pub mod lifecycle;
 pub mod log;
 pub mod panic_log;

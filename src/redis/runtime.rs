@@ -11,6 +11,7 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 use crate::core::event::{self, Event, EventId, RunId};
 use crate::core::flush::Rescue;
+use crate::core::journal::Inbox;
 use crate::core::limits::Throttle;
 use crate::core::outbox::Outbox;
 use crate::core::placement::Placement;
@@ -39,7 +40,9 @@ pub struct Module {
     /// New events since the last event-loop step. Only the main thread touches it, so the
     /// keyspace callback never waits for the publisher (which could be off the CPU while
     /// holding the outbox).
-    pub inbox: Mutex<Vec<Event>>,
+    pub inbox: Mutex<Inbox>,
+    /// The journal's write buffer: items and their lengths (`journal`; main thread only).
+    pub journal_buf: Mutex<(Vec<u8>, Vec<usize>)>,
     /// The list's length must be read again (after loading, or a promotion).
     pub resync_list: AtomicBool,
     /// Drops are logged when they start, then summed at most every 10 s (main thread).
@@ -113,9 +116,7 @@ impl Module {
     /// Moves the events of the inbox to the outbox.
     pub fn move_inbox(&self, outbox: &mut Outbox) {
         let mut inbox = self.inbox.lock();
-        for e in inbox.drain(..) {
-            outbox.push(e);
-        }
+        inbox.drain_into(outbox);
         // A burst (a pipeline, a big MULTI) grows it: do not keep that capacity.
         if inbox.capacity() > 4096 {
             inbox.shrink_to(1024);

@@ -67,6 +67,8 @@ impl Module {
         };
         let now_ms = now_ms();
         let broker = shared.link.broker_at(now_ms);
+        // 0. `durability`: switch modes, and journal what no job took (snapshot slices).
+        self.sync_durability(ctx, &mut outbox);
         // 1. New events: to the outbox, and tell the publisher.
         let had_news = !self.inbox.lock().is_empty();
         if had_news {

@@ -45,6 +45,10 @@ pub struct Stats {
     pub lost_external: AtomicU64,
     /// Lost with the list when Redis evicted it.
     pub lost_evicted: AtomicU64,
+    /// Written to the journal with their write (`durability journal`).
+    pub journaled: AtomicU64,
+    /// Not journaled because the list write failed (they waited in memory instead).
+    pub journal_failed: AtomicU64,
     pub connections: AtomicU64,
     /// Publisher sessions that ended in a panic (their batch was given back, see
     /// `publisher::supervise`).
