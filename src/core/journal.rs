@@ -192,7 +192,11 @@ mod tests {
         inbox.drain_into(&mut outbox);
         assert_eq!((outbox.list_len(), outbox.memory_len()), (4, 4));
         let batch = outbox.take_batch(10);
-        assert_eq!(batch.len(), 4, "the copies are published at once, no refill");
+        assert_eq!(
+            batch.len(),
+            4,
+            "the copies are published at once, no refill"
+        );
         outbox.confirmed(&batch);
         let input = TickInput {
             broker: Broker::Ready,
@@ -202,7 +206,10 @@ mod tests {
         };
         let report = outbox.tick(&mut list, input);
         assert_eq!(report.error, None);
-        assert!(list.0.is_empty(), "confirmed items are removed from the list");
+        assert!(
+            list.0.is_empty(),
+            "confirmed items are removed from the list"
+        );
         assert!(outbox.is_idle());
     }
 }

@@ -174,8 +174,8 @@ impl Settings {
         journal_refusal: Option<&str>,
     ) -> Result<Settings, ArgError> {
         const NAME: &str = "key_evt_amqp.durability";
-        let durability =
-            Durability::parse(value).ok_or_else(|| ArgError::new(NAME, value, journal::ACCEPTED))?;
+        let durability = Durability::parse(value)
+            .ok_or_else(|| ArgError::new(NAME, value, journal::ACCEPTED))?;
         if durability == Durability::Journal {
             if let Some(why) = journal_refusal {
                 return Err(ArgError::new(NAME, value, format!("memory: {why}")));

@@ -8,8 +8,8 @@ use redis_module::raw;
 use crate::core::classes;
 use crate::core::journal::Durability;
 use crate::core::link::LinkState;
-use crate::redis::{heap, journal};
 use crate::redis::runtime::{self, Module};
+use crate::redis::{heap, journal};
 use crate::state::shared::Shared;
 
 /// Registers [`add_section`] as the module's INFO callback.

@@ -27,9 +27,9 @@ use crate::core::limits::Throttle;
 use crate::core::outbox::Outbox;
 use crate::core::policy::SUMMARY_EVERY;
 use crate::redis::fallback::{in_db, RedisList};
+use crate::redis::log;
 use crate::redis::runtime::{self, Module};
 use crate::redis::step::OwnWrites;
-use crate::redis::log;
 use crate::state::stats::Stats;
 
 /// The callbacks journal their events (main thread; only the step changes it).
@@ -232,7 +232,8 @@ fn push_items(ctx: &Context, key: &[u8], bytes: &[u8], lens: &[usize]) -> Result
         let name = create(ctx, key.as_ptr().cast(), key.len());
         let k = open(ctx, name, raw::REDISMODULE_WRITE as c_int);
         let t = key_type(k);
-        if t != raw::REDISMODULE_KEYTYPE_EMPTY as c_int && t != raw::REDISMODULE_KEYTYPE_LIST as c_int
+        if t != raw::REDISMODULE_KEYTYPE_EMPTY as c_int
+            && t != raw::REDISMODULE_KEYTYPE_LIST as c_int
         {
             close(k);
             free(ctx, name);

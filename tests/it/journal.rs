@@ -88,18 +88,36 @@ fn journal_supported(server: &RedisServer) -> bool {
     false
 }
 
-/// Asserts that INFO shows `durability`; in memory mode a module without the field (one
-/// from before the journal) passes too, saying so.
-fn assert_durability(server: &RedisServer, durability: &str) {
-    match server.info_field("key_evt_amqp", "key_evt_amqp_durability") {
-        Some(shown) => assert_eq!(shown, durability, "INFO key_evt_amqp durability"),
-        None if durability == "memory" => {
-            eprintln!("(INFO has no durability field: a module without the journal, memory mode)")
-        }
-        None => panic!(
-            "INFO key_evt_amqp has no durability field:\n{}",
-            server.module_info_text()
-        ),
+/// Waits until INFO shows `durability` in force, and says when a switch took a while. The
+/// mode changes at the module's next event-loop step, not within `CONFIG SET` (nor within the
+/// start): until INFO shows `journal`, new events still wait in memory, so a user who needs
+/// the journal from a given write on waits for INFO as this does.
+fn wait_durability(server: &RedisServer, durability: &str) {
+    let started = std::time::Instant::now();
+    let shown = wait_until(Duration::from_secs(2), || {
+        server.module_info("durability") == durability
+    });
+    assert!(
+        shown,
+        "INFO key_evt_amqp shows durability {} within 2 s, not {durability}:\n{}",
+        server.module_info("durability"),
+        server.module_info_text()
+    );
+    if started.elapsed() > Duration::from_millis(5) {
+        eprintln!(
+            "(INFO showed durability {durability} after {:?})",
+            started.elapsed()
+        );
+    }
+}
+
+/// The lines around a crash report in a server log (the refusal before it, the signal and the
+/// stack trace), else the log's tail.
+fn crash_excerpt(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    match lines.iter().position(|l| l.contains("BUG REPORT START")) {
+        Some(at) => lines[at.saturating_sub(8)..(at + 16).min(lines.len())].join("\n"),
+        None => tail_lines(log, 40),
     }
 }
 
@@ -146,7 +164,17 @@ fn the_journal_is_refused_or_accepted_as_the_server_allows() {
                 tail_lines(&log, 20)
             );
         }
-        bare.assert_alive();
+        // A crash after a failed load comes at the next event-loop iteration: give it time.
+        std::thread::sleep(Duration::from_millis(300));
+        let alive = bare
+            .try_client()
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok();
+        assert!(
+            alive,
+            "{kind} survives a MODULE LOADEX the module refused; log:\n{}",
+            crash_excerpt(&bare.log())
+        );
         let modules: redis::Value = redis::cmd("MODULE")
             .arg("LIST")
             .query(&mut bare.client())
@@ -169,11 +197,11 @@ fn the_journal_is_refused_or_accepted_as_the_server_allows() {
             .map(String::as_str),
         Some("journal")
     );
-    assert_eq!(server.module_info("durability"), "journal");
+    wait_durability(&server, "journal");
     server
         .config_set(DURABILITY, "memory")
         .unwrap_or_else(|e| panic!("CONFIG SET memory on {kind}: {e}"));
-    assert_eq!(server.module_info("durability"), "memory");
+    wait_durability(&server, "memory");
     assert!(
         server.config_set(DURABILITY, "disk").is_err(),
         "only memory and journal"
@@ -190,7 +218,7 @@ fn the_journal_is_refused_or_accepted_as_the_server_allows() {
             .map(String::as_str),
         Some("journal")
     );
-    assert_eq!(loaded.module_info("durability"), "journal");
+    wait_durability(&loaded, "journal");
     eprintln!("{kind}: the journal is accepted at load and at run time");
 }
 
@@ -256,7 +284,7 @@ impl Rig {
             ),
             Some(&args.to_vec()),
         );
-        assert_durability(&server, durability);
+        wait_durability(&server, durability);
         let mut rng = SplitMix64(seed);
         let writer = Writer::start(server.port(), WriterOptions::new("jk:", rng.next_u64()));
         Some(Rig {
@@ -421,26 +449,27 @@ fn kill9_while_a_backlog_drains_loses_nothing() {
         "a backlog in the list; INFO:\n{}",
         rig.server.module_info_text()
     );
+    let backlog = fallback_len(&mut rig.server.client());
+    // The kill falls once the list is down to a random 20-80 % of the backlog (new writes,
+    // which the journal appends too, keep coming meanwhile).
+    let target = backlog * (20 + rig.rng.below(61) as i64) / 100;
     rig.log(&format!(
-        "backlog of {} in the list; healing",
-        fallback_len(&mut rig.server.client())
+        "backlog of {backlog} in the list; healing, the kill once it holds {target} or less"
     ));
-    let confirmed_before = rig.server.module_info_u64("events_confirmed");
     rig.proxy.heal();
-    let draining = wait_until(Duration::from_secs(10), || {
-        rig.server.module_info_u64("events_confirmed") > confirmed_before
-    });
+    let mut r = rig.server.client();
+    let draining = wait_until(Duration::from_secs(15), || fallback_len(&mut r) <= target);
     assert!(
         draining,
-        "the backlog did not start draining within 10 s; INFO:\n{}",
+        "the list did not drain to {target} within 15 s (it holds {}); INFO:\n{}",
+        fallback_len(&mut r),
         rig.server.module_info_text()
     );
-    rig.load(0, 150);
-    let left = fallback_len(&mut rig.server.client());
-    rig.log(&format!("the list holds {left} at the kill"));
-    if left == 0 {
-        eprintln!("kill-draining: the backlog was already delivered at the kill (a fast drain)");
-    }
+    let left = fallback_len(&mut r);
+    rig.log(&format!(
+        "the list holds {left} at the kill, {} confirmed so far",
+        rig.server.module_info("events_confirmed")
+    ));
     rig.kill_and_restart();
     rig.load(300, 800);
     rig.finish();
@@ -474,8 +503,8 @@ fn a_promoted_replica_delivers_every_replicated_write() {
     let replica = RedisServer::start_with(&configs, Some(&args.to_vec()));
     replica.replicate_from(&master, Duration::from_secs(20));
     assert_eq!(replica.module_info("publishing"), "no");
-    assert_durability(&master, durability);
-    assert_durability(&replica, durability);
+    wait_durability(&master, durability);
+    wait_durability(&replica, durability);
     let master_run_id = master.run_id();
 
     let mut rng = SplitMix64(seed);
@@ -538,10 +567,10 @@ fn switching_the_durability_at_run_time_loses_nothing() {
     let run_id = n.server.run_id();
     testkit::set_keys(&mut n.redis, "sw:", 0..N);
     n.ok(&["CONFIG", "SET", DURABILITY, "journal"]);
-    assert_eq!(n.info("durability"), "journal");
+    wait_durability(&n.server, "journal");
     testkit::set_keys(&mut n.redis, "sw:", N..2 * N);
     n.ok(&["CONFIG", "SET", DURABILITY, "memory"]);
-    assert_eq!(n.info("durability"), "memory");
+    wait_durability(&n.server, "memory");
     testkit::set_keys(&mut n.redis, "sw:", 2 * N..3 * N);
     // Once more with the journal, after the memory events had time to spill.
     assert!(
