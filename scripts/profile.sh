@@ -20,6 +20,8 @@
 #             key template bench.{db}.{event}.{partition:4} (issue 15; not in the default list:
 #             compare it with `all`)
 #   json      as `all`, with key_evt_amqp.format json (the baseline of `values`)
+#   journal   as `all`, with key_evt_amqp.durability journal (issue 17; Redis 7.2+ or Valkey 8):
+#             every event is also written to the fallback list by a post-notification job
 #   values    as `json`, with key_evt_amqp.payload value (issue 16): every SET's value is read
 #             on the main thread and, on a server with the Key event (Redis 7.2+, Valkey 8),
 #             the old value it overwrites (redis-benchmark SETs one key over and over)
@@ -142,6 +144,7 @@ run_config() {
                 --key_evt_amqp.headers yes)
             ;;
         json) load=(--loadmodule "$SO" "${args[@]}" ALL --key_evt_amqp.format json) ;;
+        journal) load=(--loadmodule "$SO" "${args[@]}" ALL --key_evt_amqp.durability journal) ;;
         values)
             load=(--loadmodule "$SO" "${args[@]}" ALL --key_evt_amqp.format json
                 --key_evt_amqp.payload value)

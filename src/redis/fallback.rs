@@ -5,6 +5,7 @@
 //! the AOF and the replicas like any write.
 
 use std::ffi::c_int;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use redis_module::{
     raw, CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, RedisString,
@@ -209,5 +210,22 @@ pub fn check_key_slots() -> Result<String, String> {
             m.server,
             m.ours
         )),
+    }
+}
+
+/// While it lives, the module writes the fallback list itself: the keyspace callback does not
+/// forward the events those writes raise. Cleared when dropped, also on an early return.
+pub struct OwnWrites<'a>(&'a AtomicBool);
+
+impl<'a> OwnWrites<'a> {
+    pub fn start(flag: &'a AtomicBool) -> OwnWrites<'a> {
+        flag.store(true, Relaxed);
+        OwnWrites(flag)
+    }
+}
+
+impl Drop for OwnWrites<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Relaxed);
     }
 }

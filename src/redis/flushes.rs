@@ -10,9 +10,9 @@ use redis_module::{raw, Context};
 
 use crate::core::flush::{front_chunks, DbChange, HOME_DB, RESCUE_CHUNK};
 use crate::core::outbox::ListStore;
+use crate::redis::fallback::OwnWrites;
 use crate::redis::fallback::{in_db, RedisList};
 use crate::redis::runtime::{self, Module};
-use crate::redis::step::OwnWrites;
 use crate::redis::{config, hook, journal, log};
 
 pub extern "C" fn on_flushdb(

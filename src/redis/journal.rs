@@ -26,10 +26,10 @@ use crate::core::journal::Durability;
 use crate::core::limits::Throttle;
 use crate::core::outbox::Outbox;
 use crate::core::policy::SUMMARY_EVERY;
+use crate::redis::fallback::OwnWrites;
 use crate::redis::fallback::{in_db, RedisList};
 use crate::redis::log;
 use crate::redis::runtime::{self, Module};
-use crate::redis::step::OwnWrites;
 use crate::state::stats::Stats;
 
 /// The callbacks journal their events (main thread; only the step changes it).

@@ -6,7 +6,7 @@
 //! [`SCAN_SLICE`]: crate::core::policy::SCAN_SLICE
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use redis_module::{raw, Context};
@@ -18,7 +18,7 @@ use crate::core::policy::{
     INBOX_IDLE, LIST_CHECK_EVERY_MS, MEMORY_FULL_QUEUE, MEMORY_FULL_RATIO, SLICE, UNHOOK_AFTER_MS,
 };
 use crate::core::snapshot;
-use crate::redis::fallback::{RedisKeyspace, RedisList};
+use crate::redis::fallback::{OwnWrites, RedisKeyspace, RedisList};
 use crate::redis::runtime::{self, Module};
 use crate::redis::{config, hook, log, values};
 use crate::state::stats::Stats;
@@ -379,23 +379,6 @@ extern "C" fn on_unhook(_data: *mut c_void) {
         let quiet = m.quiet();
         hook::unhook(m.detached.ctx(), quiet);
         m.quiet_since_ms.store(0, Relaxed);
-    }
-}
-
-/// While it lives, the module writes the fallback list itself: the keyspace callback does not
-/// forward the events those writes raise. Cleared when dropped, also on an early return.
-pub struct OwnWrites<'a>(&'a AtomicBool);
-
-impl<'a> OwnWrites<'a> {
-    pub fn start(flag: &'a AtomicBool) -> OwnWrites<'a> {
-        flag.store(true, Relaxed);
-        OwnWrites(flag)
-    }
-}
-
-impl Drop for OwnWrites<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Relaxed);
     }
 }
 

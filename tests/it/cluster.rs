@@ -346,3 +346,89 @@ fn a_list_in_a_moved_slot_still_drains() {
         );
     }
 }
+
+/// Under `durability journal` a master's events are in its list, and on its replica, with the
+/// writes themselves: a master killed right after its writes (before any memory queue could
+/// spill: the broker is refused and the list would only be written after a second) loses none,
+/// and its promoted replica delivers them. On a server without post-notification jobs (Redis
+/// 7.0) the option is refused instead, on every node, and nothing changes.
+#[test]
+fn a_journaling_master_killed_at_once_loses_nothing() {
+    let proxy = FaultProxy::start();
+    proxy.set_mode(Mode::Refuse);
+    let rk = unique_routing_key("cluster-journal-");
+    let mut consumer = Consumer::bind("amq.direct", &rk);
+    let mut cluster = cluster_to(proxy.port(), &rk);
+    let kind = cluster.masters()[0].server_kind();
+    let supported = kind.redis_at_least(7, 2) || kind.valkey_at_least(8, 0);
+    for node in cluster.nodes() {
+        let set = node.config_set("key_evt_amqp.durability", "journal");
+        if supported {
+            set.unwrap_or_else(|e| panic!("{kind}: journal refused: {e}"));
+        } else {
+            let e = set.expect_err("Redis 7.0 has no post-notification jobs");
+            assert!(e.contains("durability") && e.contains("7.2"), "{e}");
+            assert_eq!(
+                node.config_get("key_evt_amqp.durability")["key_evt_amqp.durability"],
+                "memory"
+            );
+        }
+    }
+    if !supported {
+        eprintln!("{kind}: durability journal refused on every node, as it must be");
+        return;
+    }
+    assert!(
+        wait_until(WAIT, || cluster
+            .masters()
+            .iter()
+            .all(|m| m.module_info("durability") == "journal")),
+        "every master journals"
+    );
+    let victim = cluster.masters()[0];
+    let victim_index = cluster.index_of(victim);
+    let victim_id = victim.run_id();
+    let replica_index = cluster.index_of(cluster.replica_of(victim));
+    let keys: Vec<String> = Cluster::keys_covering_all_masters(600)
+        .into_iter()
+        .filter(|k| cluster.node_for_key(k.as_bytes()).port() == victim.port())
+        .collect();
+    let mut client = victim.client();
+    for k in &keys {
+        let _: () = redis::cmd("SET")
+            .arg(k)
+            .arg("v")
+            .query(&mut client)
+            .unwrap();
+    }
+    let replicated: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query(&mut client)
+        .unwrap();
+    assert_eq!(replicated, 1, "the replica acknowledged the writes");
+    assert_eq!(
+        victim.module_info_u64("events_journaled"),
+        keys.len() as u64,
+        "every event journaled with its write"
+    );
+    assert_eq!(
+        victim.module_info_u64("events_spilled"),
+        0,
+        "none waited in memory first"
+    );
+
+    cluster.node_mut(victim_index).kill9();
+    let replica = cluster.node(replica_index);
+    assert!(
+        cluster.wait_master(replica, WAIT),
+        "the replica takes over:\n{}",
+        cluster.describe()
+    );
+    proxy.set_mode(Mode::Pass);
+    let got = expect_each_once(&mut consumer, &keys);
+    assert!(
+        got.iter().all(|m| sender(m) == victim_id),
+        "the events keep the dead master's identity"
+    );
+}
