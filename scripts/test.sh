@@ -9,9 +9,10 @@
 # main.rs) runs one step per module, `cargo test --release --test NAME TOPIC::`, so that a failure
 # names its topic and STEP_TIMEOUT bounds a hang per topic. The binary `latency` (and any named
 # `latency_*`) measures timing: it runs after all others, one step at a time, single-threaded.
-# Then scripts/servers.sh prepares Valkey 8.0, Redis 8.0 and Valkey 8.1, and every integration
-# topic but the timing ones runs again on each (steps named `test it::TOPIC [SERVER]`); the
-# default server is Debian 12's Redis 7.0.
+# Just before it, scripts/servers.sh prepares Valkey 8.0, Redis 8.0 and Valkey 8.1 (the kill soak,
+# latency::chaos_kill, picks one of them itself); after it every integration topic but the timing
+# ones runs again on each (steps named `test it::TOPIC [SERVER]`); the default server is Debian
+# 12's Redis 7.0.
 #
 # Environment:
 #   STEP_TIMEOUT=1200   seconds allowed per step (build included)
@@ -115,14 +116,19 @@ integration() {
 for unit in "${regular[@]}"; do
     integration '' "$unit"
 done
+# The other servers (scripts/servers.sh: Valkey 8.0, Redis 8.0, Valkey 8.1), prepared before the
+# timing tests: the kill soak (latency::chaos_kill) runs on the first of them.
+servers_list=target/servers.list
+servers_ok=0
+step servers bash -c 'mkdir -p target && scripts/servers.sh >"$0"' "$servers_list" && servers_ok=1
+
 for unit in "${latency[@]}"; do
     integration ' (alone)' "$unit" --test-threads=1
 done
 
-# The other servers (scripts/servers.sh: Valkey 8.0, Redis 8.0, Valkey 8.1): every integration
-# topic but the timing ones and the layout check, each step named with its server.
-servers_list=target/servers.list
-if step servers bash -c 'mkdir -p target && scripts/servers.sh >"$0"' "$servers_list"; then
+# Every integration topic but the timing ones and the layout check on each other server, each
+# step named with its server.
+if [ "$servers_ok" = 1 ]; then
     while read -r server server_bin cli_bin; do
         [ "$server" != redis-7.0 ] || continue
         export REDIS_SERVER=$server_bin REDIS_CLI=$cli_bin

@@ -14,6 +14,7 @@
 // get a `redis` module shadowing the `redis` crate.
 mod amqp;
 mod cluster;
+mod ledger;
 mod node;
 mod pings;
 mod proxy;
@@ -28,6 +29,10 @@ pub use self::amqp::{
     unique_routing_key, Consumer, ConsumerOptions, Header, Message,
 };
 pub use self::cluster::{Cluster, NODES, NODE_TIMEOUT_MS, SLOT_RANGES};
+pub use self::ledger::{
+    random_seed, wait_drained, Acked, Collector, Deliveries, Delivery, SplitMix64, Verdict, Writer,
+    WriterOptions, Written,
+};
 pub use self::node::{set_keys, Node, NodeBuilder};
 pub use self::pings::Pings;
 pub use self::proxy::{FaultProxy, Mode};

@@ -30,6 +30,8 @@ pub struct RedisServer {
     args: Vec<String>,
     /// The second port of [`RedisServer::start_with_extra_port`].
     extra_port: Option<u16>,
+    /// The `redis-server` binary, kept for [`RedisServer::restart`].
+    binary: PathBuf,
 }
 
 /// What [`RedisServer::start_expect_load_failure`] observed.
@@ -60,7 +62,23 @@ impl RedisServer {
         config: &[(&str, &str)],
         module_args: Option<&[impl AsRef<str>]>,
     ) -> RedisServer {
-        Self::start_inner(config, None, module_args)
+        Self::start_inner(&redis_server_binary(), config, None, module_args)
+    }
+
+    /// Like [`RedisServer::start_with`], running `binary` instead of [`redis_server_binary`]
+    /// (also at every [`RedisServer::restart`]): for a test that needs a server of a given
+    /// kind whatever `$REDIS_SERVER` says (see [`ServerKind::of_binary`]).
+    pub fn start_with_binary(
+        binary: &Path,
+        config: &[(&str, &str)],
+        module_args: Option<&[impl AsRef<str>]>,
+    ) -> RedisServer {
+        assert!(
+            binary.is_file(),
+            "redis-server not found at {}; {SETUP_HINT}",
+            binary.display()
+        );
+        Self::start_inner(binary, config, None, module_args)
     }
 
     /// Like [`RedisServer::start_with`], for a server that listens on a second port set by
@@ -72,10 +90,16 @@ impl RedisServer {
         port_directive: &str,
         module_args: Option<&[impl AsRef<str>]>,
     ) -> RedisServer {
-        Self::start_inner(config, Some(port_directive), module_args)
+        Self::start_inner(
+            &redis_server_binary(),
+            config,
+            Some(port_directive),
+            module_args,
+        )
     }
 
     fn start_inner(
+        binary: &Path,
         config: &[(&str, &str)],
         extra_port_directive: Option<&str>,
         module_args: Option<&[impl AsRef<str>]>,
@@ -127,6 +151,7 @@ impl RedisServer {
             dir,
             args,
             extra_port: None,
+            binary: binary.to_path_buf(),
         };
         // A port that was free when we probed it may be taken by a parallel test before
         // redis binds it: detect that from the log and try another one.
@@ -229,6 +254,11 @@ impl RedisServer {
         &self.dir
     }
 
+    /// The `redis-server` binary this server runs (see [`RedisServer::start_with_binary`]).
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
     /// The module file (see the free function [`module_path`]).
     pub fn module_path(&self) -> PathBuf {
         module_path()
@@ -300,8 +330,8 @@ impl RedisServer {
             .append(true)
             .open(self.dir.join("stderr.log"))
             .expect("cannot create the redis-server stderr file");
-        let binary = redis_server_binary();
-        let child = Command::new(&binary)
+        let binary = &self.binary;
+        let child = Command::new(binary)
             .arg("--port")
             .arg(self.port.to_string())
             .args(&self.args)
@@ -736,6 +766,50 @@ pub struct ServerKind {
 }
 
 impl ServerKind {
+    /// The kind of the server `binary` runs, from `binary --version` (`Redis server v=7.0.15
+    /// …`, `Valkey server v=8.0.1 …`), without starting it: a test can choose its configs
+    /// before the server starts. Panics if the output has another form.
+    pub fn of_binary(binary: &Path) -> ServerKind {
+        let out = Command::new(binary)
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} --version: {e}; {SETUP_HINT}",
+                    binary.display()
+                )
+            });
+        let text = String::from_utf8_lossy(&out.stdout);
+        let parse = || -> Option<ServerKind> {
+            let mut words = text.split_whitespace();
+            let valkey = match words.next()? {
+                "Valkey" => true,
+                "Redis" => false,
+                _ => return None,
+            };
+            let version = words.find_map(|w| w.strip_prefix("v="))?;
+            let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+            let mut next = || parts.next().flatten();
+            Some(ServerKind {
+                valkey,
+                version: (next()?, next()?, next().unwrap_or(0)),
+            })
+        };
+        parse().unwrap_or_else(|| {
+            panic!(
+                "{} --version printed {:?}, not `Redis|Valkey server v=X.Y.Z …`",
+                binary.display(),
+                text.trim()
+            )
+        })
+    }
+
+    /// Whether the server has `RedisModule_AddPostNotificationJob` (Redis 7.2+, every
+    /// Valkey from 7.2 on): what `key_evt_amqp.durability journal` needs.
+    pub fn has_post_notification_jobs(&self) -> bool {
+        self.redis_at_least(7, 2) || self.valkey_at_least(7, 2)
+    }
+
     /// Redis at `version` or later (false on Valkey).
     pub fn redis_at_least(&self, major: u32, minor: u32) -> bool {
         !self.valkey && (self.version.0, self.version.1) >= (major, minor)

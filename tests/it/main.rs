@@ -20,6 +20,7 @@ mod flushes;
 mod formats;
 mod forwarding;
 mod info;
+mod journal;
 mod layout;
 mod lifecycle;
 mod memory_bound;

@@ -8,4 +8,5 @@
 
 mod blackhole;
 mod chaos;
+mod chaos_kill;
 mod drain;
