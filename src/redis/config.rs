@@ -680,6 +680,10 @@ impl ConfigurationValue<RedisString> for DurabilityConfig {
             .with_durability(val.as_slice(), journal::refusal().as_deref())
             .map_err(|e| RedisError::String(e.to_string()))?;
         shared.set_settings(new);
+        // At once when nothing waits in memory; else the next step moves that first.
+        if let Some(m) = runtime::current() {
+            m.journal_from_now();
+        }
         hook::wake_main();
         Ok(())
     }

@@ -175,18 +175,24 @@ impl Module {
 }
 
 impl Module {
-    /// A promoted replica journals from its first write, not from its first step (a client's
-    /// write may come in the same event-loop iteration): nothing waits in its memory (a
-    /// replica forwards nothing), so there is nothing to move first.
+    /// Applies `key_evt_amqp.durability` at once when that needs no list write: a promoted
+    /// replica journals from its first write, not from its first step (a client's write may
+    /// come in the same event-loop iteration), and so does a `CONFIG SET … journal` while
+    /// nothing waits in memory behind the list; otherwise the step switches. Switching back
+    /// to memory is always immediate.
     pub fn journal_from_now(&self) {
         let wanted = self.shared.settings().durability == Durability::Journal;
+        if !wanted {
+            ACTIVE.store(false, Relaxed);
+            return;
+        }
         let nothing_waits = self.inbox.lock().is_empty()
             && self
                 .shared
                 .outbox
                 .try_lock()
                 .is_some_and(|o| !o.waits_behind_list());
-        if wanted && nothing_waits && self.placement.lock().key().is_some() {
+        if nothing_waits && self.placement.lock().key().is_some() {
             ACTIVE.store(true, Relaxed);
         }
     }
