@@ -98,6 +98,12 @@ impl Inbox {
     /// Hands every event to the outbox, in order: those in the journal as copies of their list
     /// items, the others as new events. Returns how many were journaled.
     pub fn drain_into(&mut self, outbox: &mut Outbox) -> usize {
+        if self.journaled.is_empty() {
+            // Durability memory (the usual case): every event is new, no ranges to follow.
+            outbox.push_all(&mut self.events);
+            self.unwritten = 0;
+            return 0;
+        }
         let mut ranges = self.journaled.drain(..).peekable();
         let mut journaled = 0;
         for (i, e) in self.events.drain(..).enumerate() {

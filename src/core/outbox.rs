@@ -172,6 +172,13 @@ impl Outbox {
         self.tail.push_back(event);
     }
 
+    /// Adds new events in order, emptying `events` (the step hands over the inbox): one copy
+    /// of the run, not one move per event.
+    pub fn push_all(&mut self, events: &mut Vec<Event>) {
+        self.tail_bytes += events.iter().map(event_bytes).sum::<usize>();
+        self.tail.extend(events.drain(..));
+    }
+
     /// An event the journal already appended to the list (`core/journal.rs`): the list is one
     /// item longer, and memory keeps a copy of it when every item before it is copied too and
     /// there is room (else a refill reads it later).
@@ -506,6 +513,10 @@ impl Outbox {
     /// The head's first event stays while nothing is in flight (see the file's comment).
     fn over_bytes_count(&self, limit: usize) -> usize {
         let mut over = self.memory_bytes().saturating_sub(self.capacity_bytes);
+        if over == 0 {
+            // The usual case, asked at every step: no iterators to set up.
+            return 0;
+        }
         let keep = usize::from(self.in_flight == 0);
         let head = self.head.iter().skip(keep).rev();
         let mut n = 0;
@@ -1037,6 +1048,21 @@ mod tests {
         assert!(o.take_batch(10).is_empty(), "nothing overtakes the list");
         assert_eq!(drain(&mut o, &mut s, BACK), (1..=8).collect::<Vec<_>>());
         assert!(s.0.is_empty());
+    }
+
+    #[test]
+    fn push_all_is_push_one_by_one() {
+        let (mut a, mut b) = (Outbox::new(100, 2), Outbox::new(100, 2));
+        (1..=5).for_each(|i| a.push(ev(i)));
+        let mut run: Vec<Event> = (1..=5).map(ev).collect();
+        b.push_all(&mut run);
+        assert!(run.is_empty());
+        assert_eq!(
+            (a.memory_len(), a.memory_bytes()),
+            (b.memory_len(), b.memory_bytes())
+        );
+        let mut s = MemoryList::default();
+        assert_eq!(drain(&mut b, &mut s, BACK), (1..=5).collect::<Vec<_>>());
     }
 
     #[test]

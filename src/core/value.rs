@@ -548,6 +548,9 @@ impl PendingOld {
 
     /// At the end of an event-loop iteration: what is left had no event.
     pub fn clear(&mut self) {
+        if self.0.capacity() == 0 {
+            return;
+        }
         self.0.clear();
         if self.0.capacity() > PENDING_MAX {
             self.0.shrink_to(16);

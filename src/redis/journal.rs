@@ -143,7 +143,7 @@ impl Module {
     /// switches once it has.
     pub fn sync_durability(&self, ctx: &Context, outbox: &mut Outbox) {
         JOB_SCHEDULED.store(false, Relaxed);
-        let wanted = self.shared.settings().durability == Durability::Journal;
+        let wanted = self.shared.read_settings(|s| s.durability) == Durability::Journal;
         if wanted != active() {
             let key = self.placement.lock().key().map(<[u8]>::to_vec);
             if !wanted {

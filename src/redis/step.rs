@@ -78,11 +78,14 @@ impl Module {
         outbox.set_capacity(config::queue_capacity());
         outbox.set_capacity_bytes(config::queue_capacity_bytes());
         outbox.set_memory_full(memory_full());
-        let fallback_size = shared.settings().fallback_size;
+        let fallback_size = shared.read_settings(|s| s.fallback_size);
         // 2. Where the list lives (a cluster's slots move).
         let mut resync = self.resync_list.swap(false, Relaxed);
         let mut placement = self.placement.lock();
-        resync |= self.place_list(ctx, &mut placement, &mut outbox, now_ms);
+        // A single node's list never moves: no placement step to call.
+        if self.cluster {
+            resync |= self.place_list(ctx, &mut placement, &mut outbox, now_ms);
+        }
         // 3. Spill, refill, trim: one slice; first, whether someone else changed the list.
         if let Some(key) = placement.key() {
             if !resync {
