@@ -29,6 +29,7 @@
 use std::collections::VecDeque;
 
 use crate::core::event::Event;
+use crate::core::list_item::{ListBack, ListReader, REACH};
 use crate::core::policy::MEMORY_FULL_QUEUE;
 
 /// The fallback list, as the outbox needs it. Errors are messages for the log.
@@ -131,6 +132,9 @@ pub struct Outbox {
     away_since_ms: Option<u64>,
     /// Redis is near `maxmemory`: the list may not grow and memory holds few events.
     memory_full: bool,
+    /// What the outbox can vouch for at the list's back, so that appended items may be
+    /// compact (see `core/list_item.rs`). Unknown whenever the list may have changed.
+    back: ListBack,
 }
 
 impl Outbox {
@@ -154,6 +158,7 @@ impl Outbox {
             spill_delay_ms: 0,
             away_since_ms: None,
             memory_full: false,
+            back: ListBack::default(),
         }
     }
 
@@ -267,16 +272,59 @@ impl Outbox {
     /// back). Copies in memory are no longer trusted to match the list.
     pub fn set_list_len(&mut self, len: u64) {
         self.list_len = len;
+        self.back.forget();
         self.forget_copies();
     }
 
     /// Items were appended to the list by someone else (a backlog adopted from another list):
     /// they come after everything already there.
     pub fn list_appended(&mut self, n: u64) {
+        self.back.forget();
+        self.appended(n);
+    }
+
+    fn appended(&mut self, n: u64) {
         if self.mirrored == self.list_len {
             self.refill_next_bytes = None;
         }
         self.list_len += n;
+    }
+
+    /// For a writer outside [`Outbox::tick`] (the journal, on the main thread, holding the
+    /// outbox's lock): encodes `events` as the next items of the list's back, appending them
+    /// to `out` and each item's length to `lens`, compact where they may be, exactly as a spill
+    /// at the back would. The back's state advances as if they were written; `list_len` does
+    /// not change. The caller then writes them at the back (RPUSH, in this order, before
+    /// anything else writes to the list) and says so with [`Outbox::encoded_appended`]; if the
+    /// write fails, it calls [`Outbox::forget_back`] (the back is no longer what the state says).
+    /// Allocates nothing beyond what `out` and `lens` need.
+    pub fn encode_back<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = &'a Event>,
+        out: &mut Vec<u8>,
+        lens: &mut Vec<usize>,
+    ) {
+        if self.list_len == 0 {
+            // Whatever is written first is the list's front: full.
+            self.back.forget();
+        }
+        for e in events {
+            let start = out.len();
+            self.back.write(e, out);
+            lens.push(out.len() - start);
+        }
+    }
+
+    /// `n` items that [`Outbox::encode_back`] encoded were appended to the list: counted,
+    /// keeping the back's state (unlike [`Outbox::list_appended`], for items from elsewhere).
+    pub fn encoded_appended(&mut self, n: u64) {
+        self.appended(n);
+    }
+
+    /// The list's back is no longer known (a write of encoded items failed): the next item
+    /// appended is written full.
+    pub fn forget_back(&mut self) {
+        self.back.forget();
     }
 
     /// The list is no longer ours (this node became a replica: its new master drains it).
@@ -294,6 +342,7 @@ impl Outbox {
         });
         self.head_bytes = self.head_bytes.saturating_sub(forgotten);
         self.list_len = 0;
+        self.back.forget();
         self.forget_copies();
     }
 
@@ -516,8 +565,15 @@ impl Outbox {
                 .min(input.slice.max(1))
                 .min(unread)
                 .min(by_bytes);
-            let items = store.peek(self.mirrored, want)?;
-            if items.len() < want {
+            // A compact item takes its run from a full item up to REACH items before it: read
+            // those too (no more than the list's front).
+            let skip = if want == 0 {
+                0
+            } else {
+                usize::try_from(self.mirrored.min(REACH)).unwrap_or(0)
+            };
+            let items = store.peek(self.mirrored - skip as u64, skip + want)?;
+            if items.len() < skip + want {
                 // Shorter than we thought: someone trimmed or deleted it. Trust Redis, and no
                 // longer the copies: removing "their" items could now delete others.
                 let len = store.len()?;
@@ -528,10 +584,10 @@ impl Outbox {
             let mut first = self.in_flight + self.head.len() == 0;
             let (mut kept, mut kept_bytes) = (0usize, 0usize);
             self.refill_next_bytes = None;
-            for item in &items {
+            for read in ListReader::read_after(&items, skip) {
                 let e = Event {
                     list_copy: epoch,
-                    ..Event::from_list_item(item)
+                    ..read
                 };
                 let bytes = event_bytes(&e);
                 if bytes > room_bytes && !first {
@@ -638,16 +694,29 @@ impl Outbox {
                 // The next item a refill reads is one of these.
                 self.refill_next_bytes = None;
             }
-            let (bytes, lens) = encode(self.tail.iter().take(from_tail));
-            store.push_back(&split(&bytes, &lens))?;
+            if self.list_len == 0 {
+                // The first item is the list's front: full.
+                self.back.forget();
+            }
+            let (bytes, lens) = encode(self.tail.iter().take(from_tail), &mut self.back);
+            if let Err(e) = store.push_back(&split(&bytes, &lens)) {
+                self.back.forget();
+                return Err(e);
+            }
             self.tail.drain(..from_tail);
             self.tail_bytes = self.tail_bytes.saturating_sub(tail_bytes);
             self.list_len += from_tail as u64;
         }
         if from_head > 0 {
             self.refill_next_bytes = None;
-            let (bytes, lens) = encode(self.head.range(start..));
+            // A group of its own, its first item full: it becomes the list's front.
+            let mut group = ListBack::default();
+            let (bytes, lens) = encode(self.head.range(start..), &mut group);
             store.push_front(&split(&bytes, &lens))?;
+            if self.list_len == 0 {
+                // The group is the whole list: its end is the back.
+                self.back = group;
+            }
             self.head.truncate(start);
             self.head_bytes = self.head_bytes.saturating_sub(head_bytes);
             self.list_len += from_head as u64;
@@ -703,15 +772,18 @@ impl Outbox {
     }
 }
 
-/// Encodes events as list items back to back in one buffer (one allocation per spill, not one
-/// per event); returns the buffer and each item's length.
-fn encode<'a>(events: impl Iterator<Item = &'a Event> + Clone) -> (Vec<u8>, Vec<usize>) {
+/// Encodes events as the list items that follow `back`, back to back in one buffer (one
+/// allocation per spill, not one per event); returns the buffer and each item's length.
+fn encode<'a>(
+    events: impl Iterator<Item = &'a Event> + Clone,
+    back: &mut ListBack,
+) -> (Vec<u8>, Vec<usize>) {
     let size = events.clone().map(Event::list_item_len_max).sum();
     let mut bytes = Vec::with_capacity(size);
     let lens = events
         .map(|e| {
             let start = bytes.len();
-            e.write_list_item(&mut bytes);
+            back.write(e, &mut bytes);
             bytes.len() - start
         })
         .collect();
@@ -766,6 +838,63 @@ mod tests {
         }
     }
 
+    /// The same event seen by another run of Redis (each restart is a new run).
+    fn ev_of(run: u8, seq: u64) -> Event {
+        Event {
+            id: Some(EventId {
+                run_id: RunId([run; 20]),
+                seq,
+            }),
+            ..ev(seq)
+        }
+    }
+
+    fn long_of(run: u8, seq: u64, len: usize) -> Event {
+        Event {
+            id: ev_of(run, seq).id,
+            ..long(seq, len)
+        }
+    }
+
+    /// The list as a reader from its front sees it: the front item is never compact, and
+    /// every item reads back as the event that was pushed (`sent`, by seq), id included.
+    fn check_list(
+        s: &MemoryList,
+        sent: &std::collections::HashMap<u64, Event>,
+    ) -> Result<(), TestCaseError> {
+        if let Some(front) = s.0.front() {
+            prop_assert!(
+                front[0] != 0x1c && front[0] != 0x1b,
+                "compact front {:?}",
+                front
+            );
+        }
+        let items: Vec<Vec<u8>> = s.0.iter().cloned().collect();
+        for e in ListReader::read_after(&items, 0) {
+            let id = e.id;
+            prop_assert!(id.is_some(), "an item lost its id: {:?}", e);
+            let seq = id.map_or(0, |id| id.seq);
+            prop_assert_eq!(Some(&e), sent.get(&seq));
+        }
+        Ok(())
+    }
+
+    /// Delivered events are the events pushed (ids included), copies or not.
+    fn check_delivered(
+        batch: &[Event],
+        sent: &std::collections::HashMap<u64, Event>,
+    ) -> Result<(), TestCaseError> {
+        for e in batch {
+            let e = Event {
+                list_copy: 0,
+                ..e.clone()
+            };
+            let seq = e.id.map(|id| id.seq);
+            prop_assert_eq!(Some(&e), seq.and_then(|q| sent.get(&q)));
+        }
+        Ok(())
+    }
+
     /// What the outbox holds, in bytes, counted afresh: in flight (`batches`), head and tail.
     fn bytes_held(o: &Outbox, batches: &VecDeque<Vec<Event>>) -> usize {
         sum_bytes(batches.iter().flatten().chain(&o.head).chain(&o.tail))
@@ -795,6 +924,16 @@ mod tests {
         input: TickInput,
         dropped: &mut u64,
     ) -> Vec<u64> {
+        seqs(&drain_events(o, s, input, dropped))
+    }
+
+    /// [`drain_counting`]'s events, as the publisher got them.
+    fn drain_events(
+        o: &mut Outbox,
+        s: &mut MemoryList,
+        input: TickInput,
+        dropped: &mut u64,
+    ) -> Vec<Event> {
         let mut out = vec![];
         for _ in 0..10_000 {
             *dropped += o.tick(s, input).dropped;
@@ -803,7 +942,7 @@ mod tests {
                 break;
             }
             o.confirmed(&b);
-            out.extend(seqs(&b));
+            out.extend(b);
         }
         out
     }
@@ -921,12 +1060,15 @@ mod tests {
         o.tick(&mut s, AWAY);
         o.tick(&mut s, BACK); // copies of 1..=4
         let b = o.take_batch(1);
-        s.0.drain(..5); // someone trims the list to [6]
+        s.0.drain(..5); // someone trims the list to [6] (LTRIM by hand)
         o.tick(&mut s, BACK); // finds the list shorter than its copies
         o.confirmed(&b); // a stale copy: must not remove 6
         o.tick(&mut s, BACK);
         assert_eq!(s.0.len(), 1);
-        assert!(drain(&mut o, &mut s, BACK).contains(&6));
+        let rest = drain_events(&mut o, &mut s, BACK, &mut 0);
+        // Cut from the full item before it, 6 (compact) is still delivered, without its id.
+        let six = rest.iter().find(|e| &e.body[..] == b"0\nset\nk6").unwrap();
+        assert_eq!(six.id, None);
     }
 
     #[test]
@@ -1488,14 +1630,18 @@ mod tests {
             let mut durable = std::collections::HashSet::new();
             let mut lost = std::collections::HashSet::new();
             let in_store = |s: &MemoryList| -> std::collections::HashSet<u64> {
-                s.0.iter().filter_map(|i| Event::from_list_item(i).id).map(|id| id.seq).collect()
+                let items: Vec<Vec<u8>> = s.0.iter().cloned().collect();
+                ListReader::read_after(&items, 0).filter_map(|e| e.id).map(|id| id.seq).collect()
             };
+            // A crash is a restart: the events after it are another run's.
+            let mut run = 1u8;
+            let mut sent = std::collections::HashMap::new();
             for op in ops {
                 match op {
-                    Op::Push(n) => for _ in 0..n { o.push(ev(next)); next += 1; },
-                    Op::PushLong(n) => { o.push(long(next, 16 * n as usize)); next += 1; }
+                    Op::Push(n) => for _ in 0..n { sent.insert(next, ev_of(run, next)); o.push(ev_of(run, next)); next += 1; },
+                    Op::PushLong(n) => { sent.insert(next, long_of(run, next, 16 * n as usize)); o.push(long_of(run, next, 16 * n as usize)); next += 1; }
                     Op::Take(n) => { let b = o.take_batch(n as usize); if !b.is_empty() { batches.push_back(b); } }
-                    Op::Confirm => if let Some(b) = batches.pop_front() { o.confirmed(&b); delivered.extend(seqs(&b)); },
+                    Op::Confirm => if let Some(b) = batches.pop_front() { check_delivered(&b, &sent)?; o.confirmed(&b); delivered.extend(seqs(&b)); },
                     Op::Fail => while let Some(b) = batches.pop_back() { o.give_back(b); },
                     Op::Tick { broker, slice } => {
                         now += 1;
@@ -1517,11 +1663,13 @@ mod tests {
                             }
                         }
                         batches.clear();
+                        run = run.wrapping_add(1);
                         o = new_outbox();
                         o.set_list_len(s.0.len() as u64);
                     }
                 }
                 prop_assert_eq!(o.memory_bytes(), bytes_held(&o, &batches));
+                check_list(&s, &sent)?;
                 let stored = in_store(&s);
                 for seq in &durable {
                     prop_assert!(stored.contains(seq) || delivered.contains(seq), "event {} left the list unconfirmed", seq);
@@ -1529,7 +1677,9 @@ mod tests {
                 durable.extend(stored);
             }
             while let Some(b) = batches.pop_back() { o.give_back(b); }
-            delivered.extend(drain(&mut o, &mut s, TickInput { broker: Broker::Ready, fallback_size: 0, slice: 5, now_ms: now }));
+            let last = drain_events(&mut o, &mut s, TickInput { broker: Broker::Ready, fallback_size: 0, slice: 5, now_ms: now }, &mut 0);
+            check_delivered(&last, &sent)?;
+            delivered.extend(seqs(&last));
             let mut seen = std::collections::HashSet::new();
             let firsts: Vec<u64> = delivered.iter().copied().filter(|q| seen.insert(*q)).collect();
             prop_assert!(firsts.windows(2).all(|w| w[0] < w[1]), "out of order: {:?}", firsts);
@@ -1551,12 +1701,15 @@ mod tests {
             let (mut next, mut dropped, mut now) = (1u64, 0u64, 0u64);
             let mut batches: VecDeque<Vec<Event>> = VecDeque::new();
             let mut delivered: Vec<u64> = vec![];
+            // Runs change every 10 events (a list that holds several runs' events).
+            let run_of = |seq: u64| (seq / 10 % 3) as u8 + 1;
+            let mut sent = std::collections::HashMap::new();
             for op in ops {
                 match op {
-                    Op::Push(n) => for _ in 0..n { o.push(ev(next)); next += 1; },
-                    Op::PushLong(n) => { o.push(long(next, 16 * n as usize)); next += 1; }
+                    Op::Push(n) => for _ in 0..n { sent.insert(next, ev_of(run_of(next), next)); o.push(ev_of(run_of(next), next)); next += 1; },
+                    Op::PushLong(n) => { let e = long_of(run_of(next), next, 16 * n as usize); sent.insert(next, e.clone()); o.push(e); next += 1; }
                     Op::Take(n) => { let b = o.take_batch(n as usize); if !b.is_empty() { batches.push_back(b); } }
-                    Op::Confirm => if let Some(b) = batches.pop_front() { o.confirmed(&b); delivered.extend(seqs(&b)); },
+                    Op::Confirm => if let Some(b) = batches.pop_front() { check_delivered(&b, &sent)?; o.confirmed(&b); delivered.extend(seqs(&b)); },
                     // A failure loses every batch in flight; they come back oldest first.
                     Op::Fail => while let Some(b) = batches.pop_back() { o.give_back(b); },
                     Op::Crash => unreachable!("not generated here"),
@@ -1579,10 +1732,13 @@ mod tests {
                 }
                 prop_assert_eq!(o.memory_bytes(), bytes_held(&o, &batches));
                 prop_assert_eq!(o.list_len(), s.0.len() as u64);
+                check_list(&s, &sent)?;
             }
             while let Some(b) = batches.pop_back() { o.give_back(b); }
             let last = TickInput { broker: Broker::Ready, fallback_size: fallback, slice: 5, now_ms: now };
-            delivered.extend(drain_counting(&mut o, &mut s, last, &mut dropped));
+            let last = drain_events(&mut o, &mut s, last, &mut dropped);
+            check_delivered(&last, &sent)?;
+            delivered.extend(seqs(&last));
             let mut seen = std::collections::HashSet::new();
             let firsts: Vec<u64> = delivered.iter().copied().filter(|q| seen.insert(*q)).collect();
             prop_assert!(firsts.windows(2).all(|w| w[0] < w[1]), "out of order: {:?}", firsts);
