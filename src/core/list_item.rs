@@ -168,7 +168,9 @@ fn parse(item: &[u8]) -> Option<Parts<'_>> {
     let timestamp = u32::try_from(take_varint(&mut rest)?).unwrap_or(0);
     let (body, data) = if mark == FULL_DATA || mark == COMPACT_DATA {
         let len = usize::try_from(take_varint(&mut rest)?).ok()?;
-        (rest.get(..len)?, Some(rest.get(len..)?))
+        // No values is no data, as the writer has it (it writes none).
+        let data = rest.get(len..)?;
+        (rest.get(..len)?, Some(data).filter(|d| !d.is_empty()))
     } else {
         (rest, None)
     };
@@ -232,13 +234,16 @@ impl ListReader {
     }
 
     /// The events of `items[skip..]`, read after the items before them.
-    pub fn read_after<'a>(items: &'a [Vec<u8>], skip: usize) -> impl Iterator<Item = Event> + 'a {
+    pub fn read_after<T: AsRef<[u8]>>(
+        items: &[T],
+        skip: usize,
+    ) -> impl Iterator<Item = Event> + '_ {
         let mut reader = ListReader::default();
-        let skip = skip.min(items.len());
-        for item in &items[..skip] {
-            reader.skip(item);
+        let (before, wanted) = items.split_at(skip.min(items.len()));
+        for item in before {
+            reader.skip(item.as_ref());
         }
-        items[skip..].iter().map(move |item| reader.read(item))
+        wanted.iter().map(move |item| reader.read(item.as_ref()))
     }
 }
 
@@ -258,8 +263,13 @@ pub fn full_form_of_last<T: AsRef<[u8]>>(window: &[T]) -> Option<Vec<u8>> {
         reader.skip(item.as_ref());
     }
     let run = Anchor::run_for_next(reader.0)?;
-    let mark = if p.data.is_some() { FULL_DATA } else { FULL };
-    let rest = last.get(1..)?;
+    // The same layout after the run id: only the mark changes.
+    let (&mark, rest) = last.split_first()?;
+    let mark = if mark == COMPACT_DATA {
+        FULL_DATA
+    } else {
+        FULL
+    };
     let mut out = Vec::with_capacity(last.len() + 20);
     out.push(mark);
     out.extend_from_slice(&run.0);
@@ -445,6 +455,22 @@ mod tests {
     }
 
     #[test]
+    fn empty_values_are_no_values() {
+        // Never written (the writer leaves empty values out), but read alike, full form too.
+        let full = [&[FULL_DATA][..], &[4; 20], &[1, 2, 3], b"abc"].concat();
+        let compact = [COMPACT_DATA, 2, 2, 3, b'x', b'y', b'z'];
+        let window = [full.clone(), compact.to_vec()];
+        let read: Vec<Event> = ListReader::read_after(&window, 0).collect();
+        assert_eq!(
+            (read[0].data.is_none(), read[1].data.is_none()),
+            (true, true)
+        );
+        let front = full_form_of_last(&window).unwrap();
+        assert_eq!(front[0], FULL_DATA);
+        assert_eq!(Event::from_list_item(&front), read[1]);
+    }
+
+    #[test]
     fn trim_windows() {
         assert_eq!(trim_window_start(0), 0);
         assert_eq!(trim_window_start(15), 0);
@@ -554,6 +580,34 @@ mod tests {
             let events: Vec<Event> = ListReader::read_after(&items, items.len() / 2).collect();
             prop_assert_eq!(events.len(), items.len() - items.len() / 2);
             let _ = full_form_of_last(&items);
+        }
+
+        /// Any list, ours or cut or written by hand (full and compact items of two runs, plain
+        /// bodies, garbage): read from any position with the REACH items before it, it reads
+        /// as from the front, and a trim's full form reads alone as the item did in the list.
+        #[test]
+        fn any_list_reads_alike_from_any_position(items in proptest::collection::vec(prop_oneof![
+            2 => (1u8..3, any::<u64>()).prop_map(|(r, q)| ev(r, q).to_list_item()),
+            6 => (1u8..3, any::<u64>()).prop_map(|(r, q)| {
+                let mut back = ListBack(Some(Anchor { run: RunId([r; 20]), since: 0 }));
+                let mut out = vec![];
+                back.write(&ev(r, q), &mut out);
+                out
+            }),
+            1 => proptest::collection::vec(any::<u8>(), 0..12),
+        ], 0..60)) {
+            let all: Vec<Event> = ListReader::read_after(&items, 0).collect();
+            for p in 0..items.len() {
+                let start = trim_window_start(p as u64) as usize;
+                let from_p: Vec<Event> = ListReader::read_after(&items[start..], p - start).collect();
+                prop_assert_eq!(&from_p[..], &all[p..]);
+                if let Some(full) = full_form_of_last(&items[start..=p]) {
+                    prop_assert!(all[p].id.is_some());
+                    prop_assert_eq!(&Event::from_list_item(&full), &all[p]);
+                } else if items[p].first() == Some(&COMPACT) {
+                    prop_assert!(all[p].id.is_none() || p == 0 || parse(&items[p]).is_none());
+                }
+            }
         }
     }
 }

@@ -1224,6 +1224,123 @@ mod tests {
         assert_eq!(drain(&mut new, &mut s, BACK), [1, 2, 3, 4]);
     }
 
+    fn marks(s: &MemoryList) -> Vec<u8> {
+        s.0.iter().map(|i| i[0]).collect()
+    }
+
+    #[test]
+    fn spills_write_compact_items_and_refills_read_them_back_with_their_ids() {
+        let (mut o, mut s) = (Outbox::new(1000, 4), MemoryList::default());
+        (1..=20).for_each(|i| o.push(ev(i)));
+        o.tick(&mut s, TickInput { slice: 7, ..AWAY });
+        o.tick(&mut s, TickInput { slice: 7, ..AWAY });
+        o.tick(&mut s, TickInput { slice: 7, ..AWAY });
+        // One full item, 15 compact ones, then full again: three spills, one back.
+        let expected: Vec<u8> = (0..20)
+            .map(|i| if i % 16 == 0 { 0x1e } else { 0x1c })
+            .collect();
+        assert_eq!(marks(&s), expected);
+        // Refilled 3 at a time (each refill from the middle of the list), trimmed as confirmed.
+        let mut got = vec![];
+        for _ in 0..100 {
+            o.tick(&mut s, TickInput { slice: 3, ..BACK });
+            if let Some(front) = s.0.front() {
+                assert_eq!(front[0], 0x1e, "the front stays full");
+            }
+            let b = o.take_batch(2);
+            if b.is_empty() && !o.has_work() {
+                break;
+            }
+            o.confirmed(&b);
+            got.extend(b);
+        }
+        let want: Vec<Event> = (1..=20).map(ev).collect();
+        let got: Vec<Event> = got
+            .into_iter()
+            .map(|e| Event { list_copy: 0, ..e })
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn what_the_outbox_cannot_vouch_for_is_written_full() {
+        let (mut o, mut s) = (Outbox::new(1000, 4), MemoryList::default());
+        let spill = |o: &mut Outbox, s: &mut MemoryList, events: &[Event]| {
+            events.iter().for_each(|e| o.push(e.clone()));
+            o.tick(s, AWAY);
+        };
+        spill(&mut o, &mut s, &[ev(1), ev(2)]);
+        // A restart: the list is the previous run's, the new run writes full first.
+        let mut o = Outbox::new(1000, 4);
+        o.set_list_len(s.0.len() as u64);
+        spill(&mut o, &mut s, &[ev_of(8, 3), ev_of(8, 4)]);
+        // Items adopted from elsewhere: unknown again. So after a reconcile.
+        s.0.push_back(ev_of(9, 100).to_list_item());
+        o.list_appended(1);
+        spill(&mut o, &mut s, &[ev_of(8, 5), ev_of(8, 6)]);
+        assert_eq!(o.reconcile(s.0.len() as u64 + 1), 0);
+        s.0.push_back(b"0\nset\nby hand".to_vec());
+        spill(&mut o, &mut s, &[ev_of(8, 7)]);
+        // Another run's event at the back is full, and the next one of ours again.
+        spill(&mut o, &mut s, &[ev_of(2, 8), ev_of(8, 9)]);
+        assert_eq!(
+            marks(&s),
+            [0x1e, 0x1c, 0x1e, 0x1c, 0x1e, 0x1e, 0x1c, b'0', 0x1e, 0x1e, 0x1e]
+        );
+        let items: Vec<Vec<u8>> = s.0.iter().cloned().collect();
+        assert!(ListReader::read_after(&items, 0)
+            .take(7)
+            .all(|e| e.id.is_some()));
+    }
+
+    #[test]
+    fn a_spill_of_the_head_is_a_group_starting_full() {
+        let (mut o, mut s) = (Outbox::new(1000, 4), MemoryList::default());
+        (1..=3).for_each(|i| o.push(ev(i)));
+        let b = o.take_batch(3);
+        (4..=6).for_each(|i| o.push(ev(i)));
+        o.tick(&mut s, AWAY); // 4..=6 at the back
+        o.give_back(b);
+        o.tick(&mut s, AWAY); // 1..=3 at the front: a group of its own
+        assert_eq!(marks(&s), [0x1e, 0x1c, 0x1c, 0x1e, 0x1c, 0x1c]);
+        // Into an empty list, the group is the back too.
+        let (mut o, mut s) = (Outbox::new(1000, 4), MemoryList::default());
+        (1..=3).for_each(|i| o.push(ev(i)));
+        let b = o.take_batch(3);
+        o.give_back(b);
+        o.tick(&mut s, AWAY);
+        o.push(ev(4));
+        o.tick(&mut s, AWAY);
+        assert_eq!(marks(&s), [0x1e, 0x1c, 0x1c, 0x1c]);
+        assert_eq!(drain(&mut o, &mut s, BACK), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn encode_back_continues_the_back_as_a_spill_would() {
+        let (mut o, mut s) = (Outbox::new(1000, 4), MemoryList::default());
+        let (mut out, mut lens) = (vec![], vec![]);
+        let events: Vec<Event> = (1..=3).map(ev).collect();
+        // An empty list: the first is full.
+        o.encode_back(&events, &mut out, &mut lens);
+        s.push_back(&split(&out, &lens)).unwrap();
+        o.encoded_appended(3);
+        (4..=5).for_each(|i| o.push(ev(i)));
+        o.tick(&mut s, AWAY);
+        assert_eq!(marks(&s), [0x1e, 0x1c, 0x1c, 0x1c, 0x1c]);
+        assert_eq!(o.list_len(), 5);
+        // A failed write: the back is forgotten, the next item full.
+        let (mut out, mut lens) = (vec![], vec![]);
+        o.encode_back(&[ev(6)], &mut out, &mut lens);
+        o.forget_back();
+        out.clear();
+        lens.clear();
+        o.encode_back(&[ev(6)], &mut out, &mut lens);
+        assert_eq!((out[0], lens.len()), (0x1e, 1));
+        s.push_back(&split(&out, &lens)).unwrap();
+        o.encoded_appended(1);
+        assert_eq!(drain(&mut o, &mut s, BACK), [1, 2, 3, 4, 5, 6]);
+    }
+
     #[test]
     fn legacy_items_in_the_list_are_delivered_first() {
         let (mut o, mut s) = (Outbox::new(10, 4), MemoryList::default());
