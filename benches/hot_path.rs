@@ -64,9 +64,19 @@ fn encoding(c: &mut Criterion) {
     g.bench_function("from list item (refill)", |b| {
         b.iter(|| Event::from_list_item(black_box(&item)))
     });
+    // What a spill did per event before compact items: a full item into the spill's buffer.
+    let mut out = Vec::with_capacity(4096);
+    g.bench_function("full list item (spill, into the buffer)", |b| {
+        b.iter(|| {
+            if out.len() > 4000 {
+                out.clear();
+            }
+            black_box(&e).write_list_item(&mut out);
+        })
+    });
     // What a spill does per event: the next item of the list's back, compact 15 times in 16.
     let mut back = ListBack::default();
-    let mut out = Vec::with_capacity(4096);
+    out.clear();
     g.bench_function("compact list item (spill)", |b| {
         b.iter(|| {
             if out.len() > 4000 {
