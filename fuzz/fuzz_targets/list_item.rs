@@ -15,8 +15,12 @@ fn is_compact(item: &[u8]) -> bool {
 fn one_item(item: &[u8]) {
     let e = Event::from_list_item(item);
     assert_eq!(e.list_copy, 0);
-    // The body is what follows the envelope, or the whole item.
-    assert!(item.ends_with(&e.body), "the body is not the item's tail");
+    // The body (and the values after it) is what follows the envelope, or the whole item.
+    let data = e.data.as_ref().map_or(&[][..], |d| d.as_bytes());
+    assert!(
+        item.ends_with(&[&e.body[..], data].concat()),
+        "the body and values are not the item's tail"
+    );
     let encoded = e.to_list_item();
     assert!(encoded.len() <= e.list_item_len_max());
     match e.id {
