@@ -8,6 +8,7 @@ use std::hint::black_box;
 
 use key_evt_amqp::core::event::{self, Event, EventId, RunId};
 use key_evt_amqp::core::keymask::KeyMasks;
+use key_evt_amqp::core::list_item::{ListBack, ListReader};
 use key_evt_amqp::core::outbox::Outbox;
 
 const KEY: &[u8] = b"user:1234567:session:abcdef0123"; // 31 bytes, a typical key
@@ -62,6 +63,40 @@ fn encoding(c: &mut Criterion) {
     });
     g.bench_function("from list item (refill)", |b| {
         b.iter(|| Event::from_list_item(black_box(&item)))
+    });
+    // What a spill did per event before compact items: a full item into the spill's buffer.
+    let mut out = Vec::with_capacity(4096);
+    g.bench_function("full list item (spill, into the buffer)", |b| {
+        b.iter(|| {
+            if out.len() > 4000 {
+                out.clear();
+            }
+            black_box(&e).write_list_item(&mut out);
+        })
+    });
+    // What a spill does per event: the next item of the list's back, compact 15 times in 16.
+    let mut back = ListBack::default();
+    out.clear();
+    g.bench_function("compact list item (spill)", |b| {
+        b.iter(|| {
+            if out.len() > 4000 {
+                out.clear();
+            }
+            back.write(black_box(&e), &mut out);
+        })
+    });
+    // What a refill does per event: 16 items (a full one, 15 compact ones) read in sequence.
+    let mut back = ListBack::default();
+    let items: Vec<Vec<u8>> = (0..16)
+        .map(|_| {
+            let mut out = vec![];
+            back.write(&e, &mut out);
+            out
+        })
+        .collect();
+    g.throughput(Throughput::Elements(16));
+    g.bench_function("compact list items (refill, per 16)", |b| {
+        b.iter(|| ListReader::read_after(black_box(&items), 0).for_each(|e| drop(black_box(e))))
     });
     g.finish();
 }

@@ -92,7 +92,7 @@ const TARGETS: [Target; 17] = [
     at_most("black-holed broker: events lost", ("3_blackhole", "lost"), 0.0),
     at_least("backlog drain events/s", ("4_drain", "events_per_s"), 30_000.0),
     at_most("backlog drain: PING max ms (worst round)", ("4_drain", "ping_max_ms_worst"), 5.0),
-    at_most("fallback bytes per waiting event beyond the key space", ("5_memory", "fallback_bytes_per_event"), 60.0),
+    at_most("fallback bytes per waiting event beyond the key space", ("5_memory", "fallback_bytes_per_event"), 40.0),
     at_most("retained bytes per event after the drain", ("5_memory", "retained_bytes_per_event"), 0.0),
     at_most("retained bytes per event after a second outage's drain", ("5_memory", "retained_bytes_per_event_second_outage"), 0.0),
 ];

@@ -5,7 +5,6 @@ use std::fmt::Write;
 use smallvec::SmallVec;
 
 pub use crate::core::encoding::decimal;
-use crate::core::encoding::{put_varint, take_varint};
 use crate::core::value::Data;
 
 /// Bodies up to this many bytes are stored inside the [`Event`] (a database digit, an event
@@ -117,44 +116,7 @@ pub fn body(db: i64, event: &[u8], key: &[u8]) -> Body {
     }
 }
 
-/// First byte of an enveloped fallback item. Plain bodies (the old module's) start with a digit.
-const ENVELOPE_MARK: u8 = 0x1e;
-/// The same with the captured values of `payload value` after the body (whose length then
-/// comes first).
-const ENVELOPE_DATA_MARK: u8 = 0x1d;
-
 impl Event {
-    /// The fallback-list item: `0x1E, run_id (20 bytes), seq (LEB128), timestamp (LEB128), body`,
-    /// or with values `0x1D, run_id, seq, timestamp, body length (LEB128), body, data`.
-    /// Events without identity are stored as their plain body, as the old module did.
-    pub fn to_list_item(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.list_item_len_max());
-        self.write_list_item(&mut out);
-        out
-    }
-
-    /// Appends the fallback-list item to `out` (a spill encodes a whole slice into one buffer).
-    pub fn write_list_item(&self, out: &mut Vec<u8>) {
-        let data = self.data.as_deref().filter(|d| !d.is_empty());
-        if let Some(id) = self.id {
-            out.push(if data.is_some() {
-                ENVELOPE_DATA_MARK
-            } else {
-                ENVELOPE_MARK
-            });
-            out.extend_from_slice(&id.run_id.0);
-            put_varint(out, id.seq);
-            put_varint(out, u64::from(self.timestamp));
-            if let Some(data) = data {
-                put_varint(out, self.body.len() as u64);
-                out.extend_from_slice(&self.body);
-                out.extend_from_slice(data.as_bytes());
-                return;
-            }
-        }
-        out.extend_from_slice(&self.body);
-    }
-
     /// Bytes of memory the event takes beyond its own size: a body too long to be inline,
     /// and the captured values.
     pub fn heap_bytes(&self) -> usize {
@@ -164,55 +126,6 @@ impl Event {
             0
         };
         body + self.data.as_ref().map_or(0, |d| d.heap_bytes())
-    }
-
-    /// An upper bound of the list item's length (varints take at most 10 bytes).
-    pub fn list_item_len_max(&self) -> usize {
-        let envelope = if self.id.is_some() {
-            1 + 20 + 10 + 10 + 10
-        } else {
-            0
-        };
-        envelope + self.body.len() + self.data.as_ref().map_or(0, |d| d.as_bytes().len())
-    }
-
-    /// Reads a fallback-list item. Anything that is not a well-formed envelope is a plain body,
-    /// delivered as it is: an item is never thrown away for its format.
-    pub fn from_list_item(item: &[u8]) -> Event {
-        Self::parse_envelope(item).unwrap_or_else(|| Event {
-            id: None,
-            timestamp: 0,
-            body: Body::from_slice(item),
-            list_copy: 0,
-            data: None,
-        })
-    }
-
-    fn parse_envelope(item: &[u8]) -> Option<Event> {
-        let (&mark, rest) = item.split_first()?;
-        if mark != ENVELOPE_MARK && mark != ENVELOPE_DATA_MARK {
-            return None;
-        }
-        let run_id = RunId(rest.get(..20)?.try_into().ok()?);
-        let mut rest = rest.get(20..)?;
-        let seq = take_varint(&mut rest)?;
-        // Beyond 32 bits is not a time this module wrote: unknown.
-        let timestamp = u32::try_from(take_varint(&mut rest)?).unwrap_or(0);
-        let (body, data) = if mark == ENVELOPE_DATA_MARK {
-            let len = usize::try_from(take_varint(&mut rest)?).ok()?;
-            let body = rest.get(..len)?;
-            let data = rest.get(len..)?;
-            (body, Some(Box::new(Data::from_bytes(data.to_vec()))))
-        } else {
-            (rest, None)
-        };
-        Some(Event {
-            id: Some(EventId { run_id, seq }),
-            timestamp,
-            body: Body::from_slice(body),
-            list_copy: 0,
-            data,
-        })
     }
 }
 
@@ -242,21 +155,6 @@ mod tests {
         assert_eq!(
             e.message_id(),
             format!("{}-7", std::str::from_utf8(HEX).unwrap())
-        );
-    }
-
-    #[test]
-    fn legacy_items_are_plain_bodies() {
-        let e = Event::from_list_item(b"0\nset\nkey");
-        assert_eq!(
-            (e.id, e.timestamp, e.body.as_slice()),
-            (None, 0, &b"0\nset\nkey"[..])
-        );
-        assert_eq!(e.to_list_item(), b"0\nset\nkey");
-        // A truncated envelope is still delivered, as bytes.
-        assert_eq!(
-            &Event::from_list_item(&[ENVELOPE_MARK, 1, 2]).body[..],
-            [ENVELOPE_MARK, 1, 2]
         );
     }
 
@@ -293,27 +191,6 @@ mod tests {
             prop_assert_eq!(got.spilled(), expected.len() > INLINE_BODY, "inline when it fits");
             prop_assert_eq!(got.capacity(), expected.len().max(INLINE_BODY));
             prop_assert_eq!(&got[..], &expected[..]);
-        }
-
-        #[test]
-        fn envelope_round_trips(seq in any::<u64>(), ts in any::<u32>(), raw in any::<[u8; 20]>(),
-                                body in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let e = Event { id: Some(EventId { run_id: RunId(raw), seq }), timestamp: ts, body: body.into(), list_copy: 0, data: None };
-            prop_assert_eq!(Event::from_list_item(&e.to_list_item()), e);
-        }
-
-        #[test]
-        fn envelope_with_data_round_trips(seq in any::<u64>(), ts in any::<u32>(),
-                                          body in proptest::collection::vec(any::<u8>(), 0..64),
-                                          data in proptest::collection::vec(any::<u8>(), 1..64)) {
-            let e = Event { id: Some(EventId { run_id: RunId([7; 20]), seq }), timestamp: ts, body: body.into(),
-                            list_copy: 0, data: Some(Box::new(Data::from_bytes(data))) };
-            prop_assert_eq!(Event::from_list_item(&e.to_list_item()), e);
-        }
-
-        #[test]
-        fn any_item_decodes_without_panic(item in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let _ = Event::from_list_item(&item);
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod json;
 pub mod keymask;
 pub mod limits;
 pub mod link;
+pub mod list_item;
 pub mod memory_list;
 pub mod outbox;
 pub mod placement;

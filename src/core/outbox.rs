@@ -29,6 +29,7 @@
 use std::collections::VecDeque;
 
 use crate::core::event::Event;
+use crate::core::list_item::{ListBack, ListReader, REACH};
 use crate::core::policy::MEMORY_FULL_QUEUE;
 
 /// The fallback list, as the outbox needs it. Errors are messages for the log.
@@ -134,6 +135,9 @@ pub struct Outbox {
     /// Items the journal appended since the last tick: growth of the list that tick counts
     /// as its own (near maxmemory the list may not grow).
     journaled_since_tick: u64,
+    /// What the outbox can vouch for at the list's back, so that appended items may be
+    /// compact (see `core/list_item.rs`). Unknown whenever the list may have changed.
+    back: ListBack,
 }
 
 impl Outbox {
@@ -158,6 +162,7 @@ impl Outbox {
             away_since_ms: None,
             memory_full: false,
             journaled_since_tick: 0,
+            back: ListBack::default(),
         }
     }
 
@@ -213,8 +218,14 @@ impl Outbox {
         if self.mirrored == self.list_len {
             self.refill_next_bytes = None;
         }
-        let (bytes, lens) = encode(self.tail.iter());
-        store.push_back(&split(&bytes, &lens))?;
+        if self.list_len == 0 {
+            self.back.forget();
+        }
+        let (bytes, lens) = encode(self.tail.iter(), &mut self.back);
+        if let Err(e) = store.push_back(&split(&bytes, &lens)) {
+            self.back.forget();
+            return Err(e);
+        }
         self.tail.clear();
         self.tail_bytes = 0;
         self.list_len += n as u64;
@@ -326,16 +337,59 @@ impl Outbox {
     /// back). Copies in memory are no longer trusted to match the list.
     pub fn set_list_len(&mut self, len: u64) {
         self.list_len = len;
+        self.back.forget();
         self.forget_copies();
     }
 
     /// Items were appended to the list by someone else (a backlog adopted from another list):
     /// they come after everything already there.
     pub fn list_appended(&mut self, n: u64) {
+        self.back.forget();
+        self.appended(n);
+    }
+
+    fn appended(&mut self, n: u64) {
         if self.mirrored == self.list_len {
             self.refill_next_bytes = None;
         }
         self.list_len += n;
+    }
+
+    /// For a writer outside [`Outbox::tick`] (the journal, on the main thread, holding the
+    /// outbox's lock): encodes `events` as the next items of the list's back, appending them
+    /// to `out` and each item's length to `lens`, compact where they may be, exactly as a spill
+    /// at the back would. The back's state advances as if they were written; `list_len` does
+    /// not change. The caller then writes them at the back (RPUSH, in this order, before
+    /// anything else writes to the list) and says so with [`Outbox::encoded_appended`]; if the
+    /// write fails, it calls [`Outbox::forget_back`] (the back is no longer what the state says).
+    /// Allocates nothing beyond what `out` and `lens` need.
+    pub fn encode_back<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = &'a Event>,
+        out: &mut Vec<u8>,
+        lens: &mut Vec<usize>,
+    ) {
+        if self.list_len == 0 {
+            // Whatever is written first is the list's front: full.
+            self.back.forget();
+        }
+        for e in events {
+            let start = out.len();
+            self.back.write(e, out);
+            lens.push(out.len() - start);
+        }
+    }
+
+    /// `n` items that [`Outbox::encode_back`] encoded were appended to the list: counted,
+    /// keeping the back's state (unlike [`Outbox::list_appended`], for items from elsewhere).
+    pub fn encoded_appended(&mut self, n: u64) {
+        self.appended(n);
+    }
+
+    /// The list's back is no longer known (a write of encoded items failed): the next item
+    /// appended is written full.
+    pub fn forget_back(&mut self) {
+        self.back.forget();
     }
 
     /// The list is no longer ours (this node became a replica: its new master drains it).
@@ -353,6 +407,7 @@ impl Outbox {
         });
         self.head_bytes = self.head_bytes.saturating_sub(forgotten);
         self.list_len = 0;
+        self.back.forget();
         self.forget_copies();
     }
 
@@ -612,8 +667,15 @@ impl Outbox {
                 .min(input.slice.max(1))
                 .min(unread)
                 .min(by_bytes);
-            let items = store.peek(self.mirrored, want)?;
-            if items.len() < want {
+            // A compact item takes its run from a full item up to REACH items before it: read
+            // those too (no more than the list's front).
+            let skip = if want == 0 {
+                0
+            } else {
+                usize::try_from(self.mirrored.min(REACH)).unwrap_or(0)
+            };
+            let items = store.peek(self.mirrored - skip as u64, skip + want)?;
+            if items.len() < skip + want {
                 // Shorter than we thought: someone trimmed or deleted it. Trust Redis, and no
                 // longer the copies: removing "their" items could now delete others.
                 let len = store.len()?;
@@ -624,10 +686,10 @@ impl Outbox {
             let mut first = self.in_flight + self.head.len() == 0;
             let (mut kept, mut kept_bytes) = (0usize, 0usize);
             self.refill_next_bytes = None;
-            for item in &items {
+            for read in ListReader::read_after(&items, skip) {
                 let e = Event {
                     list_copy: epoch,
-                    ..Event::from_list_item(item)
+                    ..read
                 };
                 let bytes = event_bytes(&e);
                 if bytes > room_bytes && !first {
@@ -734,16 +796,29 @@ impl Outbox {
                 // The next item a refill reads is one of these.
                 self.refill_next_bytes = None;
             }
-            let (bytes, lens) = encode(self.tail.iter().take(from_tail));
-            store.push_back(&split(&bytes, &lens))?;
+            if self.list_len == 0 {
+                // The first item is the list's front: full.
+                self.back.forget();
+            }
+            let (bytes, lens) = encode(self.tail.iter().take(from_tail), &mut self.back);
+            if let Err(e) = store.push_back(&split(&bytes, &lens)) {
+                self.back.forget();
+                return Err(e);
+            }
             self.tail.drain(..from_tail);
             self.tail_bytes = self.tail_bytes.saturating_sub(tail_bytes);
             self.list_len += from_tail as u64;
         }
         if from_head > 0 {
             self.refill_next_bytes = None;
-            let (bytes, lens) = encode(self.head.range(start..));
+            // A group of its own, its first item full: it becomes the list's front.
+            let mut group = ListBack::default();
+            let (bytes, lens) = encode(self.head.range(start..), &mut group);
             store.push_front(&split(&bytes, &lens))?;
+            if self.list_len == 0 {
+                // The group is the whole list: its end is the back.
+                self.back = group;
+            }
             self.head.truncate(start);
             self.head_bytes = self.head_bytes.saturating_sub(head_bytes);
             self.list_len += from_head as u64;
@@ -802,15 +877,18 @@ impl Outbox {
     }
 }
 
-/// Encodes events as list items back to back in one buffer (one allocation per spill, not one
-/// per event); returns the buffer and each item's length.
-fn encode<'a>(events: impl Iterator<Item = &'a Event> + Clone) -> (Vec<u8>, Vec<usize>) {
+/// Encodes events as the list items that follow `back`, back to back in one buffer (one
+/// allocation per spill, not one per event); returns the buffer and each item's length.
+fn encode<'a>(
+    events: impl Iterator<Item = &'a Event> + Clone,
+    back: &mut ListBack,
+) -> (Vec<u8>, Vec<usize>) {
     let size = events.clone().map(Event::list_item_len_max).sum();
     let mut bytes = Vec::with_capacity(size);
     let lens = events
         .map(|e| {
             let start = bytes.len();
-            e.write_list_item(&mut bytes);
+            back.write(e, &mut bytes);
             bytes.len() - start
         })
         .collect();
@@ -865,6 +943,63 @@ mod tests {
         }
     }
 
+    /// The same event seen by another run of Redis (each restart is a new run).
+    fn ev_of(run: u8, seq: u64) -> Event {
+        Event {
+            id: Some(EventId {
+                run_id: RunId([run; 20]),
+                seq,
+            }),
+            ..ev(seq)
+        }
+    }
+
+    fn long_of(run: u8, seq: u64, len: usize) -> Event {
+        Event {
+            id: ev_of(run, seq).id,
+            ..long(seq, len)
+        }
+    }
+
+    /// The list as a reader from its front sees it: the front item is never compact, and
+    /// every item reads back as the event that was pushed (`sent`, by seq), id included.
+    fn check_list(
+        s: &MemoryList,
+        sent: &std::collections::HashMap<u64, Event>,
+    ) -> Result<(), TestCaseError> {
+        if let Some(front) = s.0.front() {
+            prop_assert!(
+                front[0] != 0x1c && front[0] != 0x1b,
+                "compact front {:?}",
+                front
+            );
+        }
+        let items: Vec<Vec<u8>> = s.0.iter().cloned().collect();
+        for e in ListReader::read_after(&items, 0) {
+            let id = e.id;
+            prop_assert!(id.is_some(), "an item lost its id: {:?}", e);
+            let seq = id.map_or(0, |id| id.seq);
+            prop_assert_eq!(Some(&e), sent.get(&seq));
+        }
+        Ok(())
+    }
+
+    /// Delivered events are the events pushed (ids included), copies or not.
+    fn check_delivered(
+        batch: &[Event],
+        sent: &std::collections::HashMap<u64, Event>,
+    ) -> Result<(), TestCaseError> {
+        for e in batch {
+            let e = Event {
+                list_copy: 0,
+                ..e.clone()
+            };
+            let seq = e.id.map(|id| id.seq);
+            prop_assert_eq!(Some(&e), seq.and_then(|q| sent.get(&q)));
+        }
+        Ok(())
+    }
+
     /// What the outbox holds, in bytes, counted afresh: in flight (`batches`), head and tail.
     fn bytes_held(o: &Outbox, batches: &VecDeque<Vec<Event>>) -> usize {
         sum_bytes(batches.iter().flatten().chain(&o.head).chain(&o.tail))
@@ -894,6 +1029,16 @@ mod tests {
         input: TickInput,
         dropped: &mut u64,
     ) -> Vec<u64> {
+        seqs(&drain_events(o, s, input, dropped))
+    }
+
+    /// [`drain_counting`]'s events, as the publisher got them.
+    fn drain_events(
+        o: &mut Outbox,
+        s: &mut MemoryList,
+        input: TickInput,
+        dropped: &mut u64,
+    ) -> Vec<Event> {
         let mut out = vec![];
         for _ in 0..10_000 {
             *dropped += o.tick(s, input).dropped;
@@ -902,7 +1047,7 @@ mod tests {
                 break;
             }
             o.confirmed(&b);
-            out.extend(seqs(&b));
+            out.extend(b);
         }
         out
     }
@@ -1020,12 +1165,15 @@ mod tests {
         o.tick(&mut s, AWAY);
         o.tick(&mut s, BACK); // copies of 1..=4
         let b = o.take_batch(1);
-        s.0.drain(..5); // someone trims the list to [6]
+        s.0.drain(..5); // someone trims the list to [6] (LTRIM by hand)
         o.tick(&mut s, BACK); // finds the list shorter than its copies
         o.confirmed(&b); // a stale copy: must not remove 6
         o.tick(&mut s, BACK);
         assert_eq!(s.0.len(), 1);
-        assert!(drain(&mut o, &mut s, BACK).contains(&6));
+        let rest = drain_events(&mut o, &mut s, BACK, &mut 0);
+        // Cut from the full item before it, 6 (compact) is still delivered, without its id.
+        let six = rest.iter().find(|e| &e.body[..] == b"0\nset\nk6").unwrap();
+        assert_eq!(six.id, None);
     }
 
     #[test]
@@ -1194,6 +1342,123 @@ mod tests {
         old.hand_over(&mut new);
         assert_eq!(old.memory_len(), 0);
         assert_eq!(drain(&mut new, &mut s, BACK), [1, 2, 3, 4]);
+    }
+
+    fn marks(s: &MemoryList) -> Vec<u8> {
+        s.0.iter().map(|i| i[0]).collect()
+    }
+
+    #[test]
+    fn spills_write_compact_items_and_refills_read_them_back_with_their_ids() {
+        let (mut o, mut s) = (Outbox::new(1000, 4), MemoryList::default());
+        (1..=20).for_each(|i| o.push(ev(i)));
+        o.tick(&mut s, TickInput { slice: 7, ..AWAY });
+        o.tick(&mut s, TickInput { slice: 7, ..AWAY });
+        o.tick(&mut s, TickInput { slice: 7, ..AWAY });
+        // One full item, 15 compact ones, then full again: three spills, one back.
+        let expected: Vec<u8> = (0..20)
+            .map(|i| if i % 16 == 0 { 0x1e } else { 0x1c })
+            .collect();
+        assert_eq!(marks(&s), expected);
+        // Refilled 3 at a time (each refill from the middle of the list), trimmed as confirmed.
+        let mut got = vec![];
+        for _ in 0..100 {
+            o.tick(&mut s, TickInput { slice: 3, ..BACK });
+            if let Some(front) = s.0.front() {
+                assert_eq!(front[0], 0x1e, "the front stays full");
+            }
+            let b = o.take_batch(2);
+            if b.is_empty() && !o.has_work() {
+                break;
+            }
+            o.confirmed(&b);
+            got.extend(b);
+        }
+        let want: Vec<Event> = (1..=20).map(ev).collect();
+        let got: Vec<Event> = got
+            .into_iter()
+            .map(|e| Event { list_copy: 0, ..e })
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn what_the_outbox_cannot_vouch_for_is_written_full() {
+        let (mut o, mut s) = (Outbox::new(1000, 4), MemoryList::default());
+        let spill = |o: &mut Outbox, s: &mut MemoryList, events: &[Event]| {
+            events.iter().for_each(|e| o.push(e.clone()));
+            o.tick(s, AWAY);
+        };
+        spill(&mut o, &mut s, &[ev(1), ev(2)]);
+        // A restart: the list is the previous run's, the new run writes full first.
+        let mut o = Outbox::new(1000, 4);
+        o.set_list_len(s.0.len() as u64);
+        spill(&mut o, &mut s, &[ev_of(8, 3), ev_of(8, 4)]);
+        // Items adopted from elsewhere: unknown again. So after a reconcile.
+        s.0.push_back(ev_of(9, 100).to_list_item());
+        o.list_appended(1);
+        spill(&mut o, &mut s, &[ev_of(8, 5), ev_of(8, 6)]);
+        assert_eq!(o.reconcile(s.0.len() as u64 + 1), 0);
+        s.0.push_back(b"0\nset\nby hand".to_vec());
+        spill(&mut o, &mut s, &[ev_of(8, 7)]);
+        // Another run's event at the back is full, and the next one of ours again.
+        spill(&mut o, &mut s, &[ev_of(2, 8), ev_of(8, 9)]);
+        assert_eq!(
+            marks(&s),
+            [0x1e, 0x1c, 0x1e, 0x1c, 0x1e, 0x1e, 0x1c, b'0', 0x1e, 0x1e, 0x1e]
+        );
+        let items: Vec<Vec<u8>> = s.0.iter().cloned().collect();
+        assert!(ListReader::read_after(&items, 0)
+            .take(7)
+            .all(|e| e.id.is_some()));
+    }
+
+    #[test]
+    fn a_spill_of_the_head_is_a_group_starting_full() {
+        let (mut o, mut s) = (Outbox::new(1000, 4), MemoryList::default());
+        (1..=3).for_each(|i| o.push(ev(i)));
+        let b = o.take_batch(3);
+        (4..=6).for_each(|i| o.push(ev(i)));
+        o.tick(&mut s, AWAY); // 4..=6 at the back
+        o.give_back(b);
+        o.tick(&mut s, AWAY); // 1..=3 at the front: a group of its own
+        assert_eq!(marks(&s), [0x1e, 0x1c, 0x1c, 0x1e, 0x1c, 0x1c]);
+        // Into an empty list, the group is the back too.
+        let (mut o, mut s) = (Outbox::new(1000, 4), MemoryList::default());
+        (1..=3).for_each(|i| o.push(ev(i)));
+        let b = o.take_batch(3);
+        o.give_back(b);
+        o.tick(&mut s, AWAY);
+        o.push(ev(4));
+        o.tick(&mut s, AWAY);
+        assert_eq!(marks(&s), [0x1e, 0x1c, 0x1c, 0x1c]);
+        assert_eq!(drain(&mut o, &mut s, BACK), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn encode_back_continues_the_back_as_a_spill_would() {
+        let (mut o, mut s) = (Outbox::new(1000, 4), MemoryList::default());
+        let (mut out, mut lens) = (vec![], vec![]);
+        let events: Vec<Event> = (1..=3).map(ev).collect();
+        // An empty list: the first is full.
+        o.encode_back(&events, &mut out, &mut lens);
+        s.push_back(&split(&out, &lens)).unwrap();
+        o.encoded_appended(3);
+        (4..=5).for_each(|i| o.push(ev(i)));
+        o.tick(&mut s, AWAY);
+        assert_eq!(marks(&s), [0x1e, 0x1c, 0x1c, 0x1c, 0x1c]);
+        assert_eq!(o.list_len(), 5);
+        // A failed write: the back is forgotten, the next item full.
+        let (mut out, mut lens) = (vec![], vec![]);
+        o.encode_back(&[ev(6)], &mut out, &mut lens);
+        o.forget_back();
+        out.clear();
+        lens.clear();
+        o.encode_back(&[ev(6)], &mut out, &mut lens);
+        assert_eq!((out[0], lens.len()), (0x1e, 1));
+        s.push_back(&split(&out, &lens)).unwrap();
+        o.encoded_appended(1);
+        assert_eq!(drain(&mut o, &mut s, BACK), [1, 2, 3, 4, 5, 6]);
     }
 
     #[test]
@@ -1602,14 +1867,18 @@ mod tests {
             let mut durable = std::collections::HashSet::new();
             let mut lost = std::collections::HashSet::new();
             let in_store = |s: &MemoryList| -> std::collections::HashSet<u64> {
-                s.0.iter().filter_map(|i| Event::from_list_item(i).id).map(|id| id.seq).collect()
+                let items: Vec<Vec<u8>> = s.0.iter().cloned().collect();
+                ListReader::read_after(&items, 0).filter_map(|e| e.id).map(|id| id.seq).collect()
             };
+            // A crash is a restart: the events after it are another run's.
+            let mut run = 1u8;
+            let mut sent = std::collections::HashMap::new();
             for op in ops {
                 match op {
-                    Op::Push(n) => for _ in 0..n { o.push(ev(next)); next += 1; },
-                    Op::PushLong(n) => { o.push(long(next, 16 * n as usize)); next += 1; }
+                    Op::Push(n) => for _ in 0..n { sent.insert(next, ev_of(run, next)); o.push(ev_of(run, next)); next += 1; },
+                    Op::PushLong(n) => { sent.insert(next, long_of(run, next, 16 * n as usize)); o.push(long_of(run, next, 16 * n as usize)); next += 1; }
                     Op::Take(n) => { let b = o.take_batch(n as usize); if !b.is_empty() { batches.push_back(b); } }
-                    Op::Confirm => if let Some(b) = batches.pop_front() { o.confirmed(&b); delivered.extend(seqs(&b)); },
+                    Op::Confirm => if let Some(b) = batches.pop_front() { check_delivered(&b, &sent)?; o.confirmed(&b); delivered.extend(seqs(&b)); },
                     Op::Fail => while let Some(b) = batches.pop_back() { o.give_back(b); },
                     Op::Tick { broker, slice } => {
                         now += 1;
@@ -1631,11 +1900,13 @@ mod tests {
                             }
                         }
                         batches.clear();
+                        run = run.wrapping_add(1);
                         o = new_outbox();
                         o.set_list_len(s.0.len() as u64);
                     }
                 }
                 prop_assert_eq!(o.memory_bytes(), bytes_held(&o, &batches));
+                check_list(&s, &sent)?;
                 let stored = in_store(&s);
                 for seq in &durable {
                     prop_assert!(stored.contains(seq) || delivered.contains(seq), "event {} left the list unconfirmed", seq);
@@ -1643,7 +1914,9 @@ mod tests {
                 durable.extend(stored);
             }
             while let Some(b) = batches.pop_back() { o.give_back(b); }
-            delivered.extend(drain(&mut o, &mut s, TickInput { broker: Broker::Ready, fallback_size: 0, slice: 5, now_ms: now }));
+            let last = drain_events(&mut o, &mut s, TickInput { broker: Broker::Ready, fallback_size: 0, slice: 5, now_ms: now }, &mut 0);
+            check_delivered(&last, &sent)?;
+            delivered.extend(seqs(&last));
             let mut seen = std::collections::HashSet::new();
             let firsts: Vec<u64> = delivered.iter().copied().filter(|q| seen.insert(*q)).collect();
             prop_assert!(firsts.windows(2).all(|w| w[0] < w[1]), "out of order: {:?}", firsts);
@@ -1665,12 +1938,15 @@ mod tests {
             let (mut next, mut dropped, mut now) = (1u64, 0u64, 0u64);
             let mut batches: VecDeque<Vec<Event>> = VecDeque::new();
             let mut delivered: Vec<u64> = vec![];
+            // Runs change every 10 events (a list that holds several runs' events).
+            let run_of = |seq: u64| (seq / 10 % 3) as u8 + 1;
+            let mut sent = std::collections::HashMap::new();
             for op in ops {
                 match op {
-                    Op::Push(n) => for _ in 0..n { o.push(ev(next)); next += 1; },
-                    Op::PushLong(n) => { o.push(long(next, 16 * n as usize)); next += 1; }
+                    Op::Push(n) => for _ in 0..n { sent.insert(next, ev_of(run_of(next), next)); o.push(ev_of(run_of(next), next)); next += 1; },
+                    Op::PushLong(n) => { let e = long_of(run_of(next), next, 16 * n as usize); sent.insert(next, e.clone()); o.push(e); next += 1; }
                     Op::Take(n) => { let b = o.take_batch(n as usize); if !b.is_empty() { batches.push_back(b); } }
-                    Op::Confirm => if let Some(b) = batches.pop_front() { o.confirmed(&b); delivered.extend(seqs(&b)); },
+                    Op::Confirm => if let Some(b) = batches.pop_front() { check_delivered(&b, &sent)?; o.confirmed(&b); delivered.extend(seqs(&b)); },
                     // A failure loses every batch in flight; they come back oldest first.
                     Op::Fail => while let Some(b) = batches.pop_back() { o.give_back(b); },
                     Op::Crash => unreachable!("not generated here"),
@@ -1693,10 +1969,13 @@ mod tests {
                 }
                 prop_assert_eq!(o.memory_bytes(), bytes_held(&o, &batches));
                 prop_assert_eq!(o.list_len(), s.0.len() as u64);
+                check_list(&s, &sent)?;
             }
             while let Some(b) = batches.pop_back() { o.give_back(b); }
             let last = TickInput { broker: Broker::Ready, fallback_size: fallback, slice: 5, now_ms: now };
-            delivered.extend(drain_counting(&mut o, &mut s, last, &mut dropped));
+            let last = drain_events(&mut o, &mut s, last, &mut dropped);
+            check_delivered(&last, &sent)?;
+            delivered.extend(seqs(&last));
             let mut seen = std::collections::HashSet::new();
             let firsts: Vec<u64> = delivered.iter().copied().filter(|q| seen.insert(*q)).collect();
             prop_assert!(firsts.windows(2).all(|w| w[0] < w[1]), "out of order: {:?}", firsts);

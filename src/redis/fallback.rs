@@ -13,6 +13,7 @@ use redis_module::{
 
 use crate::core::cluster;
 use crate::core::escape::escape;
+use crate::core::list_item::{full_form_of_last, trim_window_start, REACH};
 use crate::core::outbox::ListStore;
 use crate::core::placement::{Keyspace, DEFAULT_KEY};
 
@@ -56,6 +57,29 @@ impl<'a> RedisList<'a> {
         self.call(cmd, &args).map(|_| ())
     }
 
+    /// `LRANGE key first last` (Redis's indices, negative from the back).
+    fn range(&self, first: &str, last: &str) -> Result<Vec<Vec<u8>>, String> {
+        match self.call("LRANGE", &[self.key, first.as_bytes(), last.as_bytes()])? {
+            CallReply::Array(items) => Ok(items
+                .iter()
+                .filter_map(|item| match item {
+                    Ok(CallReply::String(s)) => Some(s.as_bytes().to_vec()),
+                    _ => None,
+                })
+                .collect()),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// After a trim of the front: writes the new front's full form over it, when it was
+    /// compact (`core/list_item.rs`: the front item is never compact).
+    fn make_front(&self, full: Option<Vec<u8>>) -> Result<(), String> {
+        match full {
+            Some(full) => self.call("LSET", &[self.key, b"0", &full]).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
     pub fn delete(&self) -> Result<(), String> {
         self.call("DEL", &[self.key]).map(|_| ())
     }
@@ -83,22 +107,22 @@ impl ListStore for RedisList<'_> {
             return Ok(Vec::new());
         }
         let (first, last) = (start.to_string(), (start + n as u64 - 1).to_string());
-        match self.call("LRANGE", &[self.key, first.as_bytes(), last.as_bytes()])? {
-            CallReply::Array(items) => Ok(items
-                .iter()
-                .filter_map(|item| match item {
-                    Ok(CallReply::String(s)) => Some(s.as_bytes().to_vec()),
-                    _ => None,
-                })
-                .collect()),
-            _ => Ok(Vec::new()),
-        }
+        self.range(&first, &last)
     }
 
     fn remove_front(&mut self, n: u64) -> Result<(), String> {
+        if n == 0 {
+            return Ok(());
+        }
+        // The new front (index n) and the items its run may come from.
+        let first = trim_window_start(n);
+        let window = self.range(&first.to_string(), &n.to_string())?;
+        let full = (window.len() as u64 == n - first + 1)
+            .then(|| full_form_of_last(&window))
+            .flatten();
         let start = n.to_string();
-        self.call("LTRIM", &[self.key, start.as_bytes(), b"-1"])
-            .map(|_| ())
+        self.call("LTRIM", &[self.key, start.as_bytes(), b"-1"])?;
+        self.make_front(full)
     }
 
     fn keep_back(&mut self, n: u64) -> Result<(), String> {
@@ -106,9 +130,14 @@ impl ListStore for RedisList<'_> {
             // `LTRIM key -0 -1` would keep everything.
             return self.delete();
         }
+        // The new front (index -n) and the items before it, if the list is longer than n
+        // (otherwise the range is empty, or ends at the front, which is full).
+        let first = format!("-{}", n.saturating_add(REACH));
+        let window = self.range(&first, &format!("-{n}"))?;
+        let full = full_form_of_last(&window);
         let start = format!("-{n}");
-        self.call("LTRIM", &[self.key, start.as_bytes(), b"-1"])
-            .map(|_| ())
+        self.call("LTRIM", &[self.key, start.as_bytes(), b"-1"])?;
+        self.make_front(full)
     }
 
     fn len(&mut self) -> Result<u64, String> {

@@ -106,12 +106,26 @@ impl Module {
                 let (bytes, lens) = &mut *buf;
                 bytes.clear();
                 lens.clear();
-                for e in pending {
-                    let start = bytes.len();
-                    e.write_list_item(bytes);
-                    lens.push(bytes.len() - start);
+                // Compact items need what the outbox knows of the list's back; held through
+                // the write, so that nothing else writes the back meanwhile. If the publisher
+                // holds the outbox right now, full items (always readable) and no wait.
+                let mut outbox = self.shared.outbox.try_lock();
+                match outbox.as_mut() {
+                    Some(o) => o.encode_back(pending, bytes, lens),
+                    None => {
+                        for e in pending {
+                            let start = bytes.len();
+                            e.write_list_item(bytes);
+                            lens.push(bytes.len() - start);
+                        }
+                    }
                 }
-                in_db(ctx, HOME_DB, || push_items(ctx, key, bytes, lens)).and_then(|r| r)
+                let pushed =
+                    in_db(ctx, HOME_DB, || push_items(ctx, key, bytes, lens)).and_then(|r| r);
+                if let (Err(_), Some(o)) = (&pushed, outbox.as_mut()) {
+                    o.forget_back();
+                }
+                pushed
             }
             // A cluster node that serves no slot yet has no list: its events wait in memory.
             None => Err("no slot to keep the journal in yet".into()),

@@ -150,6 +150,91 @@ fn a_backlog_survives_a_crash_through_the_aof() {
     assert_eq!(n.server.module_info("connection"), "connected");
 }
 
+/// The fallback list's items, front to back.
+fn list_items(server: &RedisServer) -> Vec<Vec<u8>> {
+    redis::cmd("LRANGE")
+        .arg(testkit::FALLBACK)
+        .arg(0)
+        .arg(-1)
+        .query(&mut server.client())
+        .expect("LRANGE of the fallback list")
+}
+
+/// How many items start with each mark: (full 0x1E, compact 0x1C).
+fn marks(items: &[Vec<u8>]) -> (usize, usize) {
+    let count = |mark| items.iter().filter(|i| i.first() == Some(&mark)).count();
+    (count(0x1e), count(0x1c))
+}
+
+/// a'. The backlog is written compactly (one item in 16 carries the run id, issue 17): from
+/// the AOF after a crash it is the previous run's list, and the new run's events follow it.
+/// Delivered through a small memory queue (refills from the middle of the list, trims at any
+/// position), every event keeps its own `message_id`, in order: the first run's, then the
+/// second's.
+#[test]
+fn a_compact_backlog_keeps_every_identity_across_a_restart() {
+    const M: usize = 40;
+    let mut n = node(
+        "durability-compact-",
+        Mode::Refuse,
+        &[
+            ("appendonly", "yes"),
+            ("appendfsync", "always"),
+            ("key_evt_amqp.queue_capacity", "7"),
+        ],
+    );
+    let first_run_id = n.server.run_id();
+    set_keys(&n.server, 0..N);
+    wait_list_len(&n.server, N as i64, "before the crash");
+    let items = list_items(&n.server);
+    let (full, compact) = marks(&items);
+    assert_eq!(items[0][0], 0x1e, "the front item is full");
+    assert_eq!(full + compact, N, "every item is the module's");
+    assert!(full <= N / 8, "{full} full items of {N}: not compact");
+
+    n.server.kill9();
+    n.server.restart();
+    let second_run_id = n.server.run_id();
+    assert_ne!(first_run_id, second_run_id);
+    set_keys(&n.server, N..N + M);
+    wait_list_len(&n.server, (N + M) as i64, "after the restart");
+    let items = list_items(&n.server);
+    assert_eq!(
+        (items[N][0], &items[N][1..21]),
+        (0x1e, &hex_bytes(&second_run_id)[..]),
+        "the new run starts with a full item of its own"
+    );
+    assert_eq!(marks(&items[N + 1..]).1, M - 1 - (M - 1) / 16);
+
+    n.proxy().heal();
+    let got = receive_exactly(&mut n.consumer, N + M, DELIVERY_WAIT);
+    let keys: Vec<String> = got.iter().map(key_of).collect();
+    let expected: Vec<String> = (0..N + M).map(|i| format!("key:{i}")).collect();
+    assert_eq!(keys, expected, "every event once, in the original order");
+    let ids: Vec<(String, u64)> = got.iter().map(Message::identity).collect();
+    let expected_ids: Vec<(String, u64)> = (1..=N as u64)
+        .map(|s| (first_run_id.clone(), s))
+        .chain((1..=M as u64).map(|s| (second_run_id.clone(), s)))
+        .collect();
+    assert_eq!(ids, expected_ids, "each event keeps its message_id");
+    assert!(
+        n.server.module_info_u64("events_refilled") >= ((N + M) / 7) as u64,
+        "drained through the small queue"
+    );
+    assert!(
+        wait_until(SPILL_WAIT, || !fallback_exists(&mut n.server.client())),
+        "the list is gone after delivery; it holds {}",
+        fallback_len(&mut n.server.client())
+    );
+}
+
+/// The 20 bytes of a run id's 40 hex digits.
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex digits"))
+        .collect()
+}
+
 /// Master and replica, both with the module, both pointed at the master node's proxy (in
 /// `mode`), the consumer on the master node. The master gets `repl-diskless-sync-delay 0` so
 /// the initial sync starts at once.
