@@ -30,7 +30,7 @@ use std::collections::VecDeque;
 
 use crate::core::event::Event;
 use crate::core::list_item::{ListBack, ListReader, REACH};
-use crate::core::policy::MEMORY_FULL_QUEUE;
+use crate::core::policy::{MEMORY_FULL_QUEUE, TRIM_MIN};
 
 /// The fallback list, as the outbox needs it. Errors are messages for the log.
 #[allow(clippy::len_without_is_empty)] // `len` asks Redis; callers need the number.
@@ -135,6 +135,10 @@ pub struct Outbox {
     /// Items the journal appended since the last tick: growth of the list that tick counts
     /// as its own (near maxmemory the list may not grow).
     journaled_since_tick: u64,
+    /// How long confirmed items may wait to be trimmed together, and since when the first of
+    /// those waiting has (set by the tick that first sees it).
+    trim_delay_ms: u64,
+    trim_waits_since_ms: Option<u64>,
     /// What the outbox can vouch for at the list's back, so that appended items may be
     /// compact (see `core/list_item.rs`). Unknown whenever the list may have changed.
     back: ListBack,
@@ -162,12 +166,20 @@ impl Outbox {
             away_since_ms: None,
             memory_full: false,
             journaled_since_tick: 0,
+            trim_delay_ms: 0,
+            trim_waits_since_ms: None,
             back: ListBack::default(),
         }
     }
 
     pub fn set_spill_delay(&mut self, delay: std::time::Duration) {
         self.spill_delay_ms = delay.as_millis().try_into().unwrap_or(u64::MAX);
+    }
+
+    /// Confirmed items wait up to this long to leave the list together (see [`TRIM_MIN`]).
+    /// 0 (the default): at the next step.
+    pub fn set_trim_delay(&mut self, delay: std::time::Duration) {
+        self.trim_delay_ms = delay.as_millis().try_into().unwrap_or(u64::MAX);
     }
 
     /// Adds a new event (the keyspace callback). Never fails and never blocks: a queue over
@@ -484,7 +496,7 @@ impl Outbox {
             self.away_since_ms = None;
         }
         let result = self
-            .remove_confirmed(store, &mut report)
+            .remove_confirmed(store, input.now_ms, &mut report)
             .and_then(|()| self.spill_or_refill(store, input, &mut report));
         if let Err(e) =
             result.and_then(|()| self.enforce_cap(store, input, list_before, &mut report))
@@ -537,7 +549,7 @@ impl Outbox {
                 || self.away_spill_due(broker, now_ms));
         let cap = self.over_cap(fallback_size)
             || self.list_over_cap(fallback_size) && self.ready_copies() > 0;
-        spill || self.to_remove > 0 || cap || self.refill_wanted(broker, fallback_size)
+        spill || self.trim_due(now_ms) || cap || self.refill_wanted(broker, fallback_size)
     }
 
     /// Only for a broker taking events: there is no point in reading ahead for one that may be
@@ -619,12 +631,28 @@ impl Outbox {
         self.refill_next_bytes = None;
     }
 
+    /// Confirmed copies are to be removed from the list now: enough of them, or the first has
+    /// waited long enough (see [`TRIM_MIN`]). Before a tick has seen them wait, a tick is
+    /// wanted to start the wait.
+    fn trim_due(&self, now_ms: u64) -> bool {
+        self.to_remove > 0
+            && (self.to_remove >= TRIM_MIN
+                || self.trim_waits_since_ms.is_none_or(|t| {
+                    now_ms.saturating_sub(t) >= self.trim_delay_ms
+                }))
+    }
+
     fn remove_confirmed(
         &mut self,
         store: &mut impl ListStore,
+        now_ms: u64,
         report: &mut TickReport,
     ) -> Result<(), String> {
         if self.to_remove > 0 {
+            self.trim_waits_since_ms.get_or_insert(now_ms);
+        }
+        if self.trim_due(now_ms) {
+            self.trim_waits_since_ms = None;
             // Only remove what we know is there: a list changed behind our back (LLEN is O(1))
             // invalidates the copies, and the confirmed ones are simply sent again later.
             let len = store.len()?;

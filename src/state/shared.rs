@@ -12,7 +12,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::core::broker_options::{BrokerOptions, TlsOptions};
 use crate::core::outbox::Outbox;
-use crate::core::policy::{REFILL_BELOW, SPILL_DELAY};
+use crate::core::policy::{REFILL_BELOW, SPILL_DELAY, TRIM_DELAY};
 use crate::core::settings::Settings;
 use crate::core::uri::Endpoint;
 use crate::state::log::Log;
@@ -48,6 +48,7 @@ impl Shared {
     pub fn new(settings: Settings, queue_capacity: usize, log: Log) -> Shared {
         let mut outbox = Outbox::new(queue_capacity, REFILL_BELOW);
         outbox.set_spill_delay(SPILL_DELAY);
+        outbox.set_trim_delay(TRIM_DELAY);
         Shared {
             log,
             outbox: Mutex::new(outbox),
