@@ -637,9 +637,9 @@ impl Outbox {
     fn trim_due(&self, now_ms: u64) -> bool {
         self.to_remove > 0
             && (self.to_remove >= TRIM_MIN
-                || self.trim_waits_since_ms.is_none_or(|t| {
-                    now_ms.saturating_sub(t) >= self.trim_delay_ms
-                }))
+                || self
+                    .trim_waits_since_ms
+                    .is_none_or(|t| now_ms.saturating_sub(t) >= self.trim_delay_ms))
     }
 
     fn remove_confirmed(

@@ -7,12 +7,12 @@
 //! One job per execution unit writes every event the unit raised, with one list write and one
 //! replicated `RPUSH`. The write uses the key API (`RedisModule_ListPush`) and
 //! `RedisModule_Replicate` rather than `RedisModule_Call`: no command dispatch, no keyspace
-//! event of our own to filter out (measured in the note of issue 17).
+//! event of our own to filter out (what each part costs: docs/profiles/README.md).
 //!
-//! The step switches modes (`sync_durability`), so that the callbacks never journal an event
-//! behind one that still waits in memory: switching on first appends what memory holds to the
-//! list. Events the step itself raises (snapshot slices) and any no job took are written there
-//! too, after the fact.
+//! The callbacks never journal an event behind one that still waits in memory: switching on
+//! happens at once only when nothing waits there (`journal_from_now`), else in the step, which
+//! first appends what memory holds to the list (`sync_durability`). Events the step itself
+//! raises (snapshot slices) and any no job took are written there too, after the fact.
 
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -26,13 +26,13 @@ use crate::core::journal::Durability;
 use crate::core::limits::Throttle;
 use crate::core::outbox::Outbox;
 use crate::core::policy::SUMMARY_EVERY;
-use crate::redis::fallback::OwnWrites;
-use crate::redis::fallback::{in_db, RedisList};
+use crate::redis::fallback::{in_db, OwnWrites, RedisList};
 use crate::redis::log;
 use crate::redis::runtime::{self, Module};
 use crate::state::stats::Stats;
 
-/// The callbacks journal their events (main thread; only the step changes it).
+/// The callbacks journal their events (main thread: the step, CONFIG SET and a promotion
+/// change it).
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// A job is scheduled for the current execution unit.
 static JOB_SCHEDULED: AtomicBool = AtomicBool::new(false);
