@@ -548,7 +548,7 @@ impl Outbox {
                 || away_wait_to_start
                 || self.away_spill_due(broker, now_ms));
         let cap = self.over_cap(fallback_size)
-            || self.list_over_cap(fallback_size) && self.ready_copies() > 0;
+            || self.list_over_cap(fallback_size) && self.has_ready_copies();
         spill || self.trim_due(now_ms) || cap || self.refill_wanted(broker, fallback_size)
     }
 
@@ -611,13 +611,10 @@ impl Outbox {
         self.mirrored == 0 && self.list_over_cap(fallback_size)
     }
 
-    /// Copies of list items waiting in memory (not in flight): always the head's last events.
-    fn ready_copies(&self) -> usize {
-        self.head
-            .iter()
-            .rev()
-            .take_while(|e| self.is_copy(e))
-            .count()
+    /// Copies of list items wait in memory (not in flight): they are always the head's last
+    /// events, so the last one tells (no walk over the head at every step).
+    fn has_ready_copies(&self) -> bool {
+        self.head.back().is_some_and(|e| self.is_copy(e))
     }
 
     /// Forgets the copies waiting in memory: their items stay in the list.

@@ -52,6 +52,26 @@ fn expect_each_once(consumer: &mut Consumer, expected: &[String]) -> Vec<Message
     got
 }
 
+/// Of 600 keys that cover every master, those `master` owns.
+fn keys_owned_by(cluster: &Cluster, master: &RedisServer) -> Vec<String> {
+    Cluster::keys_covering_all_masters(600)
+        .into_iter()
+        .filter(|k| cluster.node_for_key(k.as_bytes()).port() == master.port())
+        .collect()
+}
+
+/// Kills node `victim` with SIGKILL and waits until node `replica` has taken over; returns it.
+fn kill_and_wait_takeover(cluster: &mut Cluster, victim: usize, replica: usize) -> &RedisServer {
+    cluster.node_mut(victim).kill9();
+    let replica = cluster.node(replica);
+    assert!(
+        cluster.wait_master(replica, WAIT),
+        "the replica takes over:\n{}",
+        cluster.describe()
+    );
+    replica
+}
+
 #[test]
 fn every_event_is_published_once_by_the_master_that_owns_it() {
     let rk = unique_routing_key("cluster-");
@@ -190,10 +210,7 @@ fn a_killed_masters_backlog_is_drained_by_its_promoted_replica() {
     let victim_index = cluster.index_of(victim);
     let victim_id = victim.run_id();
     let replica_index = cluster.index_of(cluster.replica_of(victim));
-    let keys: Vec<String> = Cluster::keys_covering_all_masters(600)
-        .into_iter()
-        .filter(|k| cluster.node_for_key(k.as_bytes()).port() == victim.port())
-        .collect();
+    let keys = keys_owned_by(&cluster, victim);
     for k in &keys {
         cluster.set(k);
     }
@@ -238,13 +255,7 @@ fn a_killed_masters_backlog_is_drained_by_its_promoted_replica() {
         "redis-cli --cluster check stays clean with lists waiting:\n{check}"
     );
 
-    cluster.node_mut(victim_index).kill9();
-    let replica = cluster.node(replica_index);
-    assert!(
-        cluster.wait_master(replica, WAIT),
-        "the replica takes over:\n{}",
-        cluster.describe()
-    );
+    let replica = kill_and_wait_takeover(&mut cluster, victim_index, replica_index);
     proxy.set_mode(Mode::Pass);
     let got = expect_each_once(&mut consumer, &keys);
     assert!(
@@ -389,10 +400,7 @@ fn a_journaling_master_killed_at_once_loses_nothing() {
     let victim_index = cluster.index_of(victim);
     let victim_id = victim.run_id();
     let replica_index = cluster.index_of(cluster.replica_of(victim));
-    let keys: Vec<String> = Cluster::keys_covering_all_masters(600)
-        .into_iter()
-        .filter(|k| cluster.node_for_key(k.as_bytes()).port() == victim.port())
-        .collect();
+    let keys = keys_owned_by(&cluster, victim);
     let mut client = victim.client();
     for k in &keys {
         let _: () = redis::cmd("SET")
@@ -418,13 +426,7 @@ fn a_journaling_master_killed_at_once_loses_nothing() {
         "none waited in memory first"
     );
 
-    cluster.node_mut(victim_index).kill9();
-    let replica = cluster.node(replica_index);
-    assert!(
-        cluster.wait_master(replica, WAIT),
-        "the replica takes over:\n{}",
-        cluster.describe()
-    );
+    kill_and_wait_takeover(&mut cluster, victim_index, replica_index);
     proxy.set_mode(Mode::Pass);
     let got = expect_each_once(&mut consumer, &keys);
     assert!(
