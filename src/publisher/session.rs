@@ -50,6 +50,9 @@ pub struct Session {
     /// Since when fewer events than a batched message holds are ready: they wait up to
     /// `batch_linger_ms` for more.
     lingering_since: Option<Instant>,
+    /// When the broker was last answered between batches: a long linger answers it (and
+    /// heartbeats) every `IDLE_WAIT`, as idleness does.
+    answered_at: Instant,
 }
 
 /// Why a connection ended.
@@ -86,6 +89,7 @@ impl Session {
             encoder: Encoder::new(run_id),
             batcher: Batcher::default(),
             lingering_since: None,
+            answered_at: Instant::now(),
         }
     }
 
@@ -337,7 +341,16 @@ impl Session {
                 let since = *self.lingering_since.get_or_insert_with(Instant::now);
                 let linger = Duration::from_millis(u64::from(linger_ms));
                 if let Some(left) = linger.checked_sub(since.elapsed()).filter(|d| !d.is_zero()) {
-                    shared.wake.wait_for(&mut outbox, left);
+                    // A linger may outlast the heartbeat (10 s against 1 s): the broker is
+                    // answered every IDLE_WAIT meanwhile, or it would close the connection.
+                    if self.answered_at.elapsed() >= IDLE_WAIT {
+                        drop(outbox);
+                        if let Err(e) = self.answer(conn) {
+                            return Some(Err(e));
+                        }
+                        outbox = shared.outbox.lock();
+                    }
+                    shared.wake.wait_for(&mut outbox, left.min(IDLE_WAIT));
                     return None;
                 }
             }
@@ -355,7 +368,7 @@ impl Session {
             self.healthy(endpoint);
         }
         // Heartbeats and what the broker sent, without holding the outbox.
-        if let Err(e) = conn.keep_alive() {
+        if let Err(e) = self.answer(conn) {
             return Some(Err(e));
         }
         let mut outbox = shared.outbox.lock();
@@ -363,6 +376,12 @@ impl Session {
             shared.wake.wait_for(&mut outbox, IDLE_WAIT);
         }
         None
+    }
+
+    /// Heartbeats and what the broker sent between batches (see [`Connection::keep_alive`]).
+    fn answer(&mut self, conn: &mut Connection) -> Result<(), ConnError> {
+        self.answered_at = Instant::now();
+        conn.keep_alive()
     }
 
     /// Publishes one batch and settles it: what the broker confirmed leaves the outbox, the

@@ -129,6 +129,32 @@ fn a_trickle_waits_for_the_linger_then_goes() {
     assert_eq!(l[0]["key"], "k:2");
 }
 
+/// A linger longer than the heartbeat: the connection stays up while a message waits (the
+/// publisher keeps heartbeating), so the message goes on the connection it waited on.
+#[test]
+fn a_linger_longer_than_the_heartbeat_keeps_the_connection() {
+    let mut n = batch_node("batch-heartbeat-", "100", "6000")
+        .heartbeat(1)
+        .start();
+    let first = Instant::now();
+    write(&mut n, 0..1);
+    let m = n.consumer.recv(WAIT).expect("a message");
+    let waited = first.elapsed();
+    assert_eq!(lines(&m)[0]["key"], "k:0");
+    assert!(
+        waited >= Duration::from_millis(5500),
+        "sent after {waited:?}"
+    );
+    // The first event opened the connection; RabbitMQ closes one silent for two heartbeats
+    // (2 s here), and a reconnect would show as a second connection.
+    assert_eq!(
+        n.info("connections"),
+        "1",
+        "the connection outlived the linger"
+    );
+    assert_eq!(n.info("events_confirmed"), "1");
+}
+
 #[test]
 fn events_waiting_in_the_fallback_list_come_batched_in_order() {
     let mut n = batch_node("batch-list-", "50", "5")
