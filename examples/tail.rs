@@ -19,7 +19,8 @@
 //! body is `DB\nEVENT\nKEY`, split on the first two `\n` only, since the key may hold any byte;
 //! `json` and `cloudevents` (`application/json`), whose body is one JSON object with `db`,
 //! `event`, `key` (or `key_b64`, base64 of a key that is not UTF-8), `id` and `time`. A
-//! CloudEvents message (a `ce-specversion` header, whichever the prefix) shows its `type` too. With `payload value` the line ends with the value, its TTL and the old
+//! CloudEvents message (a `ce-specversion` header, whichever the prefix) shows its `type` too,
+//! as does each line of a batched one (a structured event, its `data` the `json` object). With `payload value` the line ends with the value, its TTL and the old
 //! value as their JSON (`  value(hash)={"f":"v"} ttl_ms=-1  old(string)="before"`). The key is printed escaped as Rust's `escape_ascii` does: `\\` for a backslash, `\'` and
 //! `\"` for quotes, `\n`, `\r`, `\t`, and `\xNN` for every other byte outside printable ASCII.
 //!
@@ -202,8 +203,21 @@ fn message_lines(message: &testkit::Message) -> Vec<String> {
 fn ndjson_lines(body: &[u8]) -> Vec<String> {
     body.split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
-        .map(|l| format_json_line(l, None).unwrap_or_else(|| escape(l)))
+        .map(|l| {
+            structured_ce_line(l)
+                .or_else(|| format_json_line(l, None))
+                .unwrap_or_else(|| escape(l))
+        })
         .collect()
+}
+
+/// A line of batched `cloudevents`, a structured CloudEvent: its `data` shown as a `json` body
+/// with its `type`. `None` if the line is not one.
+fn structured_ce_line(line: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    v.get("specversion")?;
+    let data = serde_json::to_vec(v.get("data")?).ok()?;
+    format_json_line(&data, v.get("type")?.as_str())
 }
 
 /// One output line for a message of one event.
@@ -353,6 +367,13 @@ mod tests {
                 "db=0 event=set key=a  id=r-1 ts=1",
                 "db=0 event=del key=b  id=r-2 ts=1"
             ]
+        );
+        let ce = ndjson_lines(
+            br#"{"specversion":"1.0","id":"r-3","source":"/s","type":"redis.keyspace.set","datacontenttype":"application/json","data":{"db":0,"event":"set","key":"c","id":"r-3","time":2}}"#,
+        );
+        assert_eq!(
+            ce,
+            ["db=0 event=set key=c  id=r-3 ts=2 type=redis.keyspace.set"]
         );
     }
 

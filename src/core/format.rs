@@ -312,6 +312,51 @@ pub fn write_json(
     out.push(b'}');
 }
 
+/// The CloudEvents attributes of one event that are not derived from its body.
+pub struct CeAttributes<'a> {
+    /// `id`: the message id, or a node-unique id for an event without identity.
+    pub id: &'a [u8],
+    pub source: &'a [u8],
+    /// The `time` attribute, RFC 3339 (empty: unknown, left out).
+    pub time: &'a [u8],
+}
+
+/// Appends one CloudEvent in the JSON event format (structured mode), the line of a batched
+/// `cloudevents` message: `{"specversion":"1.0","id":…,"source":…,"type":…[,"subject":…]`
+/// `[,"time":…],"datacontenttype":"application/json","data":<the json body>}`. The attributes
+/// are those binary mode sends as headers; `subject` only for a non-empty UTF-8 key.
+pub fn write_ce_json(
+    out: &mut Vec<u8>,
+    p: &Parts<'_>,
+    ce: &CeAttributes<'_>,
+    message_id: Option<&[u8]>,
+    timestamp: u32,
+    data: Option<&Data>,
+) {
+    out.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":");
+    json_bytes(out, ce.id);
+    out.extend_from_slice(b",\"source\":");
+    json_bytes(out, ce.source);
+    out.extend_from_slice(b",\"type\":\"redis.keyspace.");
+    // `redis.keyspace.<event>` as a JSON string: the event name escaped inside the quotes.
+    let start = out.len();
+    json_bytes(out, p.event);
+    out.remove(start);
+    if !p.key.is_empty() {
+        if let Ok(key) = std::str::from_utf8(p.key) {
+            out.extend_from_slice(b",\"subject\":");
+            json_string(out, key);
+        }
+    }
+    if !ce.time.is_empty() {
+        out.extend_from_slice(b",\"time\":");
+        json_bytes(out, ce.time);
+    }
+    out.extend_from_slice(b",\"datacontenttype\":\"application/json\",\"data\":");
+    write_json(out, p, message_id, timestamp, data);
+    out.push(b'}');
+}
+
 /// `secs` since the Unix epoch as RFC 3339 in UTC: `2026-12-02T00:35:18Z`, appended.
 pub fn rfc3339(out: &mut Vec<u8>, secs: u32) {
     let days = i64::from(secs / 86_400);
@@ -558,6 +603,46 @@ mod tests {
             String::from_utf8(out).unwrap(),
             format!("/key_evt_amqp/ab{}01", "0".repeat(36))
         );
+    }
+
+    #[test]
+    fn a_structured_cloudevent_carries_the_attributes_and_the_json_body_as_data() {
+        let ce = |body: &[u8], id: Option<&[u8]>, time: &[u8]| {
+            let attrs = CeAttributes {
+                id: id.unwrap_or(b"node-legacy-1"),
+                source: b"/key_evt_amqp/r\"1",
+                time,
+            };
+            let mut out = Vec::new();
+            write_ce_json(
+                &mut out,
+                &split(body).unwrap(),
+                &attrs,
+                id,
+                1_796_175_107,
+                None,
+            );
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            ce(b"0\nset\nuser:1", Some(b"r-1"), b"2026-12-02T01:31:47Z"),
+            concat!(
+                r#"{"specversion":"1.0","id":"r-1","source":"/key_evt_amqp/r\"1","#,
+                r#""type":"redis.keyspace.set","subject":"user:1","time":"2026-12-02T01:31:47Z","#,
+                r#""datacontenttype":"application/json","data":{"db":0,"event":"set","#,
+                r#""key":"user:1","id":"r-1","time":1796175107}}"#
+            )
+        );
+        // No subject for an empty or binary key, no time when unknown, the legacy id.
+        let v: serde_json::Value = serde_json::from_str(&ce(b"-1\nflushall\n", None, b"")).unwrap();
+        assert_eq!(v["type"], "redis.keyspace.flushall");
+        assert_eq!(v["id"], "node-legacy-1");
+        assert!(v.get("subject").is_none() && v.get("time").is_none(), "{v}");
+        assert!(v["data"].get("id").is_none(), "{v}");
+        let v: serde_json::Value = serde_json::from_str(&ce(b"3\nd\"el\n\xff", None, b"")).unwrap();
+        assert_eq!(v["type"], "redis.keyspace.d\"el");
+        assert!(v.get("subject").is_none(), "{v}");
+        assert_eq!(v["data"]["key_b64"], "/w==");
     }
 
     proptest! {

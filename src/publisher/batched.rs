@@ -1,6 +1,7 @@
 //! Batched messages (`key_evt_amqp.batch` N > 1, `json` or `cloudevents`): up to N events in
-//! one message, in order, one JSON object a line (`application/x-ndjson`), each the object the
-//! unbatched format sends. The message's `message_id` and `timestamp` are its first event's;
+//! one message, in order, one JSON object a line (`application/x-ndjson`): under `json` the
+//! object the unbatched format sends, under `cloudevents` the event in structured mode (its
+//! attributes, and the `json` object as `data`). The message's `message_id` and `timestamp` are its first event's;
 //! headers `x-event-count` and `x-last-id` tell the rest. A message holds consecutive events
 //! of one routing key: with a template, a new message starts where the rendered key changes.
 //!
@@ -10,7 +11,7 @@
 use crate::amqp::connection::CHANNEL;
 use crate::amqp::wire::{self, Properties};
 use crate::core::event::Event;
-use crate::core::format::{self, NDJSON};
+use crate::core::format::{self, Format, NDJSON};
 use crate::core::settings::Settings;
 use crate::core::template::Fields;
 use crate::publisher::encode::{Encoder, APP_ID};
@@ -93,7 +94,10 @@ impl Batcher {
                     id.write_message_id(&mut self.id);
                 }
                 let id = e.id.is_some().then_some(self.id.as_slice());
-                format::write_json(&mut self.body, &p, id, e.timestamp, e.data.as_deref());
+                match s.output.format {
+                    Format::CloudEvents => single.write_ce_line(&mut self.body, s, e, &p, id),
+                    _ => format::write_json(&mut self.body, &p, id, e.timestamp, e.data.as_deref()),
+                }
                 self.body.push(b'\n');
                 if e.id.is_some() {
                     std::mem::swap(&mut self.id, &mut self.last_id);

@@ -204,6 +204,31 @@ impl Encoder {
     }
 }
 
+impl Encoder {
+    /// Appends `e` as one structured CloudEvent (a line of a batched `cloudevents` message,
+    /// [`format::write_ce_json`]), with the attributes binary mode sends as headers.
+    pub fn write_ce_line(
+        &mut self,
+        out: &mut Vec<u8>,
+        s: &Settings,
+        e: &Event,
+        p: &Parts<'_>,
+        message_id: Option<&[u8]>,
+    ) {
+        let time: &[u8] = if e.timestamp > 0 {
+            ce_time(e.timestamp, &mut self.last_time)
+        } else {
+            b""
+        };
+        let ce = format::CeAttributes {
+            id: ce_id(message_id, &self.node_hex, &mut self.value),
+            source: ce_source(s, e, &self.node, &mut self.last_source),
+            time,
+        };
+        format::write_ce_json(out, p, &ce, message_id, e.timestamp, e.data.as_deref());
+    }
+}
+
 /// The encoder's buffers [`write_headers`] uses.
 struct Scratch<'a> {
     value: &'a mut Vec<u8>,
@@ -238,42 +263,15 @@ fn write_headers(
     let (Format::CloudEvents, Some(names)) = (s.output.format, ce_names) else {
         return;
     };
-    let v = &mut *scratch.value;
     wire::header_str(h, &names.specversion, b"1.0");
-    match message_id {
-        Some(id) => wire::header_str(h, &names.id, id),
-        None => {
-            v.clear();
-            v.extend_from_slice(node_hex);
-            v.extend_from_slice(b"-legacy-");
-            let n = LEGACY_IDS.fetch_add(1, Relaxed) + 1;
-            v.extend_from_slice(n.to_string().as_bytes());
-            wire::header_str(h, &names.id, v);
-        }
-    }
-    if s.output.ce_source.is_empty() {
-        let run_id = e.id.map_or(*node, |id| id.run_id);
-        let (of, source) = &mut *scratch.last_source;
-        if *of != Some(run_id) {
-            source.clear();
-            format::default_ce_source(source, &run_id);
-            *of = Some(run_id);
-        }
-        wire::header_str(h, &names.source, source);
-    } else {
-        wire::header_str(h, &names.source, s.output.ce_source.as_bytes());
-    }
+    wire::header_str(h, &names.id, ce_id(message_id, node_hex, scratch.value));
+    wire::header_str(h, &names.source, ce_source(s, e, node, scratch.last_source));
+    let v = &mut *scratch.value;
     v.clear();
     format::ce_type(v, p.event);
     wire::header_str(h, &names.kind, v);
     if e.timestamp > 0 {
-        let (of, time) = &mut *scratch.last_time;
-        if *of != e.timestamp || time.is_empty() {
-            time.clear();
-            format::rfc3339(time, e.timestamp);
-            *of = e.timestamp;
-        }
-        wire::header_str(h, &names.time, time);
+        wire::header_str(h, &names.time, ce_time(e.timestamp, scratch.last_time));
     }
     // CloudEvents: a subject, when present, is a non-empty string.
     if with_key && !p.key.is_empty() && std::str::from_utf8(p.key).is_ok() {
@@ -282,6 +280,53 @@ fn write_headers(
 }
 
 /// Removes the password from a message that may quote it (a URI in an error, say).
+/// The CloudEvents `id`: the message id, or for an event without identity (an item of the old
+/// C module) `<node>-legacy-<n>`, written in `v`.
+fn ce_id<'a>(message_id: Option<&'a [u8]>, node_hex: &[u8], v: &'a mut Vec<u8>) -> &'a [u8] {
+    if let Some(id) = message_id {
+        return id;
+    }
+    v.clear();
+    v.extend_from_slice(node_hex);
+    v.extend_from_slice(b"-legacy-");
+    let n = LEGACY_IDS.fetch_add(1, Relaxed) + 1;
+    v.extend_from_slice(n.to_string().as_bytes());
+    v
+}
+
+/// The CloudEvents `source`: `key_evt_amqp.ce_source`, or by default that of the node that saw
+/// the event (kept in `last` for the next event of the same node).
+fn ce_source<'a>(
+    s: &'a Settings,
+    e: &Event,
+    node: &RunId,
+    last: &'a mut (Option<RunId>, Vec<u8>),
+) -> &'a [u8] {
+    if !s.output.ce_source.is_empty() {
+        return s.output.ce_source.as_bytes();
+    }
+    let run_id = e.id.map_or(*node, |id| id.run_id);
+    let (of, source) = last;
+    if *of != Some(run_id) {
+        source.clear();
+        format::default_ce_source(source, &run_id);
+        *of = Some(run_id);
+    }
+    source
+}
+
+/// The CloudEvents `time` of a known timestamp (kept in `last` for the next event of the same
+/// second).
+fn ce_time(timestamp: u32, last: &mut (u32, Vec<u8>)) -> &[u8] {
+    let (of, time) = last;
+    if *of != timestamp || time.is_empty() {
+        time.clear();
+        format::rfc3339(time, timestamp);
+        *of = timestamp;
+    }
+    time
+}
+
 pub fn scrub(message: &str, password: &str) -> String {
     if password.is_empty() {
         message.to_string()

@@ -2,7 +2,9 @@
 //! a message, one JSON object a line, in order, the message's id its first event's and
 //! `x-event-count` / `x-last-id` right; a trickle waits at most the linger; a nack and a cut
 //! connection inside a batch resend its events, in order, which dedupe by id restores exactly;
-//! the fallback list works with batches; `batch` and `text` refuse each other.
+//! the fallback list works with batches; `batch` and `text` refuse each other; batched
+//! `cloudevents` lines are structured events; a linger longer than the heartbeat keeps the
+//! connection.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -127,6 +129,33 @@ fn a_trickle_waits_for_the_linger_then_goes() {
     write(&mut n, 2..3);
     let l = lines(&n.consumer.recv(WAIT).expect("a message"));
     assert_eq!(l[0]["key"], "k:2");
+}
+
+/// Under `cloudevents` each line is the event in structured mode: a CloudEvents SDK parses it
+/// alone, with the attributes binary mode sends as headers and the `json` object as `data`.
+#[test]
+fn batched_cloudevents_are_structured_events_one_a_line() {
+    let mut n = batch_node("batch-ce-", "100", "50")
+        .config("key_evt_amqp.format", "cloudevents")
+        .start();
+    write(&mut n, 0..10);
+    let (got, _) = events(&mut n.consumer, 10);
+    let source = format!("/key_evt_amqp/{}", n.server.run_id());
+    for (i, v) in got.iter().enumerate() {
+        assert_eq!(v["specversion"], "1.0", "{v}");
+        assert_eq!(v["source"], source.as_str(), "{v}");
+        assert_eq!(v["type"], "redis.keyspace.set", "{v}");
+        assert_eq!(v["subject"], format!("k:{i}"), "{v}");
+        assert_eq!(v["datacontenttype"], "application/json", "{v}");
+        let time = v["time"].as_str().unwrap_or_else(|| panic!("time: {v}"));
+        assert!(time.len() == 20 && time.ends_with('Z'), "RFC 3339: {v}");
+        let data = &v["data"];
+        assert_eq!(data["key"], format!("k:{i}"), "{v}");
+        assert_eq!(data["event"], "set", "{v}");
+        assert_eq!(data["id"], v["id"], "the data's id is the event's: {v}");
+        assert_eq!(seq(v), i as u64 + 1, "in order: {v}");
+    }
+    n.consumer.expect_none(QUIET);
 }
 
 /// A linger longer than the heartbeat: the connection stays up while a message waits (the
