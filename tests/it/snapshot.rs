@@ -270,7 +270,11 @@ fn a_consumer_applying_the_stream_converges_on_the_dataset_while_writes_go_on() 
         touched.len(),
         truth.len()
     );
-    assert!(step_max < 2000, "main_thread_step_max_us {step_max}");
+    // The snapshot works in slices of SNAPSHOT_SLICE (1 ms); one step over the whole dataset
+    // would take some 100 ms. This test runs beside others on 2 cores and the step is wall
+    // time, which the scheduler stretches (5.7 ms once in CI), so the bound is 20 ms: it still
+    // catches a snapshot that is not sliced, without failing on preemption.
+    assert!(step_max < 20_000, "main_thread_step_max_us {step_max}");
     assert_eq!(
         n.info("events_spilled"),
         "0",
