@@ -338,7 +338,8 @@ pub fn write_ce_json(
     out.extend_from_slice(b",\"source\":");
     json_bytes(out, ce.source);
     out.extend_from_slice(b",\"type\":\"redis.keyspace.");
-    // `redis.keyspace.<event>` as a JSON string: the event name escaped inside the quotes.
+    // `redis.keyspace.<event>` as one JSON string: the escaped event name loses its opening
+    // quote (a move of its own few bytes only: it is the buffer's end).
     let start = out.len();
     json_bytes(out, p.event);
     out.remove(start);

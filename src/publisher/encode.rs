@@ -202,9 +202,7 @@ impl Encoder {
         }
         cut
     }
-}
 
-impl Encoder {
     /// Appends `e` as one structured CloudEvent (a line of a batched `cloudevents` message,
     /// [`format::write_ce_json`]), with the attributes binary mode sends as headers.
     pub fn write_ce_line(
@@ -279,7 +277,6 @@ fn write_headers(
     }
 }
 
-/// Removes the password from a message that may quote it (a URI in an error, say).
 /// The CloudEvents `id`: the message id, or for an event without identity (an item of the old
 /// C module) `<node>-legacy-<n>`, written in `v`.
 fn ce_id<'a>(message_id: Option<&'a [u8]>, node_hex: &[u8], v: &'a mut Vec<u8>) -> &'a [u8] {
@@ -327,6 +324,7 @@ fn ce_time(timestamp: u32, last: &mut (u32, Vec<u8>)) -> &[u8] {
     time
 }
 
+/// Removes the password from a message that may quote it (a URI in an error, say).
 pub fn scrub(message: &str, password: &str) -> String {
     if password.is_empty() {
         message.to_string()

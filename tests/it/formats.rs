@@ -68,7 +68,7 @@ fn crc32(bytes: &[u8]) -> u32 {
 }
 
 /// `date -u -d @ts +%Y-%m-%dT%H:%M:%SZ`: RFC 3339 computed by another program.
-fn date_rfc3339(ts: u64) -> String {
+pub(crate) fn date_rfc3339(ts: u64) -> String {
     let out = std::process::Command::new("date")
         .args(["-u", "-d", &format!("@{ts}"), "+%Y-%m-%dT%H:%M:%SZ"])
         .output()
