@@ -232,18 +232,36 @@ impl Shared {
     /// `shutdown(SHUT_RD)` on a listening socket stops listening (pending and new connects
     /// are refused) while the socket keeps its explicitly bound port, and a later `listen`
     /// on it works again.
+    ///
+    /// While not listening, the socket drops `SO_REUSEADDR` (which std sets): the kernel
+    /// lets a socket with it bind a port whose holders all have it and none listens, so
+    /// another test's `bind_local` or redis-server could take our port, and our `listen`
+    /// would then fail with EADDRINUSE (seen in CI). Cleared before the shutdown and set
+    /// again before the `listen`, so the port is never open to others and our own accepted
+    /// connections, which keep the flag, do not conflict with the new `listen`.
     fn set_listening(&self, state: &mut State, listening: bool) {
         if state.listening == listening {
             return;
         }
         let fd = self.listener.as_raw_fd();
-        // SAFETY: plain syscalls on a socket this struct owns for its whole lifetime.
-        let rc = unsafe {
-            if listening {
-                libc::listen(fd, 128)
-            } else {
-                libc::shutdown(fd, libc::SHUT_RD)
+        let reuse_addr = |on: libc::c_int| {
+            // SAFETY: setsockopt with a correctly sized int on a socket this struct owns.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_REUSEADDR,
+                    (&on as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
             }
+        };
+        let rc = match (listening, reuse_addr(i32::from(listening))) {
+            // SAFETY: a plain syscall on a socket this struct owns for its whole lifetime.
+            (true, 0) => unsafe { libc::listen(fd, 128) },
+            // SAFETY: as above.
+            (false, 0) => unsafe { libc::shutdown(fd, libc::SHUT_RD) },
+            (_, failed) => failed,
         };
         assert_eq!(
             rc,

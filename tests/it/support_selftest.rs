@@ -114,6 +114,14 @@ fn proxy_pass_refuse_blackhole_heal() {
         start.elapsed()
     );
     assert!(!err.contains("timed out"), "expected a refusal, got: {err}");
+    // The port stays ours while refusing: a listener with SO_REUSEADDR (std's and
+    // redis-server's) cannot take it, so resuming cannot fail with EADDRINUSE.
+    let taken = std::net::TcpListener::bind(("127.0.0.1", proxy.port()));
+    assert_eq!(
+        taken.map(|_| ()).map_err(|e| e.kind()),
+        Err(ErrorKind::AddrInUse),
+        "another socket bound the refusing proxy's port"
+    );
 
     // Blackhole: TCP connects, AMQP never completes.
     proxy.set_mode(Mode::Blackhole);
