@@ -485,12 +485,18 @@ impl Cluster {
                 let get = |map: &HashMap<String, String>, k: &str| {
                     map.get(k).cloned().unwrap_or_else(|| "?".into())
                 };
+                let keys: Result<u64, _> = node
+                    .try_client()
+                    .and_then(|mut c| ::redis::cmd("DBSIZE").query(&mut c));
                 out.push_str(&format!(
-                    "cluster_state:{} known_nodes:{} role:{} master_link_status:{}\n",
+                    "cluster_state:{} known_nodes:{} role:{} master_link_status:{} \
+                     master_repl_offset:{} dbsize:{}\n",
                     get(&info, "cluster_state"),
                     get(&info, "cluster_known_nodes"),
                     get(&repl, "role"),
                     get(&repl, "master_link_status"),
+                    get(&repl, "master_repl_offset"),
+                    keys.map_or_else(|e| format!("? ({e})"), |n| n.to_string()),
                 ));
             }
             out.push_str("log tail:\n");

@@ -187,7 +187,7 @@ fn manual_failover_promotes_the_replica() {
     );
     // The write made before the failover is on the new master, and routing still works.
     let value: Option<String> = cluster.query(key.as_bytes(), redis::cmd("GET").arg(key));
-    assert_eq!(value.as_deref(), Some("v"));
+    assert_eq!(value.as_deref(), Some("v"), "{}", cluster.describe());
     cluster.set("after-failover");
     assert!(cluster.wait_ok(SECOND));
 
@@ -224,7 +224,7 @@ fn killed_master_is_replaced_and_rejoins_as_replica() {
     assert_eq!(cluster.replicas().len(), 2);
     assert!(cluster.try_replica_of(cluster.node(new_index)).is_none());
     let value: Option<String> = cluster.query(key.as_bytes(), redis::cmd("GET").arg(key));
-    assert_eq!(value.as_deref(), Some("v"));
+    assert_eq!(value.as_deref(), Some("v"), "{}", cluster.describe());
 
     // Back from the dead, the old master learns it was replaced and follows its successor.
     let t0 = Instant::now();
@@ -246,7 +246,7 @@ fn killed_master_is_replaced_and_rejoins_as_replica() {
     cluster.failover(cluster.node(old_index), WAIT);
     cluster.set(key);
     let value: Option<String> = cluster.query(key.as_bytes(), redis::cmd("GET").arg(key));
-    assert_eq!(value.as_deref(), Some("v"));
+    assert_eq!(value.as_deref(), Some("v"), "{}", cluster.describe());
     assert_eq!(
         cluster.index_of(cluster.node_for_key(key.as_bytes())),
         old_index
