@@ -2,6 +2,7 @@
 //! publishing under a routing key no other test uses, a connection to it, and a consumer bound
 //! to that routing key (bound before the server starts, so that no event is missed).
 
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -121,6 +122,36 @@ impl Node {
     /// `LLEN` of the fallback list.
     pub fn fallback_len(&mut self) -> i64 {
         super::fallback_len(&mut self.redis)
+    }
+
+    /// Writes `per_db` keys of mixed types (string, list, set, zset, hash) in each of `dbs`
+    /// databases, pipelined, while the module forwards nothing (`keymask_clean`); the masks
+    /// are back to ALL after. Returns the keys as `(db, name)`: a dataset that only a
+    /// snapshot tells a consumer about.
+    pub fn populate(&mut self, dbs: i64, per_db: usize) -> BTreeSet<(i64, Vec<u8>)> {
+        self.ok(&["key_evt_amqp.keymask_clean"]);
+        let mut keys = BTreeSet::new();
+        for db in 0..dbs {
+            let mut p = ::redis::pipe();
+            p.cmd("SELECT").arg(db).ignore();
+            for i in 0..per_db {
+                let key = format!("k:{db}:{i}");
+                match i % 5 {
+                    0 => p.cmd("SET").arg(&key).arg("v"),
+                    1 => p.cmd("RPUSH").arg(&key).arg("a").arg("b"),
+                    2 => p.cmd("SADD").arg(&key).arg("m"),
+                    3 => p.cmd("ZADD").arg(&key).arg(1).arg("m"),
+                    _ => p.cmd("HSET").arg(&key).arg("f").arg("v"),
+                }
+                .ignore();
+                keys.insert((db, key.into_bytes()));
+            }
+            p.cmd("SELECT").arg(0).ignore();
+            p.query::<()>(&mut self.redis)
+                .unwrap_or_else(|e| panic!("populating database {db} failed: {e}"));
+        }
+        self.ok(&["key_evt_amqp.keymask_set", "ALL"]);
+        keys
     }
 
     /// The messages of the consumer, all within the node's wait (see [`Consumer::expect`]).

@@ -1,7 +1,7 @@
 //! `key_evt_amqp.snapshot` and `key_evt_amqp.snapshot_cancel`: a consumer that applies the
-//! stream in order converges on the dataset while writes go on; the main thread is held for
-//! less than 2 ms at a time; the snapshot waits out a broker outage and never floods the
-//! fallback list; cancel, refusals; in a cluster each key is snapshotted once, by its master.
+//! stream in order converges on the dataset while writes go on, in short main-thread steps
+//! (their strict bound is `tests/latency/snapshot.rs`'s, run alone); the snapshot waits out a
+//! broker outage and never floods the fallback list; cancel, refusals; in a cluster each key is snapshotted once, by its master.
 //!
 //! The keys are written while the module's masks forward nothing (`keymask_clean`), so what
 //! the consumer knows of them comes from the snapshot alone.
@@ -38,33 +38,6 @@ fn db_of(m: &Message) -> i64 {
 
 fn event_of(m: &Message) -> &str {
     std::str::from_utf8(m.parts().unwrap().1).unwrap()
-}
-
-/// Writes `per_db` keys of mixed types (string, list, set, zset, hash) in each of `dbs`
-/// databases, pipelined, while the module forwards nothing; the masks are back to ALL after.
-fn populate(n: &mut Node, dbs: i64, per_db: usize) -> BTreeSet<Key> {
-    n.ok(&["key_evt_amqp.keymask_clean"]);
-    let mut keys = BTreeSet::new();
-    for db in 0..dbs {
-        let mut p = redis::pipe();
-        p.cmd("SELECT").arg(db).ignore();
-        for i in 0..per_db {
-            let key = format!("k:{db}:{i}");
-            match i % 5 {
-                0 => p.cmd("SET").arg(&key).arg("v"),
-                1 => p.cmd("RPUSH").arg(&key).arg("a").arg("b"),
-                2 => p.cmd("SADD").arg(&key).arg("m"),
-                3 => p.cmd("ZADD").arg(&key).arg(1).arg("m"),
-                _ => p.cmd("HSET").arg(&key).arg("f").arg("v"),
-            }
-            .ignore();
-            keys.insert((db, key.into_bytes()));
-        }
-        p.cmd("SELECT").arg(0).ignore();
-        p.query::<()>(&mut n.redis).unwrap();
-    }
-    n.ok(&["key_evt_amqp.keymask_set", "ALL"]);
-    keys
 }
 
 /// Every key of every database up to `dbs`, by SCAN (which also deletes what has expired).
@@ -194,7 +167,7 @@ fn a_consumer_applying_the_stream_converges_on_the_dataset_while_writes_go_on() 
     const DBS: i64 = 4;
     const PER_DB: usize = 25_000;
     let mut n = node("snap-conv-", &[]);
-    let populated = populate(&mut n, DBS, PER_DB);
+    let populated = n.populate(DBS, PER_DB);
     let stop = Arc::new(AtomicBool::new(false));
     let w = writer(&n, DBS, PER_DB, stop.clone());
     std::thread::sleep(Duration::from_millis(100));
@@ -289,7 +262,7 @@ fn a_snapshot_during_a_broker_outage_completes_once_the_broker_is_back() {
         .through_proxy(Mode::Refuse)
         .timeouts(WAIT, QUIET)
         .start();
-    let populated = populate(&mut n, 2, 5_000);
+    let populated = n.populate(2, 5_000);
     let id = n.cmd(&["key_evt_amqp.snapshot"]).unwrap();
     assert!(
         wait_until(WAIT, || n.info("snapshot_running") == "no"),
@@ -323,7 +296,7 @@ fn a_snapshot_during_a_broker_outage_completes_once_the_broker_is_back() {
 fn a_snapshot_waits_for_room_instead_of_spilling() {
     // A queue of 1,000: unchecked, one slice (a millisecond of scanning) would overflow it.
     let mut n = node("snap-room-", &[("key_evt_amqp.queue_capacity", "1000")]);
-    let populated = populate(&mut n, 1, 20_000);
+    let populated = n.populate(1, 20_000);
     n.cmd(&["key_evt_amqp.snapshot", "DB", "0"]).unwrap();
     let got = n.consumer.expect_exactly(20_002, WAIT, QUIET);
     let keys: BTreeSet<Key> = got[1..20_001]
@@ -349,7 +322,7 @@ fn cancel_ends_it_marked_and_one_runs_at_a_time_and_bad_arguments_are_refused() 
             ("key_evt_amqp.format", "json"),
         ],
     );
-    populate(&mut n, 1, 20_000);
+    n.populate(1, 20_000);
     for (args, words) in [
         (&["DB"][..], &["DB", "expected"][..]),
         (&["DB", "x"][..], &["DB", "'x'"][..]),
@@ -569,7 +542,7 @@ fn with_values_the_consumer_converges_value_for_value() {
             ("key_evt_amqp.payload", "value"),
         ],
     );
-    populate(&mut n, DBS, PER_DB);
+    n.populate(DBS, PER_DB);
     let stop = Arc::new(AtomicBool::new(false));
     let w = writer(&n, DBS, PER_DB, stop.clone());
     std::thread::sleep(Duration::from_millis(100));

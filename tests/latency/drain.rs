@@ -8,9 +8,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use testkit::{
-    fallback_exists, fallback_len, tail_lines, unique_routing_key, Consumer, ModuleArgs, Pings,
+    fallback_exists, fallback_len, tail_lines, unique_routing_key, Consumer, ModuleArgs,
     RedisServer, FALLBACK,
 };
+
+use crate::{set_thread_nice, spawn_pinger, StopOnDrop, PING_BOUND, STEP_BOUND};
 
 const EVENTS: usize = 1_000_000;
 /// RPUSH arguments per command, and commands per pipeline, when filling the list.
@@ -18,25 +20,9 @@ const PUSH_ARGS: usize = 1_000;
 const PUSH_PIPELINE: usize = 10;
 /// The whole drain must end within this.
 const DRAIN_LIMIT: Duration = Duration::from_secs(120);
-const PING_EVERY: Duration = Duration::from_millis(2);
-const PING_BOUND: Duration = Duration::from_millis(5);
-/// The module's own slices of main-thread work (spill, refill, trim), in CPU time. Measured:
-/// 0.4-0.8 ms in most runs, once 3.7 ms (cause not found yet: the first steps after the load,
-/// or page faults while jemalloc grows, count as CPU time too). The bound catches a step that
-/// does unbounded work, not the last millisecond.
-const STEP_BOUND: Duration = Duration::from_millis(5);
 
 fn plain_body(i: usize) -> Vec<u8> {
     format!("0\nset\nk{i}").into_bytes()
-}
-
-/// Sets the flag when dropped, so the PING thread also stops when the test panics.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
 }
 
 /// utime + stime, in clock ticks (1/100 s), from a `/proc/.../stat` file.
@@ -56,36 +42,6 @@ fn redis_cpu(pid: u32) -> (u64, u64) {
         cpu_ticks(&format!("/proc/{pid}/task/{pid}/stat")),
         cpu_ticks(&format!("/proc/{pid}/stat")),
     )
-}
-
-/// Sets the calling thread's nice value (Linux: per thread). Returns whether it worked (going
-/// below 0 needs root).
-fn set_thread_nice(nice: i32) -> bool {
-    // SAFETY: plain syscalls on the calling thread.
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) == 0
-    }
-}
-
-/// PINGs every [`PING_EVERY`] until `stop`, recording the round trips. The thread asks for the
-/// highest priority (root only; otherwise it keeps the default): it is the measuring
-/// instrument, and its own wake-ups should not count as Redis being slow.
-fn spawn_pinger(mut c: redis::Connection, stop: Arc<AtomicBool>) -> thread::JoinHandle<Pings> {
-    thread::spawn(move || {
-        set_thread_nice(-20);
-        let started = Instant::now();
-        let mut pings = Pings::new(Some(PING_BOUND));
-        while !stop.load(Ordering::Relaxed) {
-            let t = Instant::now();
-            let pong: String = redis::cmd("PING").query(&mut c).expect("PING");
-            let took = t.elapsed();
-            assert_eq!(pong, "PONG");
-            pings.record(started.elapsed(), took);
-            thread::sleep(PING_EVERY);
-        }
-        pings
-    })
 }
 
 #[test]
