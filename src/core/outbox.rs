@@ -219,11 +219,11 @@ impl Outbox {
         }
     }
 
-    /// Appends every event of the tail to the list, in order, however many (switching to the
-    /// journal: what waits in memory goes before the first journaled event). Bounded by the
-    /// memory queue's capacity.
-    pub fn spill_tail(&mut self, store: &mut impl ListStore) -> Result<u64, String> {
-        let n = self.tail.len();
+    /// Appends the tail's first `max` events (all, if fewer) to the list, in order (switching
+    /// to the journal: what waits in memory goes before the first journaled event, in slices
+    /// of the main thread's time). Returns how many it moved.
+    pub fn spill_tail(&mut self, store: &mut impl ListStore, max: usize) -> Result<u64, String> {
+        let n = self.tail.len().min(max);
         if n == 0 {
             return Ok(0);
         }
@@ -233,13 +233,14 @@ impl Outbox {
         if self.list_len == 0 {
             self.back.forget();
         }
-        let (bytes, lens) = encode(self.tail.iter(), &mut self.back);
+        let (bytes, lens) = encode(self.tail.range(..n), &mut self.back);
         if let Err(e) = store.push_back(&split(&bytes, &lens)) {
             self.back.forget();
             return Err(e);
         }
-        self.tail.clear();
-        self.tail_bytes = 0;
+        let moved_bytes = sum_bytes(self.tail.range(..n));
+        self.tail.drain(..n);
+        self.tail_bytes = self.tail_bytes.saturating_sub(moved_bytes);
         self.list_len += n as u64;
         Ok(n as u64)
     }
@@ -1103,6 +1104,33 @@ mod tests {
         o.set_list_len(0);
         o.release_spare();
         assert_eq!((o.head.capacity(), o.tail.capacity()), (0, 0));
+    }
+
+    #[test]
+    fn switching_to_the_journal_moves_the_tail_in_slices_then_journals_behind_it() {
+        let (mut o, mut s) = (Outbox::new(100, 4), MemoryList::default());
+        (1..=10).for_each(|i| o.push(ev(i)));
+        let bytes_before = o.memory_bytes();
+        assert_eq!(o.spill_tail(&mut s, 4), Ok(4));
+        assert_eq!((s.0.len(), o.list_len(), o.memory_len()), (4, 4, 6));
+        assert_eq!(
+            o.memory_bytes(),
+            bytes_before - sum_bytes([1, 2, 3, 4].map(ev).iter())
+        );
+        assert!(o.waits_behind_list(), "6 events still wait behind the list");
+        // Events that come meanwhile join the tail, behind those still waiting.
+        o.push(ev(11));
+        assert_eq!(o.spill_tail(&mut s, 4), Ok(4));
+        assert_eq!(o.spill_tail(&mut s, 4), Ok(3));
+        assert!(!o.waits_behind_list());
+        assert_eq!(o.spill_tail(&mut s, 4), Ok(0));
+        // Journaled from now on: behind the list, and everything comes out once, in order.
+        let (e12, mut item) = (ev(12), Vec::new());
+        crate::core::list_item::write_full(&e12, e12.id.unwrap(), &mut item);
+        s.0.push_back(item);
+        o.push_journaled(e12);
+        assert_eq!(o.memory_bytes(), 0);
+        assert_eq!(drain(&mut o, &mut s, BACK), (1..=12).collect::<Vec<_>>());
     }
 
     #[test]

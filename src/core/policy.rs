@@ -9,6 +9,11 @@ use std::time::Duration;
 /// Events moved between memory and the fallback list per main-thread step (well under 1 ms).
 pub const SLICE: usize = 500;
 
+/// Events appended per step when switching to the journal moves what waits in memory to the
+/// list (one RPUSH of this many: about 1 ms); the switch ends in the step that empties the
+/// memory tail, which outpaces the events each step brings.
+pub const JOURNAL_SWITCH_SLICE: usize = 5_000;
+
 /// While the broker is away, events spill to the list together after waiting this long in
 /// memory (or at once when memory is full): Redis's own cron wakes the event loop every 100 ms,
 /// so they reach the list within about 0.2 s (the README promises about a second).

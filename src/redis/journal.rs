@@ -25,10 +25,10 @@ use crate::core::flush::HOME_DB;
 use crate::core::journal::Durability;
 use crate::core::limits::Throttle;
 use crate::core::outbox::Outbox;
-use crate::core::policy::SUMMARY_EVERY;
+use crate::core::policy::{JOURNAL_SWITCH_SLICE, SUMMARY_EVERY};
 use crate::redis::fallback::{in_db, OwnWrites, RedisList};
-use crate::redis::log;
 use crate::redis::runtime::{self, Module};
+use crate::redis::{hook, log};
 use crate::state::stats::Stats;
 
 /// The callbacks journal their events (main thread: the step, CONFIG SET and a promotion
@@ -38,6 +38,9 @@ static ACTIVE: AtomicBool = AtomicBool::new(false);
 static JOB_SCHEDULED: AtomicBool = AtomicBool::new(false);
 /// Which server this is (`Redis 7.0.15`), for the refusal.
 static SERVER: Mutex<String> = Mutex::new(String::new());
+/// A switch to the journal in progress: the events it moved from memory to the list so far,
+/// and in how many steps (for its log line).
+static SWITCH: Mutex<(u64, u32)> = Mutex::new((0, 0));
 /// Failed journal writes are logged when they start, then summed every 10 s.
 static ERRORS: Mutex<Option<Throttle>> = Mutex::new(None);
 
@@ -162,21 +165,31 @@ impl Module {
             let key = self.placement.lock().key().map(<[u8]>::to_vec);
             if !wanted {
                 ACTIVE.store(false, Relaxed);
+                *SWITCH.lock() = (0, 0);
                 log::notice("durability memory: events wait in memory until confirmed");
             } else if let Some(key) = key.as_deref() {
                 self.move_inbox(outbox);
-                let spilled = {
+                let spilled = self.timed(|| {
                     let _own = OwnWrites::start(&self.own_io);
-                    outbox.spill_tail(&mut RedisList::new(ctx, key))
-                };
+                    outbox.spill_tail(&mut RedisList::new(ctx, key), JOURNAL_SWITCH_SLICE)
+                });
                 match spilled {
                     Ok(n) => {
                         Stats::add(&self.shared.stats.spilled, n);
-                        ACTIVE.store(true, Relaxed);
-                        log::notice(&format!(
-                            "durability journal: every event is written to the fallback list \
-                             with its write ({n} events waiting in memory moved there first)"
-                        ));
+                        let mut switch = SWITCH.lock();
+                        *switch = (switch.0 + n, switch.1 + 1);
+                        if !outbox.waits_behind_list() {
+                            ACTIVE.store(true, Relaxed);
+                            let (moved, steps) = std::mem::take(&mut *switch);
+                            log::notice(&format!(
+                                "durability journal: every event is written to the fallback \
+                                 list with its write ({moved} events waiting in memory moved \
+                                 there first, in {steps} steps)"
+                            ));
+                        } else {
+                            // The rest in the next steps, behind the events they bring.
+                            hook::wake_main();
+                        }
                     }
                     Err(e) => log::warning(&format!("cannot switch to the journal yet: {e}")),
                 }

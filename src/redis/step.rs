@@ -143,7 +143,6 @@ impl Module {
         } else {
             capacity
         };
-        let cpu_before = thread_cpu_time();
         // Keys counted at their value's cap (or an event's size under `payload key`).
         let per_key = if config::payload_value() {
             (config::value_max_bytes() + 256).min(snapshot::KEY_BYTES_MAX)
@@ -152,9 +151,17 @@ impl Module {
         };
         let bytes_room =
             snapshot::room_bytes(memory_bytes, config::queue_capacity_bytes(), per_key);
-        self.snapshot_step(ctx, memory_len, capacity, bytes_room);
+        self.timed(|| self.snapshot_step(ctx, memory_len, capacity, bytes_room));
+    }
+
+    /// Runs a slice of the list's or a snapshot's work and keeps its CPU time in
+    /// `main_thread_step_max_us` if it is the longest yet.
+    pub fn timed<T>(&self, work: impl FnOnce() -> T) -> T {
+        let cpu_before = thread_cpu_time();
+        let result = work();
         let took = thread_cpu_time().saturating_sub(cpu_before).as_micros() as u64;
-        shared.stats.step_max_us.fetch_max(took, Relaxed);
+        self.shared.stats.step_max_us.fetch_max(took, Relaxed);
+        result
     }
 
     /// A node that is no longer a master does not go on with a snapshot: its `snapshot_end`
@@ -285,8 +292,7 @@ impl Module {
         resync: bool,
     ) -> bool {
         let shared = &*self.shared;
-        let cpu_before = thread_cpu_time();
-        let report = {
+        let report = self.timed(|| {
             let _own = OwnWrites::start(&self.own_io);
             let mut list = RedisList::new(ctx, key);
             if resync {
@@ -296,9 +302,7 @@ impl Module {
                 }
             }
             outbox.tick(&mut list, input)
-        };
-        let took = thread_cpu_time().saturating_sub(cpu_before).as_micros() as u64;
-        shared.stats.step_max_us.fetch_max(took, Relaxed);
+        });
         Stats::add(&shared.stats.spilled, report.spilled);
         Stats::add(&shared.stats.refilled, report.refilled);
         Stats::add(&shared.stats.dropped, report.dropped);
