@@ -129,6 +129,22 @@ impl Event {
     }
 }
 
+/// A `set` of key `k{seq}` in db 0, event `seq` of the run whose id is 20 bytes `run`: the
+/// event the unit tests of the outbox, the list items and the journal build on.
+#[cfg(test)]
+pub fn test_event(run: u8, seq: u64) -> Event {
+    Event {
+        id: Some(EventId {
+            run_id: RunId([run; 20]),
+            seq,
+        }),
+        timestamp: 1_700_000_000,
+        body: body(0, b"set", format!("k{seq}").as_bytes()),
+        list_copy: 0,
+        data: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

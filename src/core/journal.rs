@@ -125,21 +125,12 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::event::{self, EventId, RunId};
+    use crate::core::event::Event;
     use crate::core::memory_list::MemoryList;
     use crate::core::outbox::{Broker, TickInput};
 
     fn ev(seq: u64) -> Event {
-        Event {
-            id: Some(EventId {
-                run_id: RunId([3; 20]),
-                seq,
-            }),
-            timestamp: 1,
-            body: event::body(0, b"set", format!("k{seq}").as_bytes()),
-            list_copy: 0,
-            data: None,
-        }
+        crate::core::event::test_event(3, seq)
     }
 
     #[test]

@@ -320,18 +320,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn ev(run: u8, seq: u64) -> Event {
-        Event {
-            id: Some(EventId {
-                run_id: RunId([run; 20]),
-                seq,
-            }),
-            timestamp: 1_700_000_000,
-            body: format!("0\nset\nk{seq}").into_bytes().into(),
-            list_copy: 0,
-            data: None,
-        }
-    }
+    use crate::core::event::test_event as ev;
 
     fn plain(seq: u64) -> Event {
         Event {

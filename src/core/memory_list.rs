@@ -71,7 +71,7 @@ impl ListStore for MemoryList {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::event::{Event, EventId, RunId};
+    use crate::core::event::Event;
     use crate::core::list_item::{ListBack, ListReader};
     use proptest::prelude::*;
 
@@ -94,18 +94,7 @@ mod tests {
         ]
     }
 
-    fn ev(run: u8, seq: u64) -> Event {
-        Event {
-            id: Some(EventId {
-                run_id: RunId([run; 20]),
-                seq,
-            }),
-            timestamp: 7,
-            body: format!("0\nset\nk{seq}").into_bytes().into(),
-            list_copy: 0,
-            data: None,
-        }
-    }
+    use crate::core::event::test_event as ev;
 
     fn encode(events: &[Event], back: &mut ListBack) -> Vec<Vec<u8>> {
         events

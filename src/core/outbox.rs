@@ -942,21 +942,12 @@ fn release_spare<T>(queue: &mut VecDeque<T>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::event::{EventId, RunId};
+    use crate::core::event::test_event as ev_of;
     use crate::core::memory_list::MemoryList;
     use proptest::prelude::*;
 
     fn ev(seq: u64) -> Event {
-        Event {
-            id: Some(EventId {
-                run_id: RunId([7; 20]),
-                seq,
-            }),
-            timestamp: 1_700_000_000,
-            body: format!("0\nset\nk{seq}").into_bytes().into(),
-            list_copy: 0,
-            data: None,
-        }
+        ev_of(7, seq)
     }
 
     /// An event whose body is `len` bytes long (a long key; with `payload value`, a value).
@@ -965,17 +956,6 @@ mod tests {
         body.resize(len.max(body.len()), b'x');
         Event {
             body: body.into(),
-            ..ev(seq)
-        }
-    }
-
-    /// The same event seen by another run of Redis (each restart is a new run).
-    fn ev_of(run: u8, seq: u64) -> Event {
-        Event {
-            id: Some(EventId {
-                run_id: RunId([run; 20]),
-                seq,
-            }),
             ..ev(seq)
         }
     }
