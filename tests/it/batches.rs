@@ -3,8 +3,8 @@
 //! `x-event-count` / `x-last-id` right; a trickle waits at most the linger; a nack and a cut
 //! connection inside a batch resend its events, in order, which dedupe by id restores exactly;
 //! the fallback list works with batches; `batch` and `text` refuse each other; batched
-//! `cloudevents` lines are structured events; a linger longer than the heartbeat keeps the
-//! connection.
+//! `cloudevents` lines are structured events, the old C module's items among them with legacy
+//! ids; a linger longer than the heartbeat keeps the connection.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use lapin::options::BasicGetOptions;
 use serde_json::Value;
 use testkit::{
-    unique_routing_key, wait_until, Consumer, Message, Mode, ModuleArgs, Node, NodeBuilder,
-    RedisServer,
+    unique_routing_key, wait_until, Consumer, FaultProxy, Message, Mode, ModuleArgs, Node,
+    NodeBuilder, RedisServer, FALLBACK,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -160,6 +160,73 @@ fn batched_cloudevents_are_structured_events_one_a_line() {
         assert_eq!(seq(v), i as u64 + 1, "in order: {v}");
     }
     n.consumer.expect_none(QUIET);
+}
+
+/// Items the old C module left in the fallback list (plain bodies, no identity) come batched
+/// too: each line a structured event whose `id` is the node's legacy id (as binary mode's
+/// `ce-id`), distinct, in the list's order; the message has no `message_id` when its first
+/// event has none.
+#[test]
+fn old_module_items_come_as_batched_cloudevents_with_legacy_ids() {
+    const ITEMS: usize = 25;
+    let proxy = FaultProxy::start();
+    proxy.set_mode(Mode::Refuse);
+    let rk = unique_routing_key("batch-ce-legacy-");
+    let mut consumer = Consumer::bind("amq.direct", &rk);
+    let server = RedisServer::start_without_module(&[]);
+    let mut r = server.client();
+    let mut push = redis::cmd("RPUSH");
+    push.arg(FALLBACK);
+    for i in 0..ITEMS {
+        push.arg(format!("0\nset\nold:{i}"));
+    }
+    push.query::<()>(&mut r).unwrap();
+    let args = ModuleArgs {
+        port: proxy.port(),
+        ..ModuleArgs::with_routing_key(&rk)
+    };
+    server
+        .load_module(&args.to_vec())
+        .unwrap_or_else(|e| panic!("MODULE LOAD failed: {e}"));
+    for (name, value) in [
+        ("key_evt_amqp.format", "cloudevents"),
+        ("key_evt_amqp.batch", "10"),
+    ] {
+        server.config_set(name, value).unwrap();
+    }
+    proxy.set_mode(Mode::Pass);
+
+    let source = format!("/key_evt_amqp/{}", server.run_id());
+    let (mut got, mut ids) = (Vec::new(), HashSet::new());
+    while got.len() < ITEMS {
+        let m = consumer
+            .recv(WAIT)
+            .unwrap_or_else(|| panic!("{} of {ITEMS} events came", got.len()));
+        assert_eq!(m.message_id, None, "no identity to give the message: {m:?}");
+        let count = match m.header("x-event-count") {
+            Some(testkit::Header::Int(n)) => *n as usize,
+            other => panic!("x-event-count {other:?}"),
+        };
+        let lines: Vec<Value> = m
+            .body
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(count, lines.len(), "x-event-count");
+        for v in lines {
+            assert_eq!(v["specversion"], "1.0", "{v}");
+            assert_eq!(v["source"], source.as_str(), "{v}");
+            assert_eq!(v["type"], "redis.keyspace.set", "{v}");
+            let id = v["id"].as_str().unwrap_or_else(|| panic!("an id: {v}"));
+            assert!(id.contains("-legacy-"), "a legacy id: {v}");
+            assert!(ids.insert(id.to_string()), "each id once: {v}");
+            got.push(v["subject"].as_str().unwrap().to_string());
+        }
+    }
+    let want: Vec<String> = (0..ITEMS).map(|i| format!("old:{i}")).collect();
+    assert_eq!(got, want, "every item once, in the list's order");
+    consumer.expect_none(QUIET);
 }
 
 /// A linger longer than the heartbeat: the connection stays up while a message waits (the
