@@ -5,27 +5,26 @@
 //! ([`HOME_DB`]) and undoes that in two halves:
 //!
 //! 1. While the command runs (the server's `FLUSHDB` event, start subevent, fires before the
-//!    keys go; the `SWAPDB` event fires after the swap), the shell *reads* the list's items
-//!    into memory ([`Rescue::flush_starts`], [`Rescue::swapped`], [`Rescue::save`]). Reads only:
+//!    keys go; the `SWAPDB` event fires after the swap), the shell *reads* the list into memory
+//!    as one `DUMP` ([`Rescue::flush_starts`], [`Rescue::swapped`], [`Rescue::save`]). Reads only:
 //!    a write made inside the command would be propagated to the AOF and the replicas *before*
 //!    the command itself on Redis 7.0 (the command's own propagation is queued after its
 //!    effects), so a replica replaying `RPUSH …; FLUSHALL` would lose the backlog.
 //! 2. At the next main-thread step (before Redis sleeps, so in the same event-loop iteration,
 //!    before the AOF is written and the replicas are fed), the shell writes them back
-//!    ([`Rescue::take_plan`]): the copy stranded in another database is deleted and the items go
-//!    back to the front of the home list, in order. Those writes are propagated like any of
-//!    the module's writes, after the command: the AOF and the replicas reproduce it on every
-//!    server.
+//!    ([`Rescue::take_plan`]): the copy stranded in another database is deleted and the list is
+//!    restored (`RESTORE` under a name in the same slot), what the home list holds by then
+//!    (events journaled after the command) appended, and the restored list renamed over the
+//!    home one. Those writes are propagated like any of the module's writes, after the
+//!    command: the AOF and the replicas reproduce it on every server.
 //!
-//! The cost is proportional to the backlog, once per command, like the flush itself. Pure
-//! logic: the shell reads and writes the list.
+//! The cost is proportional to the backlog, once per command, like the flush itself: DUMP and
+//! RESTORE copy the list's nodes whole (for 1,000,000 items, 22 and 61 ms on Redis 8.0,
+//! against about 340 ms to read them one by one). Pure logic: the shell reads and writes the
+//! list.
 
 /// The database the module keeps its list in (a cluster has only this one).
 pub const HOME_DB: i64 = 0;
-
-/// Items read or written per list command while rescuing a backlog: one reply or one command
-/// of this many items, not one of millions.
-pub const RESCUE_CHUNK: usize = 10_000;
 
 /// A command that empties or moves databases, as the server's events tell it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,10 +64,17 @@ impl DbChange {
 pub struct Rescue {
     /// Where the list is now, relative to [`HOME_DB`]: 0 unless a SWAPDB moved it.
     at_db: i64,
-    /// The list's items as they were before the first flush or swap since the last step.
-    saved: Option<Vec<Vec<u8>>>,
+    /// The list as it was before the first flush or swap since the last step.
+    saved: Option<Saved>,
     /// A flush emptied the list since it was saved (not just moved).
     flushed: bool,
+}
+
+/// The list as the shell read it: its `DUMP` (empty when there was no list) and its length.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Saved {
+    pub dump: Vec<u8>,
+    pub len: u64,
 }
 
 /// What the shell writes at the next step.
@@ -76,8 +82,8 @@ pub struct Rescue {
 pub struct Plan {
     /// Delete the list in this database first: the copy a SWAPDB left there.
     pub delete_in: Option<i64>,
-    /// Put these back at the front of the home list, in this order.
-    pub items: Vec<Vec<u8>>,
+    /// Put this back in front of what the home list holds.
+    pub saved: Saved,
 }
 
 impl Rescue {
@@ -121,9 +127,9 @@ impl Rescue {
         self.saved.is_none().then_some(to)
     }
 
-    /// The items read where [`Rescue::flush_starts`] or [`Rescue::swapped`] said.
-    pub fn save(&mut self, items: Vec<Vec<u8>>) {
-        self.saved = Some(items);
+    /// The list read where [`Rescue::flush_starts`] or [`Rescue::swapped`] said.
+    pub fn save(&mut self, saved: Saved) {
+        self.saved = Some(saved);
     }
 
     /// What to write now; afterwards the list is home again. `None` when nothing is to be
@@ -132,13 +138,13 @@ impl Rescue {
         let saved = self.saved.take();
         let (at_db, flushed) = (self.at_db, self.flushed);
         self.forget();
-        let items = saved?;
+        let saved = saved?;
         if !flushed && at_db == HOME_DB {
             return None;
         }
         Some(Plan {
             delete_in: (at_db != HOME_DB).then_some(at_db),
-            items,
+            saved,
         })
     }
 
@@ -148,20 +154,15 @@ impl Rescue {
     }
 }
 
-/// The chunks of `items` in the order they are pushed to the front of a list (`LPUSH`): the
-/// last chunk first, so that the list's front ends up as `items` in their order.
-pub fn front_chunks(items: &[Vec<u8>], chunk: usize) -> impl Iterator<Item = &[Vec<u8>]> {
-    items.chunks(chunk.max(1)).rev()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::memory_list::MemoryList;
-    use crate::core::outbox::ListStore;
 
-    fn items(n: u8) -> Vec<Vec<u8>> {
-        (0..n).map(|i| vec![i]).collect()
+    fn items(n: u8) -> Saved {
+        Saved {
+            dump: vec![n],
+            len: u64::from(n),
+        }
     }
 
     #[test]
@@ -185,7 +186,7 @@ mod tests {
             r.take_plan(),
             Some(Plan {
                 delete_in: None,
-                items: items(3)
+                saved: items(3)
             })
         );
         assert_eq!(r, Rescue::default());
@@ -210,7 +211,7 @@ mod tests {
             r.take_plan(),
             Some(Plan {
                 delete_in: Some(1),
-                items: items(2)
+                saved: items(2)
             })
         );
     }
@@ -236,7 +237,7 @@ mod tests {
             r.take_plan(),
             Some(Plan {
                 delete_in: Some(1),
-                items: items(4)
+                saved: items(4)
             })
         );
         // FLUSHALL, then SWAPDB 0 1 and back: the list was emptied, it is put back.
@@ -248,7 +249,7 @@ mod tests {
             r.take_plan(),
             Some(Plan {
                 delete_in: None,
-                items: items(1)
+                saved: items(1)
             })
         );
     }
@@ -260,21 +261,5 @@ mod tests {
         r.save(items(1));
         r.forget();
         assert_eq!(r.take_plan(), None);
-    }
-
-    #[test]
-    fn front_chunks_rebuild_the_list_in_order() {
-        for n in [0u8, 1, 5, 9, 10, 11] {
-            let saved = items(n);
-            let mut list = MemoryList::default();
-            list.push_back(&[b"later".as_slice()]).unwrap();
-            for chunk in front_chunks(&saved, 3) {
-                let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
-                list.push_front(&refs).unwrap();
-            }
-            let mut want = saved.clone();
-            want.push(b"later".to_vec());
-            assert_eq!(Vec::from(list.0), want, "n = {n}");
-        }
     }
 }

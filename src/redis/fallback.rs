@@ -80,6 +80,31 @@ impl<'a> RedisList<'a> {
         }
     }
 
+    /// `DUMP key`: the list serialized whole (`None` when there is no list). Copies the
+    /// list's nodes, not each item: the fast way to keep a backlog through a flush.
+    pub fn dump(&self) -> Result<Option<Vec<u8>>, String> {
+        match self.call("DUMP", &[self.key])? {
+            CallReply::String(s) => Ok(Some(s.as_bytes().to_vec())),
+            _ => Ok(None),
+        }
+    }
+
+    /// `RESTORE key 0 dump REPLACE`: the list as [`RedisList::dump`] read it.
+    pub fn restore(&self, dump: &[u8]) -> Result<(), String> {
+        self.call("RESTORE", &[self.key, b"0", dump, b"REPLACE"])
+            .map(|_| ())
+    }
+
+    /// `RENAME key to`: this list replaces the one at `to` (in the same slot).
+    pub fn rename_to(&self, to: &[u8]) -> Result<(), String> {
+        self.call("RENAME", &[self.key, to]).map(|_| ())
+    }
+
+    /// Every item, front to back.
+    pub fn items(&self) -> Result<Vec<Vec<u8>>, String> {
+        self.range("0", "-1")
+    }
+
     pub fn delete(&self) -> Result<(), String> {
         self.call("DEL", &[self.key]).map(|_| ())
     }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use redis_module::{raw, Context};
 
-use crate::core::flush::{front_chunks, DbChange, HOME_DB, RESCUE_CHUNK};
+use crate::core::flush::{DbChange, Saved, HOME_DB};
 use crate::core::outbox::ListStore;
 use crate::redis::fallback::OwnWrites;
 use crate::redis::fallback::{in_db, RedisList};
@@ -74,46 +74,39 @@ impl Module {
             }
         };
         if let Some(db) = save_from {
-            let items = self.read_list(ctx, db);
-            self.rescue.lock().save(items);
+            let saved = self.dump_list(ctx, db);
+            self.rescue.lock().save(saved);
         }
         let _ = hook::hook(ctx.ctx);
         hook::wake_main();
     }
 
-    /// The whole list in database `db`, [`RESCUE_CHUNK`] items per read. An error is logged:
-    /// what could not be read is lost with the flush, and found missing at the next step.
-    fn read_list(&self, ctx: &Context, db: i64) -> Vec<Vec<u8>> {
+    /// The list in database `db`, as one `DUMP`. An error is logged: what could not be read is
+    /// lost with the flush, and found missing at the next step.
+    fn dump_list(&self, ctx: &Context, db: i64) -> Saved {
         let Some(key) = self.placement.lock().key().map(<[u8]>::to_vec) else {
-            return Vec::new();
+            return Saved::default();
         };
         let read = in_db(ctx, db, || {
             let mut list = RedisList::new(ctx, &key);
             let len = list.len()?;
-            let mut items = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-            while (items.len() as u64) < len {
-                let chunk = list.peek(items.len() as u64, RESCUE_CHUNK)?;
-                if chunk.is_empty() {
-                    break;
-                }
-                items.extend(chunk);
-            }
-            Ok::<_, String>(items)
+            let dump = list.dump()?.unwrap_or_default();
+            Ok::<_, String>(Saved { dump, len })
         });
         match read.and_then(|r| r) {
-            Ok(items) => items,
+            Ok(saved) => saved,
             Err(e) => {
                 log::warning(&format!(
                     "cannot read the fallback list before a flush or swap: {e}"
                 ));
-                Vec::new()
+                Saved::default()
             }
         }
     }
 
     /// At the step after a FLUSHALL, FLUSHDB or SWAPDB that reached the list: deletes the copy
-    /// a swap left in another database and puts the saved items back at the front of the
-    /// list, in order, before anything else touches it. These writes reach the AOF and the
+    /// a swap left in another database and puts the saved list back in front of what the list
+    /// holds now, before anything else touches it. These writes reach the AOF and the
     /// replicas after the command. Returns whether anything was written (the list's length
     /// is then checked).
     pub fn put_back_list(&self, ctx: &Context) -> bool {
@@ -132,26 +125,51 @@ impl Module {
                 ));
             }
         }
-        let pushed = in_db(ctx, HOME_DB, || {
-            let mut list = RedisList::new(ctx, &key);
-            front_chunks(&plan.items, RESCUE_CHUNK).try_for_each(|chunk| {
-                let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
-                list.push_front(&refs)
-            })
-        });
-        if let Err(e) = pushed.and_then(|r| r) {
-            log::warning(&format!(
-                "cannot put {} events back into the fallback list after a flush: {e}",
-                plan.items.len()
-            ));
-        }
-        if !plan.items.is_empty() {
-            log::notice(&format!(
-                "kept {} events of the fallback list through FLUSHALL/FLUSHDB/SWAPDB",
-                plan.items.len()
-            ));
+        let saved = &plan.saved;
+        if !saved.dump.is_empty() {
+            let put_back = in_db(ctx, HOME_DB, || restore_in_front(ctx, &key, &saved.dump));
+            match put_back.and_then(|r| r) {
+                Ok(()) => log::notice(&format!(
+                    "kept {} events of the fallback list through FLUSHALL/FLUSHDB/SWAPDB",
+                    saved.len
+                )),
+                Err(e) => log::warning(&format!(
+                    "cannot put {} events back into the fallback list after a flush: {e}",
+                    saved.len
+                )),
+            }
         }
         self.list_checked_ms.store(0, Relaxed);
         true
     }
+}
+
+/// Restores `dump` under a name of the same slot, appends what the list `key` holds now
+/// (events the journal wrote after the command: few), and renames it over `key`. RESTORE
+/// and RENAME move the list's nodes whole; only the new events are copied one by one.
+fn restore_in_front(ctx: &Context, key: &[u8], dump: &[u8]) -> Result<(), String> {
+    let spare = rescue_key(key);
+    let mut restored = RedisList::new(ctx, &spare);
+    restored.restore(dump)?;
+    let home = RedisList::new(ctx, key);
+    if home.exists()? {
+        let newer = home.items()?;
+        let refs: Vec<&[u8]> = newer.iter().map(Vec::as_slice).collect();
+        restored.push_back(&refs)?;
+    }
+    restored.rename_to(key)
+}
+
+/// The name a rescued list is restored under before it takes the list's place: the list's
+/// own, so in the same cluster slot (its hash tag comes first) and never forwarded as a user's
+/// key (see `Placement::is_fallback_key`).
+fn rescue_key(key: &[u8]) -> Vec<u8> {
+    let mut spare = key.to_vec();
+    // A cluster's list ends with its hash tag; a single node's has none.
+    spare.extend_from_slice(if key.ends_with(b"}") {
+        b"-rescue".as_slice()
+    } else {
+        b"{rescue}"
+    });
+    spare
 }

@@ -189,6 +189,54 @@ fn a_backlog_survives_flushall_flushdb_and_swapdb() {
     wait_backlog(&n.server, 0, "drained");
 }
 
+/// With `durability journal`, the events of a MULTI holding FLUSHALL and writes (the flush's
+/// own, and the writes') reach the emptied list at EXEC, before the module puts the backlog
+/// back: the backlog goes in front of them, and all arrive once, in order. On a server
+/// without the journal (Redis 7.0), `journal` is refused.
+#[test]
+fn a_journaled_backlog_goes_back_in_front_of_what_the_flush_let_in() {
+    let mut n = Node::builder("flushes-journal-")
+        .through_proxy(Mode::Refuse)
+        .config("key_evt_amqp.flush_events", "yes")
+        .timeouts(WAIT, QUIET)
+        .start();
+    if !n.server.server_kind().has_post_notification_jobs() {
+        let refused = n.server.config_set("key_evt_amqp.durability", "journal");
+        assert!(
+            refused.is_err_and(|e| e.contains("7.2")),
+            "refused, naming 7.2"
+        );
+        return;
+    }
+    n.server
+        .config_set("key_evt_amqp.durability", "journal")
+        .unwrap();
+    assert!(wait_until(WAIT, || n.info("durability") == "journal"));
+    set_many(&n.server, "key:", 0..BACKLOG);
+    wait_backlog(&n.server, BACKLOG, "journaled");
+    let mut pipe = redis::pipe();
+    pipe.atomic().cmd("FLUSHALL").ignore();
+    for i in 0..3 {
+        pipe.cmd("SET").arg(format!("after:{i}")).arg("v").ignore();
+    }
+    let () = pipe.query(&mut n.redis).unwrap();
+    wait_backlog(&n.server, BACKLOG + 4, "after FLUSHALL and 3 SETs");
+    assert!(n.server.log().contains("kept 10000 events"), "logged");
+    assert_eq!(n.server.module_info_u64("events_lost_external"), 0);
+
+    n.proxy().heal();
+    let got = n
+        .consumer
+        .expect_exactly(BACKLOG + 4, Duration::from_secs(60), QUIET);
+    let mut want: Vec<Vec<u8>> = (0..BACKLOG)
+        .map(|i| format!("0\nset\nkey:{i}").into_bytes())
+        .collect();
+    want.push(b"-1\nflushall\n".to_vec());
+    want.extend((0..3).map(|i| format!("0\nset\nafter:{i}").into_bytes()));
+    assert!(bodies(&got) == want, "every event once, in order");
+    wait_backlog(&n.server, 0, "drained");
+}
+
 /// A list deleted or trimmed by hand: noticed, counted, logged, and the count follows LLEN.
 #[test]
 fn a_list_changed_by_hand_is_counted() {
