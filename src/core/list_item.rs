@@ -318,9 +318,8 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
     use crate::core::event::test_event as ev;
+    use proptest::prelude::*;
 
     fn plain(seq: u64) -> Event {
         Event {

@@ -71,7 +71,7 @@ impl ListStore for MemoryList {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::event::Event;
+    use crate::core::event::{test_event as ev, Event};
     use crate::core::list_item::{ListBack, ListReader};
     use proptest::prelude::*;
 
@@ -93,8 +93,6 @@ mod tests {
             (0u8..60).prop_map(Op::KeepBack),
         ]
     }
-
-    use crate::core::event::test_event as ev;
 
     fn encode(events: &[Event], back: &mut ListBack) -> Vec<Vec<u8>> {
         events

@@ -116,29 +116,32 @@ impl Module {
         let Some(key) = self.placement.lock().key().map(<[u8]>::to_vec) else {
             return false;
         };
-        let _own = OwnWrites::start(&self.own_io);
-        if let Some(db) = plan.delete_in {
-            let deleted = in_db(ctx, db, || RedisList::new(ctx, &key).delete());
-            if let Err(e) = deleted.and_then(|r| r) {
-                log::warning(&format!(
-                    "cannot delete the fallback list that SWAPDB moved to db {db}: {e}"
-                ));
+        // Measured like the list's work: proportional to the backlog, once per flush.
+        self.timed(|| {
+            let _own = OwnWrites::start(&self.own_io);
+            if let Some(db) = plan.delete_in {
+                let deleted = in_db(ctx, db, || RedisList::new(ctx, &key).delete());
+                if let Err(e) = deleted.and_then(|r| r) {
+                    log::warning(&format!(
+                        "cannot delete the fallback list that SWAPDB moved to db {db}: {e}"
+                    ));
+                }
             }
-        }
-        let saved = &plan.saved;
-        if !saved.dump.is_empty() {
-            let put_back = in_db(ctx, HOME_DB, || restore_in_front(ctx, &key, &saved.dump));
-            match put_back.and_then(|r| r) {
-                Ok(()) => log::notice(&format!(
-                    "kept {} events of the fallback list through FLUSHALL/FLUSHDB/SWAPDB",
-                    saved.len
-                )),
-                Err(e) => log::warning(&format!(
-                    "cannot put {} events back into the fallback list after a flush: {e}",
-                    saved.len
-                )),
+            let saved = &plan.saved;
+            if !saved.dump.is_empty() {
+                let put_back = in_db(ctx, HOME_DB, || restore_in_front(ctx, &key, &saved.dump));
+                match put_back.and_then(|r| r) {
+                    Ok(()) => log::notice(&format!(
+                        "kept {} events of the fallback list through FLUSHALL/FLUSHDB/SWAPDB",
+                        saved.len
+                    )),
+                    Err(e) => log::warning(&format!(
+                        "cannot put {} events back into the fallback list after a flush: {e}",
+                        saved.len
+                    )),
+                }
             }
-        }
+        });
         self.list_checked_ms.store(0, Relaxed);
         true
     }

@@ -37,7 +37,7 @@ impl Module {
         if self.shared.master.load(Relaxed) {
             // First, before anything else touches the list: what a flush or swap took away
             // goes back (writes propagated after that command, see `flushes`).
-            if self.timed(|| self.put_back_list(ctx)) {
+            if self.put_back_list(ctx) {
                 self.list_check_due();
             }
             // Before the tick, which hands what the slice emitted to the outbox at once.
