@@ -135,6 +135,11 @@ pub struct Outbox {
     /// Items the journal appended since the last tick: growth of the list that tick counts
     /// as its own (near maxmemory the list may not grow).
     journaled_since_tick: u64,
+    /// New events pushed since the last tick, and (set by the tick) those the running tick
+    /// got: a spill moves as many of them as are over capacity, so that memory does not grow
+    /// by what each event-loop iteration brings beyond a slice.
+    arrived_since_tick: usize,
+    arrived_this_tick: usize,
     /// How long confirmed items may wait to be trimmed together, and since when the first of
     /// those waiting has (set by the tick that first sees it).
     trim_delay_ms: u64,
@@ -166,6 +171,8 @@ impl Outbox {
             away_since_ms: None,
             memory_full: false,
             journaled_since_tick: 0,
+            arrived_since_tick: 0,
+            arrived_this_tick: 0,
             trim_delay_ms: 0,
             trim_waits_since_ms: None,
             back: ListBack::default(),
@@ -187,12 +194,14 @@ impl Outbox {
     pub fn push(&mut self, event: Event) {
         self.tail_bytes += event_bytes(&event);
         self.tail.push_back(event);
+        self.arrived_since_tick += 1;
     }
 
     /// Adds new events in order, emptying `events` (the step hands over the inbox): one copy
     /// of the run, not one move per event.
     pub fn push_all(&mut self, events: &mut Vec<Event>) {
         self.tail_bytes += events.iter().map(event_bytes).sum::<usize>();
+        self.arrived_since_tick += events.len();
         self.tail.extend(events.drain(..));
     }
 
@@ -491,6 +500,7 @@ impl Outbox {
         let list_before = self
             .list_len
             .saturating_sub(std::mem::take(&mut self.journaled_since_tick));
+        self.arrived_this_tick = std::mem::take(&mut self.arrived_since_tick);
         if input.broker == Broker::Away && self.spillable() {
             self.away_since_ms.get_or_insert(input.now_ms);
         } else {
@@ -738,19 +748,19 @@ impl Outbox {
         Ok(())
     }
 
-    /// How many events leave the head's back and the tail's front.
+    /// How many events leave the head's back and the tail's front: a slice, or more when this
+    /// tick's events put memory further over capacity (a pipeline faster than a slice a step
+    /// would otherwise grow memory by the difference at each step; each of those events
+    /// already cost a keyspace callback, so the work stays in proportion to them).
     fn spill_plan(&self, input: TickInput) -> (usize, usize) {
+        let over = self.memory_len().saturating_sub(self.capacity_now());
+        let slice = input.slice.max(over.min(self.arrived_this_tick));
         let want = if self.away_spill_due(input.broker, input.now_ms) {
             self.head.len() + self.tail.len()
         } else {
             // Over capacity, the tail goes in whole slices: one list write per slice rather
             // than one per step for the few events each step brings (a write has a fixed cost).
-            let limit = if self.memory_full {
-                usize::MAX
-            } else {
-                input.slice
-            };
-            let over = self.memory_len().saturating_sub(self.capacity_now());
+            let limit = if self.memory_full { usize::MAX } else { slice };
             match over.max(self.over_bytes_count(limit)) {
                 0 => 0,
                 over => over.max(self.tail.len().min(input.slice)),
@@ -762,7 +772,7 @@ impl Outbox {
         let want = if self.memory_full {
             want
         } else {
-            want.min(input.slice)
+            want.min(slice)
         };
         // Newest first: the tail, then the back of the head.
         let from_tail = want.min(self.tail.len());
@@ -1087,6 +1097,38 @@ mod tests {
     }
 
     #[test]
+    fn a_pipeline_faster_than_a_slice_spills_what_it_put_over_capacity() {
+        let (mut o, mut s) = (Outbox::new(100, 4), MemoryList::default());
+        let slice500 = TickInput { slice: 500, ..AWAY };
+        let mut seq = 0;
+        for round in 1..=4 {
+            // One event-loop iteration brings 2,000 events, the step spills once.
+            let mut burst: Vec<Event> = (0..2000)
+                .map(|_| {
+                    seq += 1;
+                    ev(seq)
+                })
+                .collect();
+            o.push_all(&mut burst);
+            o.tick(&mut s, slice500);
+            assert!(
+                o.memory_len() <= 100,
+                "round {round}: {} events in memory, capacity 100",
+                o.memory_len()
+            );
+        }
+        assert_eq!(s.0.len() as u64 + o.memory_len() as u64, seq);
+        // Excess that no new event brought (a lowered capacity) still goes a slice a step.
+        let (mut o, mut s) = (Outbox::new(10_000, 4), MemoryList::default());
+        (1..=3000).for_each(|i| o.push(ev(i)));
+        o.tick(&mut s, TickInput { slice: 500, ..BACK });
+        assert_eq!(o.memory_len(), 3000, "under capacity: nothing spills");
+        o.set_capacity(10);
+        o.tick(&mut s, TickInput { slice: 500, ..BACK });
+        assert_eq!(o.memory_len(), 2500, "one slice");
+    }
+
+    #[test]
     fn switching_to_the_journal_moves_the_tail_in_slices_then_journals_behind_it() {
         let (mut o, mut s) = (Outbox::new(100, 4), MemoryList::default());
         (1..=10).for_each(|i| o.push(ev(i)));
@@ -1263,7 +1305,7 @@ mod tests {
     }
 
     #[test]
-    fn over_capacity_the_tail_spills_in_slices() {
+    fn over_capacity_the_excess_spills_in_slices_or_with_the_events_that_brought_it() {
         let (mut o, mut s) = (Outbox::new(4, 2), MemoryList::default());
         let slice3 = TickInput { slice: 3, ..BACK };
         (1..=5).for_each(|i| o.push(ev(i)));
@@ -1276,17 +1318,11 @@ mod tests {
         (6..=14).for_each(|i| o.push(ev(i))); // 11 in memory
         let r = o.tick(&mut s, slice3);
         assert_eq!(
-            (r.spilled, r.more),
-            (3, true),
-            "over by 7: a slice per step"
+            (r.spilled, o.memory_len()),
+            (7, 4),
+            "over by 7, all of it brought by this step's 9 events: more than a slice goes"
         );
-        assert_eq!(o.tick(&mut s, slice3).spilled, 3);
-        assert_eq!(
-            o.tick(&mut s, slice3).spilled,
-            3,
-            "over by 1 again: a slice"
-        );
-        assert_eq!(o.memory_len(), 2);
+        assert_eq!(o.tick(&mut s, slice3).spilled, 0, "at capacity: no more");
         assert_eq!(drain(&mut o, &mut s, BACK), (1..=14).collect::<Vec<_>>());
     }
 
