@@ -158,7 +158,7 @@ impl Rescue {
 mod tests {
     use super::*;
 
-    fn items(n: u8) -> Saved {
+    fn saved(n: u8) -> Saved {
         Saved {
             dump: vec![n],
             len: u64::from(n),
@@ -180,13 +180,13 @@ mod tests {
         let mut r = Rescue::default();
         assert!(!r.pending());
         assert_eq!(r.flush_starts(DbChange::FlushAll), Some(HOME_DB));
-        r.save(items(3));
+        r.save(saved(3));
         assert!(r.pending());
         assert_eq!(
             r.take_plan(),
             Some(Plan {
                 delete_in: None,
-                saved: items(3)
+                saved: saved(3)
             })
         );
         assert_eq!(r, Rescue::default());
@@ -206,12 +206,12 @@ mod tests {
         let mut r = Rescue::default();
         assert_eq!(r.swapped(2, 3), None, "not the list's db");
         assert_eq!(r.swapped(1, 0), Some(1), "read where it is now");
-        r.save(items(2));
+        r.save(saved(2));
         assert_eq!(
             r.take_plan(),
             Some(Plan {
                 delete_in: Some(1),
-                saved: items(2)
+                saved: saved(2)
             })
         );
     }
@@ -220,7 +220,7 @@ mod tests {
     fn a_swap_and_back_is_nothing() {
         let mut r = Rescue::default();
         assert_eq!(r.swapped(0, 1), Some(1));
-        r.save(items(2));
+        r.save(saved(2));
         assert_eq!(r.swapped(0, 1), None, "saved already");
         assert_eq!(r.at_db(), 0);
         assert_eq!(r.take_plan(), None, "the list is home, untouched");
@@ -231,25 +231,25 @@ mod tests {
         // SWAPDB 0 1, then FLUSHDB in db 1 (where the list went), in one MULTI.
         let mut r = Rescue::default();
         assert_eq!(r.swapped(0, 1), Some(1));
-        r.save(items(4));
+        r.save(saved(4));
         assert_eq!(r.flush_starts(DbChange::FlushDb(1)), None, "saved already");
         assert_eq!(
             r.take_plan(),
             Some(Plan {
                 delete_in: Some(1),
-                saved: items(4)
+                saved: saved(4)
             })
         );
         // FLUSHALL, then SWAPDB 0 1 and back: the list was emptied, it is put back.
         assert_eq!(r.flush_starts(DbChange::FlushAll), Some(0));
-        r.save(items(1));
+        r.save(saved(1));
         assert_eq!(r.swapped(0, 1), None);
         assert_eq!(r.swapped(1, 0), None);
         assert_eq!(
             r.take_plan(),
             Some(Plan {
                 delete_in: None,
-                saved: items(1)
+                saved: saved(1)
             })
         );
     }
@@ -258,7 +258,7 @@ mod tests {
     fn forget_drops_what_was_saved() {
         let mut r = Rescue::default();
         r.flush_starts(DbChange::FlushAll);
-        r.save(items(1));
+        r.save(saved(1));
         r.forget();
         assert_eq!(r.take_plan(), None);
     }

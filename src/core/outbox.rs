@@ -135,11 +135,10 @@ pub struct Outbox {
     /// Items the journal appended since the last tick: growth of the list that tick counts
     /// as its own (near maxmemory the list may not grow).
     journaled_since_tick: u64,
-    /// New events pushed since the last tick, and (set by the tick) those the running tick
-    /// got: a spill moves as many of them as are over capacity, so that memory does not grow
-    /// by what each event-loop iteration brings beyond a slice.
+    /// New events pushed since the last tick: that tick's spill moves as many of them as are
+    /// over capacity, so that memory does not grow by what each event-loop iteration brings
+    /// beyond a slice.
     arrived_since_tick: usize,
-    arrived_this_tick: usize,
     /// How long confirmed items may wait to be trimmed together, and since when the first of
     /// those waiting has (set by the tick that first sees it).
     trim_delay_ms: u64,
@@ -172,7 +171,6 @@ impl Outbox {
             memory_full: false,
             journaled_since_tick: 0,
             arrived_since_tick: 0,
-            arrived_this_tick: 0,
             trim_delay_ms: 0,
             trim_waits_since_ms: None,
             back: ListBack::default(),
@@ -500,7 +498,7 @@ impl Outbox {
         let list_before = self
             .list_len
             .saturating_sub(std::mem::take(&mut self.journaled_since_tick));
-        self.arrived_this_tick = std::mem::take(&mut self.arrived_since_tick);
+        let arrived = std::mem::take(&mut self.arrived_since_tick);
         if input.broker == Broker::Away && self.spillable() {
             self.away_since_ms.get_or_insert(input.now_ms);
         } else {
@@ -508,7 +506,7 @@ impl Outbox {
         }
         let result = self
             .remove_confirmed(store, input.now_ms, &mut report)
-            .and_then(|()| self.spill_or_refill(store, input, &mut report));
+            .and_then(|()| self.spill_or_refill(store, input, arrived, &mut report));
         if let Err(e) =
             result.and_then(|()| self.enforce_cap(store, input, list_before, &mut report))
         {
@@ -676,13 +674,15 @@ impl Outbox {
         Ok(())
     }
 
+    /// `arrived`: the new events since the last tick (see [`Outbox::spill_plan`]).
     fn spill_or_refill(
         &mut self,
         store: &mut impl ListStore,
         input: TickInput,
+        arrived: usize,
         report: &mut TickReport,
     ) -> Result<(), String> {
-        let (from_head, from_tail) = self.spill_plan(input);
+        let (from_head, from_tail) = self.spill_plan(input, arrived);
         if from_head + from_tail > 0 {
             return self.spill(store, input.fallback_size, from_head, from_tail, report);
         }
@@ -748,13 +748,13 @@ impl Outbox {
         Ok(())
     }
 
-    /// How many events leave the head's back and the tail's front: a slice, or more when this
-    /// tick's events put memory further over capacity (a pipeline faster than a slice a step
+    /// How many events leave the head's back and the tail's front: a slice, or more when the
+    /// `arrived` new events put memory further over capacity (a pipeline faster than a slice a step
     /// would otherwise grow memory by the difference at each step; each of those events
     /// already cost a keyspace callback, so the work stays in proportion to them).
-    fn spill_plan(&self, input: TickInput) -> (usize, usize) {
+    fn spill_plan(&self, input: TickInput, arrived: usize) -> (usize, usize) {
         let over = self.memory_len().saturating_sub(self.capacity_now());
-        let slice = input.slice.max(over.min(self.arrived_this_tick));
+        let slice = input.slice.max(over.min(arrived));
         let want = if self.away_spill_due(input.broker, input.now_ms) {
             self.head.len() + self.tail.len()
         } else {

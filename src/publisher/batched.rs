@@ -2,8 +2,9 @@
 //! one message, in order, one JSON object a line (`application/x-ndjson`): under `json` the
 //! object the unbatched format sends, under `cloudevents` the event in structured mode (its
 //! attributes, and the `json` object as `data`). The message's `message_id` and `timestamp`
-//! are its first event's; headers `x-event-count` and `x-last-id` tell the rest. A message holds consecutive events
-//! of one routing key: with a template, a new message starts where the rendered key changes.
+//! are its first event's; headers `x-event-count` and `x-last-id` tell the rest. A message
+//! holds consecutive events of one routing key: with a template, a new message starts where
+//! the rendered key changes.
 //!
 //! Confirms stay per event to the outbox: the session maps the messages the broker confirmed
 //! back to their events with the plan's ends.
