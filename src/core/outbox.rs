@@ -195,6 +195,23 @@ impl Outbox {
         self.arrived_since_tick += 1;
     }
 
+    /// Adds a new event if it needs no maintenance step to follow: nothing is in the list
+    /// (which it would have to wait behind) and memory has room for it, so that no spill is
+    /// due. Otherwise gives it back. The keyspace callback's direct hand-over.
+    pub fn push_directly(&mut self, event: Event) -> Result<(), Event> {
+        let bytes = event_bytes(&event);
+        if self.list_len != 0
+            || self.memory_len() >= self.capacity_now()
+            || self.memory_bytes() + bytes > self.capacity_bytes
+        {
+            return Err(event);
+        }
+        self.tail_bytes += bytes;
+        self.tail.push_back(event);
+        self.arrived_since_tick += 1;
+        Ok(())
+    }
+
     /// Adds new events in order, emptying `events` (the step hands over the inbox): one copy
     /// of the run, not one move per event.
     pub fn push_all(&mut self, events: &mut Vec<Event>) {
@@ -1126,6 +1143,48 @@ mod tests {
         o.set_capacity(10);
         o.tick(&mut s, TickInput { slice: 500, ..BACK });
         assert_eq!(o.memory_len(), 2500, "one slice");
+    }
+
+    #[test]
+    fn a_direct_push_takes_only_what_needs_no_step() {
+        let (mut o, mut s) = (Outbox::new(3, 4), MemoryList::default());
+        for i in 1..=3 {
+            assert!(o.push_directly(ev(i)).is_ok(), "room for event {i}");
+        }
+        let back = o
+            .push_directly(ev(4))
+            .expect_err("at capacity: a step must spill");
+        assert_eq!(
+            back.id.map(|id| id.seq),
+            Some(4),
+            "the same event comes back"
+        );
+        assert_eq!(o.memory_len(), 3);
+        // Within the byte bound only.
+        let mut small = Outbox::new(100, 4);
+        small.set_capacity_bytes(2 * event_bytes(&ev(1)));
+        assert!(small.push_directly(ev(1)).is_ok() && small.push_directly(ev(2)).is_ok());
+        assert!(small.push_directly(ev(3)).is_err(), "over capacity_bytes");
+        // Nothing joins memory directly while the list holds events it would overtake.
+        o.push(ev(4));
+        o.set_capacity(1);
+        o.tick(&mut s, TickInput { slice: 500, ..AWAY });
+        o.set_capacity(100);
+        assert!(o.list_len() > 0);
+        assert!(
+            o.push_directly(ev(5)).is_err(),
+            "behind the list: through the step"
+        );
+        // What went in directly is published in order, as pushed events are.
+        let mut o = Outbox::new(100, 4);
+        o.push(ev(1));
+        assert!(o.push_directly(ev(2)).is_ok());
+        let seqs: Vec<u64> = o
+            .take_batch(10)
+            .iter()
+            .filter_map(|e| e.id.map(|id| id.seq))
+            .collect();
+        assert_eq!(seqs, [1, 2]);
     }
 
     #[test]

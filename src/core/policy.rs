@@ -109,6 +109,15 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the idle publisher sleeps between looks at its work (a notify cuts it short).
 pub const IDLE_WAIT: Duration = Duration::from_millis(200);
 
+/// While events flow, the publisher looks at the outbox at least this often without being
+/// woken, so that the keyspace callback can hand events over without a system call (the
+/// delay it adds to an event, at most).
+pub const POLL_EVERY: Duration = Duration::from_millis(1);
+
+/// The publisher polls for this long after it last found events ready; then it sleeps until
+/// notified (a slower trickle goes through the main thread's step, which wakes it).
+pub const POLL_FOR: Duration = Duration::from_millis(20);
+
 /// Reconnection back-off: doubles from the first to the cap, with jitter.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);

@@ -13,7 +13,8 @@ use crate::core::event::RunId;
 use crate::core::limits::{Backoff, LastLogged, LogBudget, Throttle};
 use crate::core::link::{now_ms, LinkState};
 use crate::core::policy::{
-    BATCH, CLOSE_TIMEOUT, CONFIRM_TIMEOUT, CONNECT_TIMEOUT, IDLE_WAIT, SUMMARY_EVERY,
+    AWAY_AFTER, BATCH, CLOSE_TIMEOUT, CONFIRM_TIMEOUT, CONNECT_TIMEOUT, IDLE_WAIT, POLL_EVERY,
+    POLL_FOR, SUMMARY_EVERY,
 };
 use crate::core::settings::Settings;
 use crate::core::uri::Endpoint;
@@ -53,6 +54,9 @@ pub struct Session {
     /// When the broker was last answered between batches: a long linger answers it (and
     /// heartbeats) every `IDLE_WAIT`, as idleness does.
     answered_at: Instant,
+    /// When events were last ready: for [`POLL_FOR`] after that, this thread polls the
+    /// outbox (see `Shared::publisher_polls`).
+    ready_at: Option<Instant>,
 }
 
 /// Why a connection ended.
@@ -90,6 +94,7 @@ impl Session {
             batcher: Batcher::default(),
             lingering_since: None,
             answered_at: Instant::now(),
+            ready_at: None,
         }
     }
 
@@ -135,6 +140,7 @@ impl Session {
         Stats::add(&shared.stats.connections, 1);
         shared.link.set(LinkState::Connected);
         let end = self.serve(plan, &endpoint, &mut conn, requests);
+        self.stop_polling();
         // Close politely, but never wait long for a peer that may be gone.
         conn.close(CLOSE_TIMEOUT, &|| shared.stopping());
         match end {
@@ -335,6 +341,8 @@ impl Session {
         };
         let mut outbox = shared.outbox.lock();
         if outbox.has_ready() {
+            self.ready_at = Some(Instant::now());
+            shared.publisher_polls.store(true, Relaxed);
             // Batched: a message that is not full waits up to the linger for more events
             // (which wake this thread), so a trickle is delayed by at most that.
             if per_message > 1 && outbox.ready_len() < per_message && !shared.stopping() {
@@ -350,7 +358,8 @@ impl Session {
                         }
                         outbox = shared.outbox.lock();
                     }
-                    shared.wake.wait_for(&mut outbox, left.min(IDLE_WAIT));
+                    // Events handed over directly do not wake this thread: poll for them.
+                    shared.wake.wait_for(&mut outbox, left.min(POLL_EVERY));
                     return None;
                 }
             }
@@ -373,9 +382,32 @@ impl Session {
         }
         let mut outbox = shared.outbox.lock();
         if !outbox.has_ready() && !shared.stopping() {
-            shared.wake.wait_for(&mut outbox, IDLE_WAIT);
+            let polls = self.ready_at.is_some_and(|at| at.elapsed() < POLL_FOR);
+            if shared.publisher_polls.swap(polls, Relaxed) && !polls {
+                // Events come through the main thread's step again, which wakes this thread;
+                // one step now tidies up after the flow (see `Shared::direct`).
+                drop(outbox);
+                (self.wake_main)();
+                return None;
+            }
+            shared
+                .wake
+                .wait_for(&mut outbox, if polls { POLL_EVERY } else { IDLE_WAIT });
         }
         None
+    }
+
+    /// The connection ended: events no longer go straight to the outbox, and the main
+    /// thread's next step sees the link as it is (it spills once the broker is away).
+    fn stop_polling(&mut self) {
+        self.ready_at = None;
+        let was = {
+            let _outbox = self.shared.outbox.lock();
+            self.shared.publisher_polls.swap(false, Relaxed)
+        };
+        if was {
+            (self.wake_main)();
+        }
     }
 
     /// Heartbeats and what the broker sent between batches (see [`Connection::keep_alive`]).
@@ -395,6 +427,19 @@ impl Session {
     ) -> Result<(), String> {
         let shared = self.shared.clone();
         shared.link.batch_sent(true);
+        let sent_at = Instant::now();
+        let wake_main = self.wake_main;
+        let woke_main = std::cell::Cell::new(false);
+        // While events skip the main thread's step, nothing but this thread sees a batch go
+        // unconfirmed: once it has for `AWAY_AFTER`, the main thread is asked for a step,
+        // which finds the broker away and spills (as it would have by itself).
+        let cancel = || {
+            if !woke_main.get() && sent_at.elapsed() >= AWAY_AFTER && shared.direct.load(Relaxed) {
+                woke_main.set(true);
+                wake_main();
+            }
+            shared.stopping()
+        };
         let mut confirms = Confirms::default();
         let (encoder, batcher) = (&mut self.encoder, &mut self.batcher);
         // Where each message ends: one event each, unless batched.
@@ -406,7 +451,7 @@ impl Session {
                 cut = batcher.encode(out, frame_max, settings, batch.events(), &ends, encoder)
             },
             CONFIRM_TIMEOUT,
-            &|| shared.stopping(),
+            &cancel,
             &mut confirms,
         );
         shared.link.batch_sent(false);

@@ -82,52 +82,65 @@ extern "C" fn on_keyspace_event(
     key: *mut raw::RedisModuleString,
 ) -> c_int {
     const OK: c_int = raw::REDISMODULE_OK as c_int;
-    // The read guard, not a clone of the Arc: nothing to count on this hot path.
-    let module = runtime::read();
-    let Some(module) = module.as_ref() else {
-        return OK;
-    };
-    let evicted = class & raw::REDISMODULE_NOTIFY_EVICTED != 0;
-    let key_name = key;
-    // SAFETY: Redis passes the key's string, alive for the duration of this call; the API
-    // pointer is set at load.
-    let key = unsafe {
-        let Some(ptr_len) = raw::RedisModule_StringPtrLen else {
-            return OK;
-        };
-        let mut len = 0;
-        let ptr = ptr_len(key, &mut len);
-        if ptr.is_null() {
-            return OK;
-        }
-        std::slice::from_raw_parts(ptr.cast::<u8>(), len)
-    };
-    if evicted && !module.on_eviction(key) {
-        return OK;
-    }
-    let forwarded = module.on_event(
-        key,
-        || {
-            // SAFETY: Redis passes a live context and a NUL-terminated event name for the
-            // duration of this call.
-            unsafe {
-                (
-                    i64::from(raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx))),
-                    CStr::from_ptr(event).to_bytes(),
-                )
-            }
-        },
-        |db, name| module.capture_values(ctx, key_name, db, name),
-    );
-    if forwarded {
-        if journal::active() {
-            module.schedule_journal(ctx);
-        }
-        if !hook::is_hooked() {
-            let _ = hook::hook(ctx);
-        }
-    }
+    let gil = Context::new(ctx);
+    runtime::with_running(&gil, |module| {
+        module.on_keyspace(&gil, class, event, key);
+    });
     OK
+}
+
+impl Module {
+    /// [`on_keyspace_event`] for the running module.
+    #[inline(always)]
+    fn on_keyspace(
+        &self,
+        gil: &Context,
+        class: c_int,
+        event: *const c_char,
+        key_name: *mut raw::RedisModuleString,
+    ) {
+        let ctx = gil.ctx;
+        let evicted = class & raw::REDISMODULE_NOTIFY_EVICTED != 0;
+        // SAFETY: Redis passes the key's string, alive for the duration of this call; the API
+        // pointer is set at load.
+        let key = unsafe {
+            let Some(ptr_len) = raw::RedisModule_StringPtrLen else {
+                return;
+            };
+            let mut len = 0;
+            let ptr = ptr_len(key_name, &mut len);
+            if ptr.is_null() {
+                return;
+            }
+            std::slice::from_raw_parts(ptr.cast::<u8>(), len)
+        };
+        if evicted && !self.on_eviction(key) {
+            return;
+        }
+        let forwarded = self.on_event(
+            gil,
+            key,
+            || {
+                // SAFETY: Redis passes a live context and a NUL-terminated event name for the
+                // duration of this call.
+                unsafe {
+                    (
+                        i64::from(raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx))),
+                        CStr::from_ptr(event).to_bytes(),
+                    )
+                }
+            },
+            |db, name| self.capture_values(ctx, key_name, db, name),
+        );
+        if let Some(step_wanted) = forwarded {
+            if journal::active() {
+                self.schedule_journal(ctx);
+            }
+            if step_wanted && !hook::is_hooked() {
+                let _ = hook::hook(ctx);
+            }
+        }
+    }
 }
 
 impl Module {
@@ -149,31 +162,38 @@ impl Module {
     /// hold (the inbox and the settings are written on this thread only). The database and
     /// the event name are only fetched (`details`) for a key that is forwarded: most events
     /// of a filtering node stop at the mask. Costs per event are in docs/profiles/README.md.
-    /// Returns whether the event is forwarded. `values` reads the key's values under
+    /// Returns `None` for an event not forwarded, else whether a step must hand it over (it
+    /// went to the inbox, see [`Module::hand_over`]). `values` reads the key's values under
     /// `payload value` (one atomic load otherwise).
     fn on_event<'a>(
         &self,
+        gil: &Context,
         key: &[u8],
         details: impl FnOnce() -> (i64, &'a [u8]),
         values: impl FnOnce(i64, &[u8]) -> Option<Box<Data>>,
-    ) -> bool {
+    ) -> Option<bool> {
         let shared = &*self.shared;
         if !shared.master.load(Relaxed) || self.loading.load(Relaxed) || self.own_io.load(Relaxed) {
-            return false;
+            return None;
         }
         MainThreadCounters::bump(&shared.stats.main.seen);
-        if Placement::is_fallback_key(key) || !shared.masks_match(key) {
-            return false;
+        if Placement::is_fallback_key(key) || !self.masks_match(gil, key) {
+            return None;
         }
         MainThreadCounters::bump(&shared.stats.main.matched);
         let (db, event) = details();
-        if config::payload_value() {
-            let data = values(db, key);
-            self.enqueue_with(db, event, key, data);
+        let data = if config::payload_value() {
+            values(db, key)
         } else {
-            self.enqueue(db, event, key);
+            None
+        };
+        let event = self.new_event(db, event, key, data);
+        if journal::active() {
+            // The command's job journals what waits in the inbox.
+            self.inbox.lock().push(event);
+            return Some(true);
         }
-        true
+        Some(self.hand_over(event))
     }
 
     /// The values of a forwarded event under `payload value`: the key's value now, and the
@@ -192,13 +212,13 @@ impl Module {
     }
 
     /// Whether the `Key` event's old value of `key` is wanted: the key would be forwarded.
-    pub fn captures_old_value(&self, key: &[u8]) -> bool {
+    pub fn captures_old_value(&self, gil: &Context, key: &[u8]) -> bool {
         let shared = &*self.shared;
         shared.master.load(Relaxed)
             && !self.loading.load(Relaxed)
             && !self.own_io.load(Relaxed)
             && !Placement::is_fallback_key(key)
-            && shared.masks_match(key)
+            && self.masks_match(gil, key)
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redis_module::{raw, Context, ContextFlags, RedisString, Status};
+use redis_module::{raw, Context, ContextFlags, RedisGILGuard, RedisString, Status};
 
 use crate::core::classes::{self, ServerClasses};
 use crate::core::flush::Rescue;
@@ -21,7 +21,7 @@ use crate::core::settings;
 use crate::core::value::PendingOld;
 use crate::publisher;
 use crate::redis::detached::Detached;
-use crate::redis::runtime::{self, Module, STASH};
+use crate::redis::runtime::{self, HotSettings, Module, STASH};
 use crate::redis::{
     callbacks, cluster_bus, config, fallback, hook, info, journal, log, panic_log, values,
 };
@@ -33,7 +33,7 @@ pub fn init(ctx: &Context, argv: &[RedisString]) -> Status {
     panic_log::install();
     match load(ctx, argv) {
         Ok(module) => {
-            runtime::install(module);
+            runtime::install(ctx, module);
             // A backlog already waiting in the list starts the connection at the next step.
             hook::wake_main();
             Status::Ok
@@ -48,8 +48,8 @@ pub fn init(ctx: &Context, argv: &[RedisString]) -> Status {
 }
 
 /// `MODULE UNLOAD`.
-pub fn deinit(_ctx: &Context) -> Status {
-    if let Some(module) = runtime::take() {
+pub fn deinit(ctx: &Context) -> Status {
+    if let Some(module) = runtime::take(ctx) {
         module.unload();
         log::notice("unloaded");
     }
@@ -89,6 +89,7 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
     shared
         .master
         .store(!flags.contains(ContextFlags::SLAVE), Relaxed);
+    let hot = RedisGILGuard::new(HotSettings::stale(shared.settings()));
     let module = Arc::new(Module {
         shared,
         publisher: Mutex::new(None),
@@ -112,6 +113,7 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
         pending_old: Mutex::new(PendingOld::default()),
         snapshot: Mutex::new(None),
         scan_cursor: Mutex::new(None),
+        hot,
     });
     if !info::register(ctx.ctx) {
         return Err("cannot register the INFO section".into());
@@ -147,12 +149,12 @@ fn load(ctx: &Context, argv: &[RedisString]) -> Result<Arc<Module>, String> {
 
 /// Redis fires this after writing its AOF and RDB for the last time.
 extern "C" fn on_shutdown(
-    _ctx: *mut raw::RedisModuleCtx,
+    ctx: *mut raw::RedisModuleCtx,
     _e: raw::RedisModuleEvent,
     _sub: u64,
     _d: *mut c_void,
 ) {
-    if let Some(m) = runtime::take() {
+    if let Some(m) = runtime::take(&Context::new(ctx)) {
         m.shutdown();
     }
 }

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use redis_module::{raw, Context};
 
+use crate::core::journal::Durability;
 use crate::core::link::now_ms;
-use crate::core::outbox::{ListStore, Outbox, TickInput};
+use crate::core::outbox::{Broker, ListStore, Outbox, TickInput};
 use crate::core::placement::Placement;
 use crate::core::policy::{
     INBOX_IDLE, LIST_CHECK_EVERY_MS, MEMORY_FULL_QUEUE, MEMORY_FULL_RATIO, SLICE, UNHOOK_AFTER_MS,
@@ -20,7 +21,7 @@ use crate::core::policy::{
 use crate::core::snapshot;
 use crate::redis::fallback::{OwnWrites, RedisKeyspace, RedisList};
 use crate::redis::runtime::{self, Module};
-use crate::redis::{config, hook, log, values};
+use crate::redis::{config, hook, journal, log, values};
 use crate::state::stats::Stats;
 
 impl Module {
@@ -31,9 +32,13 @@ impl Module {
         values::sync_old_values(ctx.ctx, config::payload_value());
         self.pending_old.lock().clear();
         if self.loading.load(Relaxed) {
+            self.shared.direct.store(false, Relaxed);
             return;
         }
         let mut quiet = true;
+        if !self.shared.master.load(Relaxed) {
+            self.shared.direct.store(false, Relaxed);
+        }
         if self.shared.master.load(Relaxed) {
             // First, before anything else touches the list: what a flush or swap took away
             // goes back (writes propagated after that command, see `flushes`).
@@ -117,7 +122,27 @@ impl Module {
         shared.stats.observe(&outbox);
         self.log_drops(0, fallback_size);
         self.log_memory_drops(0);
-        idle && !had_news
+        let direct = self.hands_over_directly(&outbox, broker);
+        shared.direct.store(direct, Relaxed);
+        // Events handed over directly need no step: the publisher asks for one when it needs
+        // the main thread (see `Session::watch_direct`).
+        (idle || direct) && !had_news
+    }
+
+    /// Whether the keyspace callback may hand events to the outbox itself until the next step
+    /// (see [`Module::hand_over`]): nothing the main thread would do for them. A cluster node
+    /// steps every second anyway (slots), the journal writes from the inbox, values and the
+    /// old values they take are sorted out at each step, and a snapshot or a flush's put-back
+    /// orders its events through the inbox.
+    fn hands_over_directly(&self, outbox: &Outbox, broker: Broker) -> bool {
+        !self.cluster
+            && broker == Broker::Ready
+            && outbox.list_len() == 0
+            && !journal::active()
+            && self.shared.read_settings(|s| s.durability) == Durability::Memory
+            && !config::payload_value()
+            && self.snapshot.lock().is_none()
+            && !self.rescue.lock().pending()
     }
 
     /// The running snapshot's slice (`snapshot`), if one runs, measured like the list's work
@@ -355,6 +380,11 @@ impl Module {
             self.quiet_since_ms.store(0, Relaxed);
             return;
         }
+        if self.shared.direct.load(Relaxed) {
+            // Events do not come through the step: no churn of the hook to avoid by waiting.
+            hook::unhook_soon(on_unhook);
+            return;
+        }
         let now = now_ms();
         match self.quiet_since_ms.load(Relaxed) {
             0 => self.quiet_since_ms.store(now, Relaxed),
@@ -375,7 +405,9 @@ impl Module {
             && !self.list_evicted.load(Relaxed)
             && !self.rescue.lock().pending()
             && self.snapshot.lock().is_none()
-            && self.shared.outbox.try_lock().is_some_and(|o| o.is_idle())
+            && self.shared.outbox.try_lock().is_some_and(|o| {
+                o.is_idle() || self.shared.direct.load(Relaxed) && o.list_len() == 0
+            })
     }
 }
 

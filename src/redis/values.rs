@@ -450,7 +450,7 @@ extern "C" fn on_key_event(
         }
         let name = name_of(info.key);
         let key = bytes(name);
-        if !module.captures_old_value(key) {
+        if !module.captures_old_value(&redis_module::Context::new(ctx), key) {
             return;
         }
         let db = i64::from(raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx)));

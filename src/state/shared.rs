@@ -24,6 +24,9 @@ pub struct Shared {
     /// The publisher waits here for work or for a change of plan.
     pub wake: Condvar,
     settings: RwLock<Arc<Settings>>,
+    /// Bumped by every change of `settings`: lets the keyspace callback keep its own copy
+    /// (`Module::masks_match`) and read this lock only after a change.
+    settings_generation: AtomicU64,
     /// The broker options among the module configs (URIs, password, TLS).
     broker: RwLock<BrokerOptions>,
     /// Bumped by every change of `broker`: the publisher's cheap "did anything change?".
@@ -42,6 +45,15 @@ pub struct Shared {
     /// A snapshot waits for room in the memory queue: the publisher wakes the main thread
     /// once it has settled a batch.
     pub room_wanted: AtomicBool,
+    /// The main thread's last step found nothing for itself to do (a single node, the broker
+    /// ready, no list, `durability memory`, no values, no snapshot or flush in progress): the
+    /// keyspace callback may hand events to the outbox itself (`Module::hand_over`). Written
+    /// by the step only.
+    pub direct: AtomicBool,
+    /// The publisher is connected and looks at the outbox at least every
+    /// [`POLL_EVERY`](crate::core::policy::POLL_EVERY) without being woken: an event handed
+    /// over directly needs no wake-up. Changed under the outbox lock.
+    pub publisher_polls: AtomicBool,
 }
 
 impl Shared {
@@ -54,6 +66,7 @@ impl Shared {
             outbox: Mutex::new(outbox),
             wake: Condvar::new(),
             settings: RwLock::new(Arc::new(settings)),
+            settings_generation: AtomicU64::new(0),
             broker: RwLock::new(BrokerOptions::default()),
             broker_generation: AtomicU64::new(0),
             stats: Stats::default(),
@@ -64,6 +77,8 @@ impl Shared {
             reconnect_requests: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             room_wanted: AtomicBool::new(false),
+            direct: AtomicBool::new(false),
+            publisher_polls: AtomicBool::new(false),
         }
     }
 
@@ -78,18 +93,17 @@ impl Shared {
         read(&self.settings.read())
     }
 
-    /// Whether a key matches the current masks (the keyspace callback's filter: no `Arc` clone).
-    /// Inlined into that callback (the compiler stopped doing so on its own once the callback
-    /// grew its eviction test: about 20 Ir per event under callgrind).
-    #[inline]
-    pub fn masks_match(&self, key: &[u8]) -> bool {
-        self.settings.read().masks.matches(key)
-    }
-
     /// Replaces the settings as a whole: readers see the old or the new ones, never a mix.
     pub fn set_settings(&self, settings: Settings) {
         *self.settings.write() = Arc::new(settings);
+        self.settings_generation.fetch_add(1, Ordering::Release);
         self.notify();
+    }
+
+    /// Changes with every [`Shared::set_settings`].
+    #[inline]
+    pub fn settings_generation(&self) -> u64 {
+        self.settings_generation.load(Ordering::Acquire)
     }
 
     /// Reads the broker options.
