@@ -1,7 +1,7 @@
 //! A broker that refuses connections: events wait in the fallback list, then arrive once, in
 //! order, with their identity; the cap keeps the newest.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use testkit::{fallback_exists, set, wait_until, Message, Mode, Node};
 
@@ -109,4 +109,65 @@ fn a_connection_cut_mid_stream_loses_nothing() {
         .collect();
     let expected: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
     assert_eq!(firsts, expected, "every event, first occurrences in order");
+}
+
+/// While events flow steadily the keyspace callback hands them to the outbox itself, past the
+/// main thread's step. A broker that then black-holes them (accepts bytes, never confirms) is
+/// still found away after about a second and the events spill, as they do through the step:
+/// well before the confirm timeout (5 s) or missed heartbeats (20 s here) end the connection.
+#[test]
+fn a_black_hole_during_a_steady_flow_spills_after_about_a_second() {
+    let mut s = Node::builder("blackhole-flow-")
+        .through_proxy(Mode::Pass)
+        .heartbeat(10)
+        .timeouts(WAIT, QUIET)
+        .start();
+    let mut keys = Vec::new();
+    let flow = |s: &mut Node, keys: &mut Vec<String>| {
+        let key = format!("flow:{}", keys.len());
+        set(&mut s.redis, &key);
+        keys.push(key);
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    // A steady flow first: the publisher polls, events skip the step.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(500) {
+        flow(&mut s, &mut keys);
+    }
+    s.consumer.expect(keys.len(), WAIT);
+    let warm = keys.len();
+
+    s.proxy().set_mode(Mode::Blackhole);
+    let holed = Instant::now();
+    while s.fallback_len() == 0 && holed.elapsed() < Duration::from_secs(4) {
+        flow(&mut s, &mut keys);
+    }
+    let spilled_after = holed.elapsed();
+    eprintln!("the first event reached the list {spilled_after:?} into the black hole");
+    assert!(
+        spilled_after < Duration::from_millis(3500),
+        "events reach the list about a second after the broker stops confirming; none after \
+         {spilled_after:?}"
+    );
+    for _ in 0..20 {
+        flow(&mut s, &mut keys);
+    }
+
+    s.proxy().heal();
+    let got = s.consumer.drain_quiet(Duration::from_secs(8));
+    let got_keys: Vec<String> = got.iter().map(Message::key_lossy).collect();
+    // Around the failure, what was in flight may come twice; every event comes, first
+    // occurrences in order.
+    let mut first = Vec::new();
+    for k in got_keys {
+        if !first.contains(&k) {
+            first.push(k);
+        }
+    }
+    let keys = &keys[warm..];
+    let expected: Vec<String> = keys.iter().filter(|k| first.contains(k)).cloned().collect();
+    let missing: Vec<&String> = keys.iter().filter(|k| !first.contains(k)).collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    assert_eq!(first, expected, "in order");
+    assert!(wait_until(WAIT, || s.fallback_len() == 0));
 }
