@@ -158,8 +158,9 @@ impl Module {
         self.events & raw::REDISMODULE_NOTIFY_EVICTED != 0
     }
 
-    /// The keyspace callback's work: filter, encode, enqueue. No lock that another thread can
-    /// hold (the inbox and the settings are written on this thread only). The database and
+    /// The keyspace callback's work: filter, encode, enqueue. It never waits for another
+    /// thread: the inbox is this thread's, the settings copy is read under the GIL, and the
+    /// outbox is only try-locked (see [`Module::hand_over`]). The database and
     /// the event name are only fetched (`details`) for a key that is forwarded: most events
     /// of a filtering node stop at the mask. Costs per event are in docs/profiles/README.md.
     /// Returns `None` for an event not forwarded, else whether a step must hand it over (it
