@@ -36,7 +36,7 @@ pub struct KeyMask {
 #[derive(Clone, PartialEq, Eq)]
 enum Engine {
     /// No `*` and no `.`: plain bytes (equality, prefix, suffix or substring).
-    Literal(Vec<u8>),
+    Literal(Literal),
     /// No `*`: a fixed-length pattern compared in place (`None` is `.`).
     Fixed(Vec<Option<u8>>),
     /// Up to 63 tokens: shift-and on one word. Bit i = "token i is next", bit `len` = matched.
@@ -49,6 +49,25 @@ enum Engine {
     /// Any length: the same automaton, one token at a time over a multi-word bitset.
     Large(Vec<Token>),
 }
+
+/// A mask of plain bytes.
+#[derive(Clone, PartialEq, Eq)]
+struct Literal {
+    /// Never empty when unanchored (the empty substring is made the empty prefix).
+    bytes: Vec<u8>,
+    /// `^`: a prefix, or with `at_end` the whole key.
+    at_start: bool,
+    /// `$`: a suffix.
+    at_end: bool,
+    /// The first and the last byte, 16 times each: the substring search's broadcasts, made once.
+    firsts: Splat,
+    lasts: Splat,
+}
+
+/// Aligned, so that SSE2 compares can read it in place.
+#[derive(Clone, PartialEq, Eq)]
+#[repr(align(16))]
+struct Splat([u8; 16]);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Token {
@@ -133,7 +152,7 @@ impl KeyMask {
             anchored_start,
             anchored_end,
             min_len,
-            engine: Engine::new(tokens),
+            engine: Engine::new(tokens, anchored_start, anchored_end),
         }
     }
 
@@ -148,19 +167,19 @@ impl KeyMask {
     /// automata, which need many registers, stay out of line.
     #[inline]
     pub fn matches(&self, key: &[u8]) -> bool {
-        if key.len() < self.min_len {
-            return false;
-        }
         match &self.engine {
-            Engine::Literal(lit) => self.literal(lit, key),
+            Engine::Literal(lit) => lit.matches(key),
             _ => self.run_engine(key),
         }
     }
 
     #[inline(never)]
     fn run_engine(&self, key: &[u8]) -> bool {
+        if key.len() < self.min_len {
+            return false;
+        }
         match &self.engine {
-            Engine::Literal(lit) => self.literal(lit, key),
+            Engine::Literal(lit) => lit.matches(key),
             Engine::Fixed(pat) => self.fixed(pat, key),
             Engine::Small { accepts, star, len } => self.small(accepts, *star, *len, key),
             Engine::Large(tokens) => {
@@ -173,20 +192,6 @@ impl KeyMask {
                     self.large(tokens, key, &mut vec![0u64; words])
                 }
             }
-        }
-    }
-
-    /// The usual masks (`^prefix`, `suffix$`, `word`) end up here: this runs in the keyspace
-    /// callback for every event, so it compares bytes as slices, and a search looks for the
-    /// needle's first and last bytes, eight positions at a time, before comparing (see
-    /// docs/profiles/README.md).
-    #[inline]
-    fn literal(&self, lit: &[u8], key: &[u8]) -> bool {
-        match (self.anchored_start, self.anchored_end) {
-            (true, true) => key == lit,
-            (true, false) => key.starts_with(lit),
-            (false, true) => key.ends_with(lit),
-            (false, false) => contains(key, lit),
         }
     }
 
@@ -258,14 +263,53 @@ impl KeyMask {
     }
 }
 
+impl Literal {
+    fn new(bytes: Vec<u8>, anchored_start: bool, anchored_end: bool) -> Literal {
+        // Every key starts with nothing: `""` and `"$"` become `^`.
+        let at_start = anchored_start || bytes.is_empty();
+        let at_end = anchored_end && (anchored_start || !bytes.is_empty());
+        let (first, last) = (bytes.first(), bytes.last());
+        Literal {
+            firsts: Splat([first.copied().unwrap_or(0); 16]),
+            lasts: Splat([last.copied().unwrap_or(0); 16]),
+            bytes,
+            at_start,
+            at_end,
+        }
+    }
+
+    /// The usual masks (`^prefix`, `suffix$`, `word`) end up here: this runs in the keyspace
+    /// callback for every event, so short keys and literals are compared in registers, without
+    /// calls (see docs/profiles/README.md). Branches on two flags rather than a `match` on
+    /// one enum, which compiled to a jump table, a few instructions more.
+    #[inline]
+    fn matches(&self, key: &[u8]) -> bool {
+        let lit = self.bytes.as_slice();
+        if !self.at_start {
+            if !self.at_end {
+                return contains(key, lit, &self.firsts.0, &self.lasts.0);
+            }
+            return key
+                .len()
+                .checked_sub(lit.len())
+                .and_then(|at| key.get(at..))
+                .is_some_and(|k| same(k, lit));
+        }
+        if !self.at_end {
+            return key.get(..lit.len()).is_some_and(|k| same(k, lit));
+        }
+        same(key, lit)
+    }
+}
+
 impl Engine {
-    fn new(tokens: Vec<Token>) -> Engine {
-        if let Some(lit) = tokens
+    fn new(tokens: Vec<Token>, anchored_start: bool, anchored_end: bool) -> Engine {
+        if let Some(bytes) = tokens
             .iter()
             .map(|t| if t.star { None } else { t.byte })
             .collect::<Option<Vec<u8>>>()
         {
-            return Engine::Literal(lit);
+            return Engine::Literal(Literal::new(bytes, anchored_start, anchored_end));
         }
         if tokens.iter().all(|t| !t.star) {
             return Engine::Fixed(tokens.iter().map(|t| t.byte).collect());
@@ -297,11 +341,11 @@ fn atom(c: u8) -> Option<u8> {
     (c != b'.').then_some(c)
 }
 
-/// Whether `needle` occurs in `hay`. Candidates are the starts where the needle's first and last
-/// bytes both are, found eight starts at a time (SWAR: a zero byte in
+/// Whether `needle` occurs in `hay`, without SSE2. Candidates are the starts where the needle's
+/// first and last bytes both are, found eight starts at a time (SWAR: a zero byte in
 /// `(hay[at..] ^ first) | (hay[at + len - 1..] ^ last)` marks one), then compared in full.
-#[inline(never)]
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
+fn contains_swar(hay: &[u8], needle: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let (Some(&first), Some(&last)) = (needle.first(), needle.last()) else {
@@ -348,6 +392,195 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     }
     (at..starts)
         .any(|at| hay.get(at) == Some(&first) && hay.get(at + tail) == Some(&last) && is_at(at))
+}
+
+/// Whether the non-empty `needle` occurs in `hay`; `firsts` and `lasts` are its first and last
+/// byte, 16 times each.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline]
+fn contains(hay: &[u8], needle: &[u8], _: &[u8; 16], _: &[u8; 16]) -> bool {
+    contains_swar(hay, needle)
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline]
+fn contains(hay: &[u8], needle: &[u8], firsts: &[u8; 16], lasts: &[u8; 16]) -> bool {
+    // SAFETY: this build has SSE2 (the cfg above).
+    unsafe { sse2::contains(hay, needle, firsts, lasts) }
+}
+
+/// The substring search with SSE2 (baseline on x86_64): as the SWAR one, candidates are the
+/// starts where the needle's first and last bytes both are, but 16 at a time, one bit each
+/// (a compare and a `movemask`). Keys of up to 32 bytes, or with at most 16 starts, take one
+/// look, inline; longer ones, and checking candidates, are out of line, so that the short path
+/// saves no registers.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod sse2 {
+    use std::arch::x86_64::{
+        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set_epi64x,
+    };
+
+    #[inline]
+    fn load(b: &[u8; 16]) -> __m128i {
+        // SAFETY: an unaligned load of the 16 bytes `b` borrows.
+        unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
+    }
+
+    /// Bit i: byte i of `v` is `c`'s byte.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn eq(v: __m128i, c: __m128i) -> u32 {
+        // movemask sets only the low 16 bits.
+        _mm_movemask_epi8(_mm_cmpeq_epi8(v, c)) as u32
+    }
+
+    /// The bytes of `s` (fewer than 16), zeros after them, read without a call to `memcpy`:
+    /// overlapping loads, whose common bytes are the same, ORed together.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn padded(s: &[u8]) -> __m128i {
+        let n = s.len();
+        let (lo, hi) = if let (Some(a), Some(b)) = (s.first_chunk::<8>(), s.last_chunk::<8>()) {
+            // b holds bytes n-8..n: shifted down, bytes 8..n (none when n is 8).
+            let hi = u64::from_le_bytes(*b).checked_shr(8 * (16 - n) as u32);
+            (u64::from_le_bytes(*a), hi.unwrap_or(0))
+        } else if let (Some(a), Some(b)) = (s.first_chunk::<4>(), s.last_chunk::<4>()) {
+            let (a, b) = (u32::from_le_bytes(*a), u32::from_le_bytes(*b));
+            (u64::from(a) | (u64::from(b) << (8 * (n - 4))), 0)
+        } else {
+            // 0 to 3 bytes: the first, middle and last are all of them.
+            let at = |i: usize| s.get(i).map_or(0, |&b| u64::from(b) << (8 * i));
+            (at(0) | at(n / 2) | at(n.wrapping_sub(1)), 0)
+        };
+        _mm_set_epi64x(hi as i64, lo as i64)
+    }
+
+    /// Whether `needle`, not empty ([`super::Literal`] sees to it), occurs in `hay`. An empty
+    /// one gives some answer, without a panic (shifts by `tail` wrap): a test for it here
+    /// cost 5 instructions per event.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    pub(super) fn contains(hay: &[u8], needle: &[u8], firsts: &[u8; 16], lasts: &[u8; 16]) -> bool {
+        if hay.len() < needle.len() {
+            return false;
+        }
+        // A match at i ends at i + tail; there are `starts` places for one (1 to len).
+        let tail = needle.len().wrapping_sub(1);
+        let starts = hay.len().wrapping_sub(tail);
+        let (f, l) = (load(firsts), load(lasts));
+        // Candidate bit i: a match may start at i.
+        let cands = 'cands: {
+            // Nested: a match on the pair compiles to more tests.
+            if let Some(head) = hay.first_chunk::<16>() {
+                if let Some(end) = hay.last_chunk::<16>() {
+                    // Bit j of `end` is byte len - 16 + j.
+                    let shift = hay.len() - 16;
+                    if starts <= 16 {
+                        // Last bytes at i + tail = shift + (i + 16 - starts): the key's first
+                        // and last 16 bytes hold all that matter.
+                        break 'cands eq(load(head), f) & (eq(load(end), l) >> (16 - starts));
+                    }
+                    if shift > 16 {
+                        return long(hay, needle, firsts, lasts);
+                    }
+                    // Up to 32 bytes: one bit per byte, from two loads that may overlap (where
+                    // they do, their bits agree).
+                    let (head, end) = (load(head), load(end));
+                    let firsts = eq(head, f) | (eq(end, f) << shift);
+                    let lasts = eq(head, l) | (eq(end, l) << shift);
+                    break 'cands firsts & lasts.wrapping_shr(tail as u32);
+                }
+            }
+            let v = padded(hay);
+            // The padding's zeros may look like first or last bytes.
+            eq(v, f) & eq(v, l).wrapping_shr(tail as u32) & ((1 << starts) - 1)
+        };
+        cands != 0 && found(hay, needle, 0, cands)
+    }
+
+    /// Whether the needle is at one of the starts `at + i` for the bits i of `cands`.
+    #[inline(never)]
+    fn found(hay: &[u8], needle: &[u8], at: usize, mut cands: u32) -> bool {
+        while cands != 0 {
+            let i = at + cands.trailing_zeros() as usize;
+            if hay.get(i..i + needle.len()) == Some(needle) {
+                return true;
+            }
+            cands &= cands - 1;
+        }
+        false
+    }
+
+    /// Keys over 32 bytes with more than 16 starts: 16 starts at a time, from the bytes their
+    /// matches would begin and end with (blocks at `at` and `at + tail`), the last block
+    /// overlapping the one before.
+    #[inline(never)]
+    #[target_feature(enable = "sse2")]
+    fn long(hay: &[u8], needle: &[u8], firsts: &[u8; 16], lasts: &[u8; 16]) -> bool {
+        let (f, l) = (load(firsts), load(lasts));
+        let tail = needle.len().saturating_sub(1);
+        let block = |at: usize, a: &[u8; 16], b: &[u8; 16]| {
+            let both = _mm_and_si128(_mm_cmpeq_epi8(load(a), f), _mm_cmpeq_epi8(load(b), l));
+            let cands = _mm_movemask_epi8(both) as u32;
+            cands != 0 && found(hay, needle, at, cands)
+        };
+        let ends = hay.get(tail..).unwrap_or_default();
+        // `ends` is as long as there are starts: whole blocks of both, without bounds checks.
+        let (a, _) = hay.as_chunks::<16>();
+        let (b, rest) = ends.as_chunks::<16>();
+        for (i, (a, b)) in a.iter().zip(b).enumerate() {
+            if block(16 * i, a, b) {
+                return true;
+            }
+        }
+        if rest.is_empty() {
+            return false;
+        }
+        // The last 16 starts: they end at the last 16 bytes.
+        let starts = ends.len();
+        match (
+            hay.get(..starts).and_then(<[u8]>::last_chunk),
+            ends.last_chunk(),
+        ) {
+            (Some(a), Some(b)) => block(starts - 16, a, b),
+            _ => false,
+        }
+    }
+}
+
+/// `a == b`, without a call to `memcmp` for up to 16 bytes: two loads that may overlap.
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let n = a.len();
+    if n > 16 {
+        return long_eq(a, b);
+    }
+    fn pair<const N: usize>(s: &[u8]) -> Option<(&[u8; N], &[u8; N])> {
+        Some((s.first_chunk::<N>()?, s.last_chunk::<N>()?))
+    }
+    if let (Some((a0, a1)), Some((b0, b1))) = (pair::<8>(a), pair::<8>(b)) {
+        (u64::from_le_bytes(*a0) ^ u64::from_le_bytes(*b0))
+            | (u64::from_le_bytes(*a1) ^ u64::from_le_bytes(*b1))
+            == 0
+    } else if let (Some((a0, a1)), Some((b0, b1))) = (pair::<4>(a), pair::<4>(b)) {
+        (u32::from_le_bytes(*a0) ^ u32::from_le_bytes(*b0))
+            | (u32::from_le_bytes(*a1) ^ u32::from_le_bytes(*b1))
+            == 0
+    } else {
+        // 0 to 3 bytes: the first, middle and last are all of them.
+        [0, n / 2, n.wrapping_sub(1)]
+            .iter()
+            .all(|&i| a.get(i) == b.get(i))
+    }
+}
+
+/// Out of line: a call to `memcmp` would make `same`'s callers save registers.
+#[inline(never)]
+fn long_eq(a: &[u8], b: &[u8]) -> bool {
+    a == b
 }
 
 fn fixed_eq(pat: &[Option<u8>], s: &[u8]) -> bool {
@@ -410,6 +643,8 @@ impl fmt::Debug for KeyMask {
 
 /// The set of masks an event's key is checked against.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
+// A tag byte instead of a niche in the Vec: one compare to tell the variants apart.
+#[repr(u8)]
 pub enum KeyMasks {
     /// Nothing is forwarded.
     #[default]
@@ -471,7 +706,13 @@ impl KeyMasks {
         match self {
             KeyMasks::None => false,
             KeyMasks::All => true,
-            KeyMasks::Some(v) => v.iter().any(|m| m.matches(key)),
+            // One mask, the usual case, without a loop. The loop is out of line: inlined, it
+            // makes the callback save six registers, and the compiler hoists key-dependent
+            // setup of every engine out of it, paid even when nothing uses it.
+            KeyMasks::Some(v) => match v.as_slice() {
+                [one] => one.matches(key),
+                many => any_matches(many, key),
+            },
         }
     }
 
@@ -492,6 +733,11 @@ impl KeyMasks {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+#[inline(never)]
+fn any_matches(masks: &[KeyMask], key: &[u8]) -> bool {
+    masks.iter().any(|m| m.matches(key))
 }
 
 /// One printable line for logs and INFO: `none`, `ALL`, or the masks quoted and escaped,
@@ -801,6 +1047,35 @@ mod tests {
         assert_eq!(format!("{:?}", KeyMask::new(b"\x01")), r#"KeyMask("\x01")"#);
     }
 
+    /// Every key length to 70 and needle length to 20 (each SSE2 path and their borders), the
+    /// needle at every start, and the same with its second byte changed (first and last bytes
+    /// found, the rest not), against `windows`.
+    #[test]
+    fn substring_search_at_every_length_and_start() {
+        for n in 1..=20usize {
+            let needle: Vec<u8> = (0..n).map(|i| b'a' + (i % 3) as u8).collect();
+            let lit = Literal::new(needle.clone(), false, false);
+            for len in 0..=70usize {
+                for at in 0..=len.saturating_sub(n) {
+                    for near in [false, true] {
+                        let mut hay = vec![b'x'; len];
+                        if let Some(w) = hay.get_mut(at..at + n) {
+                            w.copy_from_slice(&needle);
+                            if near && n > 2 {
+                                if let Some(b) = w.get_mut(1) {
+                                    *b = b'x';
+                                }
+                            }
+                        }
+                        let expected = hay.windows(n).any(|w| w == needle.as_slice());
+                        assert_eq!(lit.matches(&hay), expected, "{needle:?} in {hay:?}");
+                        assert_eq!(contains_swar(&hay, &needle), expected);
+                    }
+                }
+            }
+        }
+    }
+
     /// Bytes chosen so that random masks and keys often match.
     fn mask_byte() -> impl Strategy<Value = u8> {
         prop_oneof![
@@ -871,6 +1146,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
         /// Literal masks (no `.` or `*`) over a two-letter alphabet: many partial matches, so
         /// the substring search must restart right after each failed candidate.
         #[test]
@@ -889,15 +1166,48 @@ mod tests {
             prop_assert_eq!(m(&mask, &key), reference(&mask, &key));
         }
 
-        /// The substring search against the obvious one, on bytes that stress the SWAR
-        /// zero-byte test (0x00, 0x01, 0x7f, 0x80, 0xff: borrows and high bits).
+        /// The substring searches (SWAR, and SSE2 where built) against the obvious one, on
+        /// bytes that stress the SWAR zero-byte test (0x00, 0x01, 0x7f, 0x80, 0xff: borrows and
+        /// high bits) and the SSE2 paths (padded short key, one look, blocks of 16).
         #[test]
         fn substring_search_agrees_with_windows(
-            needle in prop::collection::vec(edge_byte(), 1..12),
-            hay in prop::collection::vec(edge_byte(), 0..40),
+            needle in prop::collection::vec(edge_byte(), 1..20),
+            hay in prop::collection::vec(edge_byte(), 0..80),
         ) {
             let expected = hay.windows(needle.len()).any(|w| w == needle.as_slice());
-            prop_assert_eq!(contains(&hay, &needle), expected);
+            prop_assert_eq!(contains_swar(&hay, &needle), expected);
+            let lit = Literal::new(needle.clone(), false, false);
+            prop_assert_eq!(contains(&hay, &needle, &lit.firsts.0, &lit.lasts.0), expected);
+            prop_assert_eq!(lit.matches(&hay), expected);
+        }
+
+        /// Every place of a literal, and `same`'s widths (0-3, 4-7, 8-16, longer), against
+        /// the slice methods, on keys about as long as the literal.
+        #[test]
+        fn literals_agree_with_slice_methods(
+            lit in prop::collection::vec(edge_byte(), 0..24),
+            extra in prop::collection::vec(edge_byte(), 0..24),
+            at in 0usize..24,
+            flip in prop::option::of(0usize..48),
+        ) {
+            // The literal somewhere in the key, then maybe one byte changed.
+            let cut = at.min(extra.len());
+            let (pre, post) = extra.split_at(cut);
+            let mut key = [pre, &lit, post].concat();
+            if let Some(b) = flip.and_then(|i| key.get_mut(i)) {
+                *b ^= 1;
+            }
+            for (start, end) in [(false, false), (true, false), (false, true), (true, true)] {
+                let expected = match (start, end) {
+                    (false, false) => key.windows(lit.len().max(1)).any(|w| w == lit.as_slice())
+                        || lit.is_empty(),
+                    (true, false) => key.starts_with(&lit),
+                    (false, true) => key.ends_with(&lit),
+                    (true, true) => key == lit,
+                };
+                prop_assert_eq!(Literal::new(lit.clone(), start, end).matches(&key), expected);
+            }
+            prop_assert_eq!(same(&key, &lit), key == lit);
         }
 
         #[test]
