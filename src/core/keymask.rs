@@ -405,8 +405,7 @@ fn contains(hay: &[u8], needle: &[u8], _: &[u8; 16], _: &[u8; 16]) -> bool {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]
 fn contains(hay: &[u8], needle: &[u8], firsts: &[u8; 16], lasts: &[u8; 16]) -> bool {
-    // SAFETY: this build has SSE2 (the cfg above).
-    unsafe { sse2::contains(hay, needle, firsts, lasts) }
+    sse2::contains(hay, needle, firsts, lasts)
 }
 
 /// The substring search with SSE2 (baseline on x86_64): as the SWAR one, candidates are the
@@ -416,29 +415,23 @@ fn contains(hay: &[u8], needle: &[u8], firsts: &[u8; 16], lasts: &[u8; 16]) -> b
 /// saves no registers.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod sse2 {
-    use std::arch::x86_64::{
-        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set_epi64x,
+    // safe_arch: the SSE2 intrinsics as safe functions (no `unsafe` of ours outside the FFI).
+    use safe_arch::{
+        bitand_m128i, cmp_eq_mask_i8_m128i, load_unaligned_m128i as load, m128i,
+        move_mask_i8_m128i, set_i64_m128i,
     };
-
-    #[inline]
-    fn load(b: &[u8; 16]) -> __m128i {
-        // SAFETY: an unaligned load of the 16 bytes `b` borrows.
-        unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
-    }
 
     /// Bit i: byte i of `v` is `c`'s byte.
     #[inline]
-    #[target_feature(enable = "sse2")]
-    fn eq(v: __m128i, c: __m128i) -> u32 {
+    fn eq(v: m128i, c: m128i) -> u32 {
         // movemask sets only the low 16 bits.
-        _mm_movemask_epi8(_mm_cmpeq_epi8(v, c)) as u32
+        move_mask_i8_m128i(cmp_eq_mask_i8_m128i(v, c)) as u32
     }
 
     /// The bytes of `s` (fewer than 16), zeros after them, read without a call to `memcpy`:
     /// overlapping loads, whose common bytes are the same, ORed together.
     #[inline]
-    #[target_feature(enable = "sse2")]
-    fn padded(s: &[u8]) -> __m128i {
+    fn padded(s: &[u8]) -> m128i {
         let n = s.len();
         let (lo, hi) = if let (Some(a), Some(b)) = (s.first_chunk::<8>(), s.last_chunk::<8>()) {
             // b holds bytes n-8..n: shifted down, bytes 8..n (none when n is 8).
@@ -452,14 +445,13 @@ mod sse2 {
             let at = |i: usize| s.get(i).map_or(0, |&b| u64::from(b) << (8 * i));
             (at(0) | at(n / 2) | at(n.wrapping_sub(1)), 0)
         };
-        _mm_set_epi64x(hi as i64, lo as i64)
+        set_i64_m128i(hi as i64, lo as i64)
     }
 
     /// Whether `needle`, not empty ([`super::Literal`] sees to it), occurs in `hay`. An empty
     /// one gives some answer, without a panic (shifts by `tail` wrap): a test for it here
     /// cost 5 instructions per event.
     #[inline]
-    #[target_feature(enable = "sse2")]
     pub(super) fn contains(hay: &[u8], needle: &[u8], firsts: &[u8; 16], lasts: &[u8; 16]) -> bool {
         if hay.len() < needle.len() {
             return false;
@@ -515,13 +507,15 @@ mod sse2 {
     /// matches would begin and end with (blocks at `at` and `at + tail`), the last block
     /// overlapping the one before.
     #[inline(never)]
-    #[target_feature(enable = "sse2")]
     fn long(hay: &[u8], needle: &[u8], firsts: &[u8; 16], lasts: &[u8; 16]) -> bool {
         let (f, l) = (load(firsts), load(lasts));
         let tail = needle.len().saturating_sub(1);
         let block = |at: usize, a: &[u8; 16], b: &[u8; 16]| {
-            let both = _mm_and_si128(_mm_cmpeq_epi8(load(a), f), _mm_cmpeq_epi8(load(b), l));
-            let cands = _mm_movemask_epi8(both) as u32;
+            let both = bitand_m128i(
+                cmp_eq_mask_i8_m128i(load(a), f),
+                cmp_eq_mask_i8_m128i(load(b), l),
+            );
+            let cands = move_mask_i8_m128i(both) as u32;
             cands != 0 && found(hay, needle, at, cands)
         };
         let ends = hay.get(tail..).unwrap_or_default();
