@@ -124,9 +124,10 @@ impl Module {
         self.log_memory_drops(0);
         let direct = self.hands_over_directly(&outbox, broker);
         shared.direct.store(direct, Relaxed);
-        // Events handed over directly need no step: the publisher asks for one when it needs
-        // the main thread (see `Session::watch_direct`).
-        (idle || direct) && !had_news
+        // Events in memory need no step while the publisher polls: it asks for one when it
+        // needs the main thread, and when it stops polling (see `Session::publish` and
+        // `Session::stop_polling`). Otherwise the hook stays until they are gone.
+        (idle || direct && shared.publisher_polls.load(Relaxed)) && !had_news
     }
 
     /// Whether the keyspace callback may hand events to the outbox itself until the next step
@@ -406,7 +407,10 @@ impl Module {
             && !self.rescue.lock().pending()
             && self.snapshot.lock().is_none()
             && self.shared.outbox.try_lock().is_some_and(|o| {
-                o.is_idle() || self.shared.direct.load(Relaxed) && o.list_len() == 0
+                o.is_idle()
+                    || self.shared.direct.load(Relaxed)
+                        && self.shared.publisher_polls.load(Relaxed)
+                        && o.list_len() == 0
             })
     }
 }
