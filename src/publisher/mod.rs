@@ -15,6 +15,7 @@ mod session;
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -40,7 +41,7 @@ pub fn spawn(
         .name("kea-publisher".into())
         .spawn(move || {
             lower_priority();
-            supervise(&shared, || {
+            supervise(&shared, wake_main, || {
                 Session::new(shared.clone(), connection_name.clone(), run_id, wake_main).run()
             });
             shared.link.set(LinkState::Idle);
@@ -52,8 +53,9 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 
 /// Runs `session` until the module stops. A panic in it is logged with its message and
 /// counted, the link shows it, and a new session starts after a back-off (cut short by an
-/// unload).
-fn supervise(shared: &Shared, mut session: impl FnMut()) {
+/// unload). A session that panicked while polling asks the main thread for a step, as one
+/// that ends does (`wake_main`): events handed over directly must not wait for it.
+fn supervise(shared: &Shared, wake_main: fn(), mut session: impl FnMut()) {
     let mut backoff = Backoff::default();
     while !shared.stopping() {
         let started = Instant::now();
@@ -72,6 +74,13 @@ fn supervise(shared: &Shared, mut session: impl FnMut()) {
         ));
         shared.link.set_error(error);
         shared.link.set(LinkState::Down);
+        let polled = {
+            let _outbox = shared.outbox.lock();
+            shared.publisher_polls.swap(false, Relaxed)
+        };
+        if polled {
+            wake_main();
+        }
         let until = Instant::now() + delay;
         while !shared.stopping() && Instant::now() < until {
             shared.wait(until.saturating_duration_since(Instant::now()));
@@ -98,7 +107,7 @@ fn lower_priority() {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::atomic::AtomicBool;
 
     use super::*;
     use crate::core::event::{self, Event};
@@ -132,7 +141,7 @@ mod tests {
         }
         let mut sent: Vec<Vec<u8>> = Vec::new();
         let mut sessions = 0;
-        supervise(&shared, || {
+        supervise(&shared, no_wake, || {
             sessions += 1;
             if sessions == 1 {
                 // Take a batch as the publisher does, then panic while it is out.
@@ -170,12 +179,37 @@ mod tests {
     fn an_unload_during_the_back_off_ends_the_supervisor() {
         let shared = Arc::new(Shared::new(Settings::default(), 100, quiet_log()));
         let started = Instant::now();
-        supervise(&shared, || {
+        supervise(&shared, no_wake, || {
             shared.stop.store(true, Relaxed);
             panic!("stop, then panic");
         });
         assert!(started.elapsed() < Duration::from_secs(1));
         assert_eq!(shared.stats.publisher_panics.load(Relaxed), 1);
+    }
+
+    fn no_wake() {}
+
+    #[test]
+    fn a_session_that_panics_while_polling_stops_polling_and_wakes_the_main_thread() {
+        static WOKEN: AtomicBool = AtomicBool::new(false);
+        fn wake() {
+            WOKEN.store(true, Relaxed);
+        }
+        let shared = Arc::new(Shared::new(Settings::default(), 100, quiet_log()));
+        let mut sessions = 0;
+        supervise(&shared, wake, || {
+            sessions += 1;
+            if sessions == 1 {
+                shared.publisher_polls.store(true, Relaxed);
+                panic!("while polling");
+            }
+            shared.stop.store(true, Relaxed);
+        });
+        assert!(
+            !shared.publisher_polls.load(Relaxed),
+            "events go through the step"
+        );
+        assert!(WOKEN.load(Relaxed), "the main thread was asked for a step");
     }
 
     #[test]
