@@ -190,7 +190,13 @@ impl Outbox {
     /// Adds a new event (the keyspace callback). Never fails and never blocks: a queue over
     /// capacity is brought back under it by the next [`Outbox::tick`].
     pub fn push(&mut self, event: Event) {
-        self.tail_bytes += event_bytes(&event);
+        let bytes = event_bytes(&event);
+        self.push_sized(event, bytes);
+    }
+
+    #[inline(always)]
+    fn push_sized(&mut self, event: Event, bytes: usize) {
+        self.tail_bytes += bytes;
         self.tail.push_back(event);
         self.arrived_since_tick += 1;
     }
@@ -206,9 +212,7 @@ impl Outbox {
         {
             return Err(event);
         }
-        self.tail_bytes += bytes;
-        self.tail.push_back(event);
-        self.arrived_since_tick += 1;
+        self.push_sized(event, bytes);
         Ok(())
     }
 

@@ -15,7 +15,6 @@ mod session;
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -74,11 +73,7 @@ fn supervise(shared: &Shared, wake_main: fn(), mut session: impl FnMut()) {
         ));
         shared.link.set_error(error);
         shared.link.set(LinkState::Down);
-        let polled = {
-            let _outbox = shared.outbox.lock();
-            shared.publisher_polls.swap(false, Relaxed)
-        };
-        if polled {
+        if shared.stop_polling() {
             wake_main();
         }
         let until = Instant::now() + delay;
@@ -107,7 +102,7 @@ fn lower_priority() {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
     use super::*;
     use crate::core::event::{self, Event};

@@ -344,7 +344,7 @@ impl Session {
             self.ready_at = Some(Instant::now());
             shared.publisher_polls.store(true, Relaxed);
             // Batched: a message that is not full waits up to the linger for more events
-            // (which wake this thread), so a trickle is delayed by at most that.
+            // (looking every POLL_EVERY), so a trickle is delayed by at most that.
             if per_message > 1 && outbox.ready_len() < per_message && !shared.stopping() {
                 let since = *self.lingering_since.get_or_insert_with(Instant::now);
                 let linger = Duration::from_millis(u64::from(linger_ms));
@@ -401,11 +401,7 @@ impl Session {
     /// thread's next step sees the link as it is (it spills once the broker is away).
     fn stop_polling(&mut self) {
         self.ready_at = None;
-        let was = {
-            let _outbox = self.shared.outbox.lock();
-            self.shared.publisher_polls.swap(false, Relaxed)
-        };
-        if was {
+        if self.shared.stop_polling() {
             (self.wake_main)();
         }
     }

@@ -36,9 +36,6 @@ impl Module {
             return;
         }
         let mut quiet = true;
-        if !self.shared.master.load(Relaxed) {
-            self.shared.direct.store(false, Relaxed);
-        }
         if self.shared.master.load(Relaxed) {
             // First, before anything else touches the list: what a flush or swap took away
             // goes back (writes propagated after that command, see `flushes`).
@@ -48,14 +45,17 @@ impl Module {
             // Before the tick, which hands what the slice emitted to the outbox at once.
             self.snapshot_slice(ctx);
             quiet = self.tick(ctx);
-        } else if self.demoted.load(Relaxed) {
-            self.abandon_snapshot();
-            match self.shared.outbox.try_lock() {
-                Some(mut outbox) => {
-                    outbox.forget_list();
-                    self.demoted.store(false, Relaxed);
+        } else {
+            self.shared.direct.store(false, Relaxed);
+            if self.demoted.load(Relaxed) {
+                self.abandon_snapshot();
+                match self.shared.outbox.try_lock() {
+                    Some(mut outbox) => {
+                        outbox.forget_list();
+                        self.demoted.store(false, Relaxed);
+                    }
+                    None => hook::wake_main(),
                 }
-                None => hook::wake_main(),
             }
         }
         self.unhook_when_quiet(quiet);
@@ -122,12 +122,21 @@ impl Module {
         shared.stats.observe(&outbox);
         self.log_drops(0, fallback_size);
         self.log_memory_drops(0);
-        let direct = self.hands_over_directly(&outbox, broker);
-        shared.direct.store(direct, Relaxed);
-        // Events in memory need no step while the publisher polls: it asks for one when it
-        // needs the main thread, and when it stops polling (see `Session::publish` and
-        // `Session::stop_polling`). Otherwise the hook stays until they are gone.
-        (idle || direct && shared.publisher_polls.load(Relaxed)) && !had_news
+        shared
+            .direct
+            .store(self.hands_over_directly(&outbox, broker), Relaxed);
+        !had_news && self.needs_no_step(&outbox)
+    }
+
+    /// Nothing in memory waits for a step: it is empty, or handed over directly while the
+    /// publisher polls, which asks for a step when it needs the main thread and when it stops
+    /// polling (see `Session::publish`, `Shared::stop_polling`). Otherwise the hook stays
+    /// until memory is empty.
+    fn needs_no_step(&self, outbox: &Outbox) -> bool {
+        outbox.is_idle()
+            || self.shared.direct.load(Relaxed)
+                && self.shared.publisher_polls.load(Relaxed)
+                && outbox.list_len() == 0
     }
 
     /// Whether the keyspace callback may hand events to the outbox itself until the next step
@@ -406,12 +415,11 @@ impl Module {
             && !self.list_evicted.load(Relaxed)
             && !self.rescue.lock().pending()
             && self.snapshot.lock().is_none()
-            && self.shared.outbox.try_lock().is_some_and(|o| {
-                o.is_idle()
-                    || self.shared.direct.load(Relaxed)
-                        && self.shared.publisher_polls.load(Relaxed)
-                        && o.list_len() == 0
-            })
+            && self
+                .shared
+                .outbox
+                .try_lock()
+                .is_some_and(|o| self.needs_no_step(&o))
     }
 }
 

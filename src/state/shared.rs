@@ -173,6 +173,13 @@ impl Shared {
                 || self.outbox.lock().has_work())
     }
 
+    /// The publisher stops polling (see `publisher_polls`); returns whether it did, in which
+    /// case the main thread must be asked for a step: events in memory may wait for one.
+    pub fn stop_polling(&self) -> bool {
+        let _outbox = self.outbox.lock();
+        self.publisher_polls.swap(false, Relaxed)
+    }
+
     /// Wakes the publisher if it waits.
     pub fn notify(&self) {
         self.wake.notify_all();
