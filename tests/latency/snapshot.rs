@@ -20,8 +20,35 @@ const WAIT: Duration = Duration::from_secs(30);
 /// The whole snapshot must reach the consumer within this.
 const SNAPSHOT_LIMIT: Duration = Duration::from_secs(120);
 
+/// Runs the snapshot on a new node up to this many times while its longest step is over the
+/// bound (see the test).
+const RUNS: usize = 2;
+
 #[test]
 fn a_snapshot_of_100k_keys_with_values_holds_the_main_thread_only_in_short_slices() {
+    // The dataset, the writer and the module's work are the same in every run, so a step that
+    // the module's work makes long is long in each run (unsliced, 48.7 ms every time). One
+    // step's CPU time can also take in what the host does on the thread's behalf: this kernel
+    // has no IRQ_TIME_ACCOUNTING, so interrupts are charged to the task they interrupt, and
+    // page faults count too. That happened once in CI (6.8 ms, against 1.02-1.29 ms in 20 runs
+    // here, also beside a CPU and a memory hog): a second run tells the two apart.
+    let mut steps = Vec::new();
+    for _ in 0..RUNS {
+        let step_max = snapshot_beside_writes();
+        steps.push(step_max);
+        if step_max < STEP_BOUND {
+            return;
+        }
+    }
+    panic!(
+        "the module held the main thread for over {STEP_BOUND:?} in one step in each of {RUNS} \
+         runs: {steps:?}"
+    );
+}
+
+/// One run: a new node with 100,000 keys snapshots them beside a steady writer. Checks what
+/// the consumer gets; returns the module's longest main-thread step.
+fn snapshot_beside_writes() -> Duration {
     // `payload value` is a snapshot's heaviest work per key: each key's value is read and
     // encoded on the main thread. The small value cap leaves the memory queue room for the
     // whole dataset (room is counted at the cap per key): only the time slice can bound a
@@ -122,10 +149,6 @@ fn a_snapshot_of_100k_keys_with_values_holds_the_main_thread_only_in_short_slice
         "populated keys not snapshotted: {missing:?}"
     );
     assert_eq!(n.info("snapshots_completed"), "1");
-    assert!(
-        step_max < STEP_BOUND,
-        "the module held the main thread for {step_max:?} in one step (bound {STEP_BOUND:?})"
-    );
     // What a client sees is reported above, not bounded: during the snapshot RabbitMQ, the
     // publisher and the consumer keep this host's 2 cores busy delivering 100,000 messages in
     // about 2.5 s, and the scheduler then delays the busy main thread now and then. Measured:
@@ -138,4 +161,5 @@ fn a_snapshot_of_100k_keys_with_values_holds_the_main_thread_only_in_short_slice
         "too few PINGs ({}) to say anything",
         pings.count()
     );
+    step_max
 }
