@@ -90,29 +90,86 @@ pub struct Event {
 /// Builds the message body `DB\nEVENT\nKEY` (DB in decimal, as `{db}` formats it): inside the
 /// event when it fits, else with a single allocation of exactly its length. This runs inside
 /// every forwarded write command: the digits are written by hand (`write!(out, "{db}")` took
-/// 214 instructions per event under callgrind, in `core::fmt`; see docs/profiles/README.md).
+/// 214 instructions per event under callgrind, in `core::fmt`), a database 0-9 is one byte,
+/// and the name and the key are copied without calls (see [`copy_short`] and
+/// docs/profiles/README.md).
+#[inline(always)]
 pub fn body(db: i64, event: &[u8], key: &[u8]) -> Body {
+    let mut digits = [0u8; 21];
+    let db_text: &[u8] = match u8::try_from(db) {
+        Ok(d @ 0..=9) => {
+            digits[0] = b'0' + d;
+            &digits[..1]
+        }
+        _ => signed_decimal(db, &mut digits),
+    };
+    let len = db_text.len() + event.len() + key.len() + 2;
+    if len > INLINE_BODY {
+        return Body::from_vec([db_text, b"\n", event, b"\n", key].concat());
+    }
+    let mut buf = [0u8; INLINE_BODY];
+    let mut at = 0;
+    for part in [db_text, event] {
+        if let Some(to) = buf.get_mut(at..at + part.len()) {
+            copy_short(to, part);
+        }
+        at += part.len();
+        if let Some(newline) = buf.get_mut(at) {
+            *newline = b'\n';
+        }
+        at += 1;
+    }
+    if let Some(to) = buf.get_mut(at..len) {
+        copy_short(to, key);
+    }
+    Body::from_buf_and_len(buf, len)
+}
+
+/// `db` in decimal with its sign, at the end of `buf`.
+#[cold]
+fn signed_decimal(db: i64, buf: &mut [u8; 21]) -> &[u8] {
     let mut digits = [0u8; 20];
-    let db_text = decimal(db.unsigned_abs(), &mut digits);
-    let sign: &[u8] = if db < 0 { b"-" } else { b"" };
-    let parts = [sign, db_text, b"\n", event, b"\n", key];
-    let len = parts.iter().map(|p| p.len()).sum();
-    if len <= INLINE_BODY {
-        // Written in place: SmallVec's own `extend_from_slice` costs more than the copies.
-        let mut buf = [0u8; INLINE_BODY];
-        let mut free = &mut buf[..];
-        for part in parts {
-            let (to, rest) = free.split_at_mut(part.len());
-            to.copy_from_slice(part);
-            free = rest;
+    let text = decimal(db.unsigned_abs(), &mut digits);
+    let at = buf.len() - text.len();
+    buf[at..].copy_from_slice(text);
+    let start = at - usize::from(db < 0);
+    if db < 0 {
+        buf[start] = b'-';
+    }
+    &buf[start..]
+}
+
+/// `to.copy_from_slice(from)` for slices of one length, without a call to `memcpy` up to 32
+/// bytes: two overlapping copies of the largest size that fits, the way `memcpy` itself does
+/// short copies (the call, for the four parts of a body, cost about 55 instructions).
+#[inline(always)]
+fn copy_short(to: &mut [u8], from: &[u8]) {
+    /// Copies the first and the last `N` bytes (all of them when `from` has `N` to `2N`).
+    #[inline(always)]
+    fn ends<const N: usize>(to: &mut [u8], from: &[u8]) {
+        if let (Some(t), Some(f)) = (to.first_chunk_mut::<N>(), from.first_chunk::<N>()) {
+            *t = *f;
         }
-        Body::from_buf_and_len(buf, len)
-    } else {
-        let mut out = Vec::with_capacity(len);
-        for part in parts {
-            out.extend_from_slice(part);
+        if let (Some(t), Some(f)) = (to.last_chunk_mut::<N>(), from.last_chunk::<N>()) {
+            *t = *f;
         }
-        Body::from_vec(out)
+    }
+    if to.len() != from.len() {
+        return;
+    }
+    match from.len() {
+        0 => {}
+        1 => to[0] = from[0],
+        // The first, the middle and the last are all of them.
+        2..=3 => {
+            for i in [0, from.len() / 2, from.len() - 1] {
+                to[i] = from[i];
+            }
+        }
+        4..=7 => ends::<4>(to, from),
+        8..=15 => ends::<8>(to, from),
+        16..=32 => ends::<16>(to, from),
+        _ => to.copy_from_slice(from),
     }
 }
 
@@ -151,6 +208,16 @@ mod tests {
     use proptest::prelude::*;
 
     const HEX: &[u8] = b"0123456789abcdef0123456789abcdef01234567";
+
+    #[test]
+    fn copy_short_copies_every_length() {
+        let from: Vec<u8> = (1..=70).collect();
+        for n in 0..=70 {
+            let mut to = vec![0u8; n];
+            copy_short(&mut to, &from[..n]);
+            assert_eq!(to, &from[..n], "length {n}");
+        }
+    }
 
     #[test]
     fn body_is_db_event_key() {
@@ -196,7 +263,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn body_is_what_format_writes(db in any::<i64>(),
+        fn body_is_what_format_writes(db in prop_oneof![any::<i64>(), -12i64..12],
                                       event in proptest::collection::vec(any::<u8>(), 0..16),
                                       key in proptest::collection::vec(any::<u8>(), 0..64)) {
             let mut expected = format!("{db}\n").into_bytes();

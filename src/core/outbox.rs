@@ -203,7 +203,9 @@ impl Outbox {
 
     /// Adds a new event if it needs no maintenance step to follow: nothing is in the list
     /// (which it would have to wait behind) and memory has room for it, so that no spill is
-    /// due. Otherwise gives it back. The keyspace callback's direct hand-over.
+    /// due. Otherwise gives it back. The keyspace callback's direct hand-over (inlined there:
+    /// the call, passing and returning the event by pointer, cost about 20 instructions).
+    #[inline(always)]
     pub fn push_directly(&mut self, event: Event) -> Result<(), Event> {
         let bytes = event_bytes(&event);
         if self.list_len != 0

@@ -165,7 +165,10 @@ impl Module {
     /// of a filtering node stop at the mask. Costs per event are in docs/profiles/README.md.
     /// Returns `None` for an event not forwarded, else whether a step must hand it over (it
     /// went to the inbox, see [`Module::hand_over`]). `values` reads the key's values under
-    /// `payload value` (one atomic load otherwise).
+    /// `payload value` (one atomic load otherwise). Inlined into the callback: as a call of
+    /// its own, it saved and restored registers for every event, about 30 instructions
+    /// (callgrind; the same for events that stop at the mask).
+    #[inline(always)]
     fn on_event<'a>(
         &self,
         gil: &Context,
