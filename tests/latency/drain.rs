@@ -1,6 +1,7 @@
 //! Draining a backlog of 1,000,000 events left by the old C module (plain bodies in the
-//! fallback list) does not slow Redis down, and delivers every event once, in order. Runs
-//! alone (`--test-threads=1`): it measures latency.
+//! fallback list) does not slow Redis down (the module's longest step stays under
+//! [`crate::STEP_BOUND`] of CPU time), and delivers every event once, in order. Runs alone
+//! (`--test-threads=1`): it measures latency.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use testkit::{
     RedisServer, FALLBACK,
 };
 
-use crate::{set_thread_nice, spawn_pinger, StopOnDrop, PING_BOUND, STEP_BOUND};
+use crate::{set_thread_nice, spawn_pinger, within_step_bound, StopOnDrop, PING_BOUND};
 
 const EVENTS: usize = 1_000_000;
 /// RPUSH arguments per command, and commands per pipeline, when filling the list.
@@ -46,6 +47,12 @@ fn redis_cpu(pid: u32) -> (u64, u64) {
 
 #[test]
 fn a_million_event_backlog_drains_without_slowing_redis() {
+    within_step_bound("drain", drain_backlog);
+}
+
+/// One run: a new node drains 1,000,000 plain bodies left in its list. Checks what the
+/// consumer gets and what PINGs see; returns the module's longest main-thread step.
+fn drain_backlog() -> Duration {
     let server = RedisServer::start_without_module(&[]);
     let mut r = server.client();
 
@@ -185,13 +192,6 @@ fn a_million_event_backlog_drains_without_slowing_redis() {
         "too few PINGs ({}) to say anything",
         pings.count()
     );
-    // What the module itself costs Redis: its longest hold of the main thread.
-    let step_max = Duration::from_micros(server.module_info_u64("main_thread_step_max_us"));
-    eprintln!("longest main-thread step of the module: {step_max:?}");
-    assert!(
-        step_max < STEP_BOUND,
-        "the module held the main thread for {step_max:?} in one step (bound {STEP_BOUND:?})"
-    );
     // The slowlog (printed above) is not asserted: it times commands by the wall clock, and on
     // this host the main thread is sometimes descheduled in the middle of one (seen: a
     // 500-item LRANGE logged at 3.1 ms while the longest step took 435 µs of CPU).
@@ -210,4 +210,7 @@ fn a_million_event_backlog_drains_without_slowing_redis() {
         control_pings.count(),
         &pings.slow[..pings.slow.len().min(20)]
     );
+    // What the module itself costs Redis: its longest hold of the main thread (bounded by the
+    // caller).
+    Duration::from_micros(server.module_info_u64("main_thread_step_max_us"))
 }

@@ -1,5 +1,5 @@
 //! A snapshot of 100,000 keys, values included, while writes go on, holds the main thread
-//! only in short slices: the module's longest step stays under [`STEP_BOUND`] of CPU time.
+//! only in short slices: the module's longest step stays under [`crate::STEP_BOUND`] of CPU time.
 //! PINGs, and the same on an idle Redis, are reported. Runs alone (`--test-threads=1`): it
 //! measures latency. The parallel integration test (`it::snapshot`) checks what the consumer
 //! gets, with a loose step bound.
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use testkit::{tail_lines, Node, RedisServer};
 
-use crate::{set_thread_nice, spawn_pinger, StopOnDrop, PING_BOUND, STEP_BOUND};
+use crate::{set_thread_nice, spawn_pinger, within_step_bound, StopOnDrop, PING_BOUND};
 
 const DBS: i64 = 4;
 const PER_DB: usize = 25_000;
@@ -20,30 +20,9 @@ const WAIT: Duration = Duration::from_secs(30);
 /// The whole snapshot must reach the consumer within this.
 const SNAPSHOT_LIMIT: Duration = Duration::from_secs(120);
 
-/// Runs the snapshot on a new node up to this many times while its longest step is over the
-/// bound (see the test).
-const RUNS: usize = 2;
-
 #[test]
 fn a_snapshot_of_100k_keys_with_values_holds_the_main_thread_only_in_short_slices() {
-    // The dataset, the writer and the module's work are the same in every run, so a step that
-    // the module's work makes long is long in each run (unsliced, 48.7 ms every time). One
-    // step's CPU time can also take in what the host does on the thread's behalf: this kernel
-    // has no IRQ_TIME_ACCOUNTING, so interrupts are charged to the task they interrupt, and
-    // page faults count too. That happened once in CI (6.8 ms, against 1.02-1.29 ms in 20 runs
-    // here, also beside a CPU and a memory hog): a second run tells the two apart.
-    let mut steps = Vec::new();
-    for _ in 0..RUNS {
-        let step_max = snapshot_beside_writes();
-        steps.push(step_max);
-        if step_max < STEP_BOUND {
-            return;
-        }
-    }
-    panic!(
-        "the module held the main thread for over {STEP_BOUND:?} in one step in each of {RUNS} \
-         runs: {steps:?}"
-    );
+    within_step_bound("snapshot", snapshot_beside_writes);
 }
 
 /// One run: a new node with 100,000 keys snapshots them beside a steady writer. Checks what
