@@ -141,7 +141,7 @@ impl Redis {
         Redis::start_with(&[("loadmodule", path)], None)
     }
 
-    fn start_with(config: &[(&str, &str)], module: Option<&[String]>) -> Res<Redis> {
+    pub fn start_with(config: &[(&str, &str)], module: Option<&[String]>) -> Res<Redis> {
         let server = no_panic("redis-server", || RedisServer::start_with(config, module))?;
         Ok(Redis { server })
     }

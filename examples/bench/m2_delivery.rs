@@ -75,7 +75,7 @@ fn raw_publish(channel: &lapin::Channel, routing_key: &str, round: usize, n: u64
 }
 
 /// A connection of this process to the local RabbitMQ, with a channel in confirm mode.
-fn raw_channel() -> Res<(Connection, lapin::Channel)> {
+pub fn raw_channel() -> Res<(Connection, lapin::Channel)> {
     with_deadline(Duration::from_secs(15), "raw connect", async {
         let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
             .await

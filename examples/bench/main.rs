@@ -19,12 +19,14 @@
 //! 4. drain of a pre-filled fallback list after MODULE LOAD: events/s, PING p99/max.
 //! 5. memory: module heap at full queue capacity, Redis bytes per event in the fallback list,
 //!    and what remains after the drain.
+//! 6. event latency, one event at a time: SET → consumer with the publisher polling, asleep,
+//!    and batching, beside a raw lapin publisher's publish → consumer.
 //!
 //! Writes `results.md`, `results.json` and `chart.svg` to DIR (default `docs/bench`, or
 //! `target/bench-quick` with `--quick`). Figures never make it fail; errors do.
 //!
 //! This file: the command line and the order of the measurements. `harness` starts the
-//! redis-servers, `consumer` the counting consumer; `m1_throughput` … `m5_memory` each measure
+//! redis-servers, `consumer` the counting consumer; `m1_throughput` … `m6_latency` each measure
 //! and hand back their [`report::Section`]; `targets` compares the figures with issue 5's
 //! targets; `report` writes results.md, results.json and chart.svg.
 
@@ -36,6 +38,7 @@ mod m2_delivery;
 mod m3_blackhole;
 mod m4_drain;
 mod m5_memory;
+mod m6_latency;
 mod report;
 mod stats;
 mod targets;
@@ -62,6 +65,9 @@ pub struct Sizes {
     /// The queue capacity filled, and the events per outage (measurement 5).
     pub capacity: u64,
     pub spill_n: u64,
+    /// Events timed one at a time with short pauses, and with long ones (measurement 6).
+    pub latency_n: u64,
+    pub latency_slow_n: u64,
 }
 
 impl Sizes {
@@ -76,6 +82,8 @@ impl Sizes {
                 drain_n: 200_000,
                 capacity: 20_000,
                 spill_n: 100_000,
+                latency_n: 100,
+                latency_slow_n: 20,
             }
         } else {
             Sizes {
@@ -87,6 +95,8 @@ impl Sizes {
                 drain_n: 1_000_000,
                 capacity: 100_000,
                 spill_n: 1_000_000,
+                latency_n: 2_000,
+                latency_slow_n: 200,
             }
         }
     }
@@ -96,12 +106,13 @@ impl Sizes {
 type Measurement = (&'static str, fn(&Sizes) -> Res<Section>);
 
 /// Numbered from 1 as in the results (`--only`).
-const MEASUREMENTS: [Measurement; 5] = [
+const MEASUREMENTS: [Measurement; 6] = [
     ("1 redis-benchmark", m1_throughput::run),
     ("2 delivery", m2_delivery::run),
     ("3 black-holed broker", m3_blackhole::run),
     ("4 backlog drain", m4_drain::run),
     ("5 memory", m5_memory::run),
+    ("6 event latency", m6_latency::run),
 ];
 
 /// Runs the measurements whose numbers are in `only` (all when empty), then writes the
@@ -194,9 +205,10 @@ fn parse_args(args: &[String]) -> Result<Cli, String> {
         None => Vec::new(),
         Some(Some(list)) => list,
         Some(None) => {
-            return Err(
-                "bench: --only takes measurement numbers from 1 to 5, comma-separated".into(),
-            )
+            return Err(format!(
+                "bench: --only takes measurement numbers from 1 to {}, comma-separated",
+                MEASUREMENTS.len()
+            ))
         }
     };
     let out = value("--out").map(PathBuf::from).unwrap_or_else(|| {
