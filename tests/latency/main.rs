@@ -11,6 +11,7 @@ mod chaos;
 mod chaos_kill;
 mod drain;
 mod snapshot;
+mod trickle;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
