@@ -118,6 +118,10 @@ pub const POLL_EVERY: Duration = Duration::from_millis(1);
 /// notified (a slower trickle goes through the main thread's step, which wakes it).
 pub const POLL_FOR: Duration = Duration::from_millis(20);
 
+/// While it polls, the publisher answers the broker (heartbeats, a close, a block) at most
+/// this often, not at every look: an answer is three system calls.
+pub const ANSWER_WHILE_POLLING: Duration = Duration::from_millis(10);
+
 /// Reconnection back-off: doubles from the first to the cap, with jitter.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);

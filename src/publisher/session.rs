@@ -13,8 +13,8 @@ use crate::core::event::RunId;
 use crate::core::limits::{Backoff, LastLogged, LogBudget, Throttle};
 use crate::core::link::{now_ms, LinkState};
 use crate::core::policy::{
-    AWAY_AFTER, BATCH, CLOSE_TIMEOUT, CONFIRM_TIMEOUT, CONNECT_TIMEOUT, IDLE_WAIT, POLL_EVERY,
-    POLL_FOR, SUMMARY_EVERY,
+    ANSWER_WHILE_POLLING, AWAY_AFTER, BATCH, CLOSE_TIMEOUT, CONFIRM_TIMEOUT, CONNECT_TIMEOUT,
+    IDLE_WAIT, POLL_EVERY, POLL_FOR, SUMMARY_EVERY,
 };
 use crate::core::settings::Settings;
 use crate::core::uri::Endpoint;
@@ -377,12 +377,14 @@ impl Session {
             self.healthy(endpoint);
         }
         // Heartbeats and what the broker sent, without holding the outbox.
-        if let Err(e) = self.answer(conn) {
-            return Some(Err(e));
+        let polls = self.ready_at.is_some_and(|at| at.elapsed() < POLL_FOR);
+        if !polls || self.answered_at.elapsed() >= ANSWER_WHILE_POLLING {
+            if let Err(e) = self.answer(conn) {
+                return Some(Err(e));
+            }
         }
         let mut outbox = shared.outbox.lock();
         if !outbox.has_ready() && !shared.stopping() {
-            let polls = self.ready_at.is_some_and(|at| at.elapsed() < POLL_FOR);
             if shared.publisher_polls.swap(polls, Relaxed) && !polls {
                 // Events come through the main thread's step again, which wakes this thread;
                 // one step now tidies up after the flow (see `Shared::direct`).
