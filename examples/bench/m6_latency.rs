@@ -10,12 +10,12 @@ use crate::report::Section;
 use crate::stats::{max, percentile};
 use crate::Sizes;
 use lapin::{options::BasicPublishOptions, BasicProperties};
-use std::time::{Duration, Instant};
-use testkit::{Consumer, ConsumerOptions};
+use std::time::Duration;
+use testkit::{Consumer, ConsumerOptions, Message, OneAtATime};
 
 /// Events sent and received before the measured ones: the module's connection, the queue and
 /// the first publishes settle.
-const WARM_UP: u64 = 10;
+const WARM_UP: usize = 10;
 /// The longest any one event may take before the measurement fails.
 const EVENT_LIMIT: Duration = Duration::from_secs(10);
 
@@ -74,30 +74,28 @@ const VARIANTS: [Variant; 4] = [
     },
 ];
 
-/// Sends event `i` (its key or body names `lat:<i>`).
-type Send<'a> = Box<dyn FnMut(u64) -> Res<()> + 'a>;
+/// Makes the event of a key.
+type Send<'a> = Box<dyn FnMut(&str) -> Res<()> + 'a>;
 
-/// Sends `n` events one at a time, each once the one before has arrived and `gap` has passed;
-/// returns each one's time from the send to its receipt, in ms.
-fn one_at_a_time(consumer: &mut Consumer, mut send: Send, n: u64, gap: Duration) -> Res<Vec<f64>> {
-    let mut lat = Vec::new();
-    for i in 0..WARM_UP + n {
-        let t = Instant::now();
-        send(i)?;
-        let m = consumer
-            .try_recv(Some(EVENT_LIMIT))?
-            .ok_or_else(|| format!("event {i} did not arrive within {EVENT_LIMIT:?}"))?;
-        let took = t.elapsed();
-        let key = format!("lat:{i}");
-        if !m.body.windows(key.len()).any(|w| w == key.as_bytes()) {
-            return Err(format!("event {i}: expected {key}, got {m:?}"));
+/// Sends `n` events one at a time (see [`OneAtATime`]); returns each one's time from the send
+/// to its receipt, in ms.
+fn one_at_a_time(consumer: &mut Consumer, send: Send, n: u64, gap: Duration) -> Res<Vec<f64>> {
+    let events = OneAtATime {
+        warm_up: WARM_UP,
+        n: n as usize,
+        gap,
+        limit: EVENT_LIMIT,
+    };
+    // The key is in the body whatever the format (text's last line, json's "key").
+    let names_key = |m: &Message, key: &str| {
+        if m.body.windows(key.len()).any(|w| w == key.as_bytes()) {
+            Ok(())
+        } else {
+            Err(format!("expected the event of {key}, got {m:?}"))
         }
-        if i >= WARM_UP {
-            lat.push(took.as_secs_f64() * 1e3);
-        }
-        std::thread::sleep(gap);
-    }
-    Ok(lat)
+    };
+    let took = events.run(consumer, "lat", send, names_key)?;
+    Ok(took.iter().map(|d| d.as_secs_f64() * 1e3).collect())
 }
 
 /// One variant's latencies, in ms.
@@ -107,8 +105,8 @@ fn measure(v: &Variant, n: u64) -> Res<Vec<f64>> {
     match v.source {
         Source::Raw => {
             let (_conn, channel) = raw_channel()?;
-            let send: Send = Box::new(|i| {
-                let body = format!("0\nset\nlat:{i}").into_bytes();
+            let send: Send = Box::new(|key| {
+                let body = format!("0\nset\n{key}").into_bytes();
                 with_deadline(EVENT_LIMIT, "raw publish", async {
                     channel
                         .basic_publish(
@@ -128,9 +126,9 @@ fn measure(v: &Variant, n: u64) -> Res<Vec<f64>> {
         Source::Module(configs) => {
             let server = Redis::start_with(configs, Some(&module_args(5672, &rk, "ALL")))?;
             let mut c = server.conn()?;
-            let send: Send = Box::new(move |i| {
+            let send: Send = Box::new(move |key| {
                 redis::cmd("SET")
-                    .arg(format!("lat:{i}"))
+                    .arg(key)
                     .arg("v")
                     .query::<()>(&mut c)
                     .map_err(|e| format!("SET: {e}"))

@@ -113,6 +113,11 @@ pub struct Connection {
     blocked: Option<String>,
 }
 
+/// A socket option that could not be set: the connection is unusable.
+fn socket_setup(r: std::io::Result<()>) -> Result<(), ConnError> {
+    r.map_err(|e| ConnError::Failed(format!("socket setup: {e}")))
+}
+
 impl Connection {
     /// Connects, logs in, opens the channel and turns confirms on, all within `timeout`.
     pub fn open(
@@ -124,11 +129,9 @@ impl Connection {
     ) -> Result<Connection, ConnError> {
         let deadline = Instant::now() + timeout;
         let tcp = tcp_connect(&endpoint.host, endpoint.port, deadline, timeout, cancel)?;
-        let set =
-            |r: std::io::Result<()>| r.map_err(|e| ConnError::Failed(format!("socket setup: {e}")));
-        set(tcp.set_nodelay(true))?;
-        set(tcp.set_read_timeout(Some(SLICE)))?;
-        set(tcp.set_write_timeout(Some(SLICE)))?;
+        socket_setup(tcp.set_nodelay(true))?;
+        socket_setup(tcp.set_read_timeout(Some(SLICE)))?;
+        socket_setup(tcp.set_write_timeout(Some(SLICE)))?;
         let io = match tls {
             None => Transport::Plain(tcp),
             Some(config) => tls_handshake(config, &endpoint.host, tcp, deadline, cancel)?,
@@ -388,20 +391,18 @@ impl Connection {
     fn fill(&mut self, wait: Duration) -> Result<(), ConnError> {
         self.input.drain(..self.consumed);
         self.consumed = 0;
-        let setup =
-            |r: std::io::Result<()>| r.map_err(|e| ConnError::Failed(format!("socket setup: {e}")));
         let at_once = wait.is_zero();
         if at_once {
             // Back to blocking right after the read: writes wait on their timeout.
-            setup(self.io.tcp().set_nonblocking(true))?;
+            socket_setup(self.io.tcp().set_nonblocking(true))?;
         } else if wait != self.read_timeout {
-            setup(self.io.tcp().set_read_timeout(Some(wait)))?;
+            socket_setup(self.io.tcp().set_read_timeout(Some(wait)))?;
             self.read_timeout = wait;
         }
         let mut chunk = [0u8; READ_CHUNK];
         let read = self.io.read(&mut chunk);
         if at_once {
-            setup(self.io.tcp().set_nonblocking(false))?;
+            socket_setup(self.io.tcp().set_nonblocking(false))?;
         }
         match read {
             Ok(0) => Err(ConnError::Failed("connection closed by the broker".into())),

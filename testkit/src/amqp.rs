@@ -118,6 +118,46 @@ fn in_time<T>(
     }
 }
 
+/// How events go one at a time: `warm_up` untimed, then `n` timed ones, a `gap` after each
+/// arrival, each waited for at most `limit`.
+#[derive(Clone, Copy, Debug)]
+pub struct OneAtATime {
+    pub warm_up: usize,
+    pub n: usize,
+    pub gap: Duration,
+    pub limit: Duration,
+}
+
+impl OneAtATime {
+    /// Times each event from `send(key)` (which makes the event of `key`, `{tag}:{i}`) to the
+    /// consumer's next message, which `check(message, key)` accepts or refuses (events arrive
+    /// in order, one message each). Returns the timed ones, in order.
+    pub fn run(
+        self,
+        consumer: &mut Consumer,
+        tag: &str,
+        mut send: impl FnMut(&str) -> Result<(), String>,
+        check: impl Fn(&Message, &str) -> Result<(), String>,
+    ) -> Result<Vec<Duration>, String> {
+        let mut took = Vec::with_capacity(self.n);
+        for i in 0..self.warm_up + self.n {
+            let key = format!("{tag}:{i}");
+            let t = Instant::now();
+            send(&key)?;
+            let m = consumer
+                .try_recv(Some(self.limit))?
+                .ok_or_else(|| format!("{key} did not arrive within {:?}", self.limit))?;
+            let elapsed = t.elapsed();
+            check(&m, &key)?;
+            if i >= self.warm_up {
+                took.push(elapsed);
+            }
+            std::thread::sleep(self.gap);
+        }
+        Ok(took)
+    }
+}
+
 /// Publishes `payload` to `exchange` with `routing_key` on a short-lived connection and
 /// waits for the broker's confirm.
 pub fn amqp_publish(

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 pub use self::amqp::{
     amqp_channel, amqp_connect, amqp_publish, amqp_url, body, keys_of, nacking_queue, redact_url,
-    unique_routing_key, Consumer, ConsumerOptions, Header, Message,
+    unique_routing_key, Consumer, ConsumerOptions, Header, Message, OneAtATime,
 };
 pub use self::cluster::{Cluster, NODES, NODE_TIMEOUT_MS, SLOT_RANGES};
 pub use self::ledger::{

@@ -1,8 +1,8 @@
 //! A snapshot of 100,000 keys, values included, while writes go on, holds the main thread
-//! only in short slices: the module's longest step stays under [`crate::STEP_BOUND`] of CPU time.
-//! PINGs, and the same on an idle Redis, are reported. Runs alone (`--test-threads=1`): it
-//! measures latency. The parallel integration test (`it::snapshot`) checks what the consumer
-//! gets, with a loose step bound.
+//! only in short slices: the module's longest step stays under [`crate::STEP_BOUND`] of CPU
+//! time. PINGs, and the same on an idle Redis, are reported. Runs alone
+//! (`--test-threads=1`): it measures latency. The parallel integration test (`it::snapshot`)
+//! checks what the consumer gets, with a loose step bound.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
